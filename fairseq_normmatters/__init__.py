@@ -1,0 +1,34 @@
+"""fairseq_normmatters: the normalization schemes of "Norm matters" (Hoffer et al., 2018).
+
+Importing the package (or `--user-dir fairseq_normmatters`) allow-lists fairseq checkpoints
+for torch.load(weights_only=True) and exports the norm core and weight normalization.
+"""
+
+from .checkpoint import allow_fairseq_checkpoints
+
+allow_fairseq_checkpoints()
+
+from .constants import l1_constant, linf_constant, topk_constant  # noqa: E402
+from .norms import (  # noqa: E402
+    BATCH_NORM_KINDS,
+    NORM_KINDS,
+    DeviationBatchNorm,
+    DeviationNorm,
+    L2Norm,
+    RMSNorm,
+    build_batch_norm,
+    build_norm,
+)
+from .weight_norm import (  # noqa: E402
+    WEIGHT_NORM_MODES,
+    apply_weight_norm,
+    bounded_weight_norm,
+    remove_weight_norm,
+)
+
+__all__ = [
+    "BATCH_NORM_KINDS", "NORM_KINDS", "WEIGHT_NORM_MODES", "DeviationBatchNorm", "DeviationNorm",
+    "L2Norm", "RMSNorm", "allow_fairseq_checkpoints", "apply_weight_norm", "bounded_weight_norm",
+    "build_batch_norm", "build_norm", "l1_constant", "linf_constant", "remove_weight_norm",
+    "topk_constant",
+]
