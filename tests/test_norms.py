@@ -10,26 +10,15 @@ import torch
 import torch.nn.functional as F
 
 from fairseq_normmatters import NORM_KINDS, build_norm
+from fairseq_normmatters.calibration import measured_scale_over_sigma
 from fairseq_normmatters.constants import LINF_LOWER_BOUND, LINF_UPPER_BOUND, resolve_constant
-from fairseq_normmatters.norms import SCALE_FUNCTIONS, deviation_norm, deviation_scale
+from fairseq_normmatters.norms import SCALE_FUNCTIONS, deviation_norm
 
 OPTIONS = {"topk": {"k": 3}}
-MU, SIGMA = 5.0, 3.0
 
 
 def make(kind, n, **kw):
     return build_norm(kind, n, **{**OPTIONS.get(kind, {}), **kw})
-
-
-def gaussian_rows(n, rows, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    return MU + SIGMA * torch.randn(rows, n, generator=g, dtype=dtype)
-
-
-def measured_scale_over_sigma(kind, n, constant, k=None, rows=4000):
-    x = gaussian_rows(n, rows, seed=n)
-    d = x - x.mean(-1, keepdim=True)
-    return float(deviation_scale(d, kind, constant, k).mean() / SIGMA)
 
 
 CALIBRATED = [("l1", "paper", None), ("l1", "gaussian", None), ("linf", "gaussian", None),
