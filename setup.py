@@ -25,6 +25,6 @@ setup(
         "sacrebleu>=2",
         "sentencepiece",
     ],
-    extras_require={"test": ["pytest"], "plot": ["matplotlib"]},
+    extras_require={"test": ["pytest", "pytest-xdist"], "plot": ["matplotlib"]},
     license="MIT",
 )

@@ -32,3 +32,5 @@ __all__ = [
     "build_batch_norm", "build_norm", "l1_constant", "linf_constant", "remove_weight_norm",
     "topk_constant",
 ]
+
+from . import models  # noqa: E402,F401  (registers norm_transformer / norm_lstm with fairseq)

@@ -1,0 +1,111 @@
+"""What norm_transformer and norm_lstm share: the flags, the model surgery, the registration."""
+
+import argparse
+import logging
+
+from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY, register_model, register_model_architecture
+
+from ..constants import CONSTANT_MODES, check_constant
+from ..convert import cache_weights_per_forward, replace_layer_norms
+from ..norms import NORM_KINDS, SCALE_FUNCTIONS
+from ..weight_norm import DEFAULT_TYPES, RHO_MODES, WEIGHT_NORM_MODES, apply_weight_norm
+
+logger = logging.getLogger(__name__)
+
+#: The vocabulary projections (tied to the embeddings when shared) keep plain weights.
+OUTPUT_PROJECTIONS = ("output_projection", "fc_out")
+
+NORM_DEFAULTS = {"norm_type": "l2", "norm_topk": 8, "norm_constant": "paper"}
+WEIGHT_NORM_DEFAULTS = {"weight_norm": "none", "weight_norm_p": "2", "weight_norm_rho": "layer"}
+
+
+def constant_option(text: str):
+    """argparse type of --norm-constant: "paper", "gaussian" or a positive float."""
+    try:
+        return check_constant(float(text)) if text not in CONSTANT_MODES else text
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid --norm-constant {text!r}; allowed: {', '.join(CONSTANT_MODES)} or a positive float"
+        ) from None
+
+
+def add_norm_args(parser) -> None:
+    parser.add_argument("--norm-type", choices=NORM_KINDS,
+                        help="layer norm kind replacing every LayerNorm (none removes them)")
+    parser.add_argument("--norm-topk", type=int, metavar="K",
+                        help="k of --norm-type topk (1 <= K <= embedding dim)")
+    parser.add_argument("--norm-constant", type=constant_option, metavar="{paper,gaussian,FLOAT}",
+                        help="calibration constant of l1/linf/topk")
+
+
+def add_weight_norm_args(parser) -> None:
+    parser.add_argument("--weight-norm", choices=WEIGHT_NORM_MODES,
+                        help="weight normalization of every Linear/LSTM weight but the output projection")
+    parser.add_argument("--weight-norm-p", choices=("1", "2", "inf"),
+                        help="norm of the weight rows for --weight-norm")
+    parser.add_argument("--weight-norm-rho", choices=RHO_MODES,
+                        help="BWN bound: one per layer (mean initial row norm) or per row")
+
+
+def set_defaults(args, defaults: dict) -> None:
+    """Set each option of `defaults` that args lacks (or holds as None)."""
+    for key, value in defaults.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+
+
+def weight_norm_target(name: str, module) -> bool:
+    """Every Linear / LSTM / LSTMCell / Conv except the vocabulary projection."""
+    return isinstance(module, DEFAULT_TYPES) and name.rsplit(".", 1)[-1] not in OUTPUT_PROJECTIONS
+
+
+def normalize_model(model, args):
+    """Apply --norm-type (if the model has the flag) and --weight-norm to a built fairseq model."""
+    if getattr(args, "norm_type", "l2") != "l2":
+        options = {"constant": args.norm_constant} if args.norm_type in SCALE_FUNCTIONS else {}
+        if args.norm_type == "topk":
+            options["k"] = args.norm_topk
+        try:
+            count = replace_layer_norms(model, args.norm_type, **options)
+        except ValueError as error:
+            raise ValueError(f"--norm-type {args.norm_type} --norm-topk {args.norm_topk} "
+                             f"--norm-constant {args.norm_constant}: {error}") from None
+        logger.info("replaced %d layer norms by %s", count, args.norm_type)
+    if args.weight_norm != "none":
+        names = apply_weight_norm(model, args.weight_norm, p=args.weight_norm_p,
+                                  rho=args.weight_norm_rho, include=weight_norm_target)
+        logger.info("%s (p=%s) on %d weights", args.weight_norm, args.weight_norm_p, len(names))
+        decoder = getattr(model, "decoder", None)
+        if decoder is not None:
+            cache_weights_per_forward(decoder)
+    return model
+
+
+def register_model_once(name):
+    """fairseq's register_model, tolerant of this plugin being imported twice under two module
+    names (installed package + --user-dir path; fairseq#2081): the first class stays registered."""
+    def wrap(cls):
+        if _same_class(MODEL_REGISTRY.get(name), cls):
+            return cls
+        return register_model(name)(cls)
+    return wrap
+
+
+def register_architectures(model_name, variants):
+    """Register named architectures; variants maps name -> (base architecture, defaults)."""
+    for arch_name, (base, defaults) in variants.items():
+        if _same_class(ARCH_MODEL_REGISTRY.get(arch_name), MODEL_REGISTRY[model_name]):
+            continue
+        register_model_architecture(model_name, arch_name)(_architecture(base, defaults))
+
+
+def _architecture(base, defaults):
+    def architecture(args):
+        set_defaults(args, defaults)
+        base(args)
+    return architecture
+
+
+def _same_class(registered, cls) -> bool:
+    return registered is not None and registered.__qualname__ == cls.__qualname__ and \
+        registered.__module__.rsplit(".", 1)[-1] == cls.__module__.rsplit(".", 1)[-1]

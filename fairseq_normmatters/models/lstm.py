@@ -1,0 +1,54 @@
+"""norm_lstm: fairseq's LSTM attention model with WN or BWN on every LSTM and Linear weight.
+
+The paper's 2-layer LSTM (2 encoder + 2 decoder layers, attention). The WMT sizes are fairseq's
+lstm_luong_wmt_en_de (1000-dim embeddings and states, Luong et al. 2015) with the paper's 2
+layers instead of 4; the IWSLT sizes are lstm_wiseman_iwslt_de_en's (256) with 2 layers. An LSTM
+has no layer norm: the flags are --weight-norm, --weight-norm-p, --weight-norm-rho. The decoder
+steps nn.LSTMCell over time, so its forward caches each normalized weight once per call.
+"""
+
+from fairseq.models.lstm import LSTMModel, base_architecture, lstm_luong_wmt_en_de, lstm_wiseman_iwslt_de_en
+
+from .common import (WEIGHT_NORM_DEFAULTS, add_weight_norm_args, normalize_model,
+                     register_architectures, register_model_once, set_defaults)
+
+
+@register_model_once("norm_lstm")
+class NormLSTMModel(LSTMModel):
+    """LSTM encoder-decoder with attention and optional WN / BWN (Hoffer et al. 2018)."""
+
+    @classmethod
+    def add_args(cls, parser):
+        super().add_args(parser)
+        add_weight_norm_args(parser)
+
+    @classmethod
+    def build_model(cls, args, task):
+        norm_lstm_base(args)
+        return normalize_model(super().build_model(args, task), args)
+
+
+def norm_lstm_base(args):
+    set_defaults(args, WEIGHT_NORM_DEFAULTS)
+    base_architecture(args)
+
+
+def two_layers(base):
+    def architecture(args):
+        set_defaults(args, {"encoder_layers": 2, "decoder_layers": 2})
+        base(args)
+    return architecture
+
+
+WMT = two_layers(lstm_luong_wmt_en_de)
+IWSLT = two_layers(lstm_wiseman_iwslt_de_en)
+
+register_architectures("norm_lstm", {
+    "norm_lstm": (norm_lstm_base, {}),
+    "norm_lstm_wmt_en_de": (WMT, {}),
+    "norm_lstm_bwn_wmt_en_de": (WMT, {"weight_norm": "bwn"}),
+    "norm_lstm_wn_wmt_en_de": (WMT, {"weight_norm": "wn"}),
+    "norm_lstm_iwslt_de_en": (IWSLT, {}),
+    "norm_lstm_bwn_iwslt_de_en": (IWSLT, {"weight_norm": "bwn"}),
+    "norm_lstm_wn_iwslt_de_en": (IWSLT, {"weight_norm": "wn"}),
+})

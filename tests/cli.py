@@ -1,0 +1,71 @@
+"""Drive the real fairseq command-line tools on tiny data made on the fly."""
+
+import os
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import fairseq_normmatters
+
+BIN = Path(sys.executable).parent
+USER_DIR = str(Path(fairseq_normmatters.__file__).parent)
+
+TINY_TRANSFORMER = ["--encoder-layers", "2", "--decoder-layers", "2",
+                    "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
+                    "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
+                    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
+                    "--share-all-embeddings", "--dropout", "0"]
+TINY_LSTM = ["--encoder-embed-dim", "32", "--encoder-hidden-size", "32",
+             "--decoder-embed-dim", "32", "--decoder-hidden-size", "32",
+             "--decoder-out-embed-dim", "32", "--dropout", "0"]
+TRAINING = ["--optimizer", "adam", "--lr", "0.005", "--lr-scheduler", "inverse_sqrt",
+            "--warmup-updates", "10", "--max-tokens", "1000", "--criterion",
+            "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--cpu", "--seed", "1",
+            "--no-epoch-checkpoints", "--log-format", "simple", "--num-workers", "0"]
+
+
+def run(tool, *args, check=True, input=None, timeout=600):
+    """Run a console script of this environment (fairseq-train, ...); return the CompletedProcess."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models; pytest-xdist runs two at once
+    result = subprocess.run([str(BIN / tool), *map(str, args)], capture_output=True, text=True,
+                            input=input, timeout=timeout, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{tool} exited {result.returncode}:\n{result.stderr[-4000:]}")
+    return result
+
+
+def write_parallel_text(directory, sizes=(("train", 600), ("valid", 60), ("test", 60)), seed=0):
+    """A learnable toy translation task: the target is the source reversed, word by word mapped."""
+    rng = random.Random(seed)
+    vocab = [f"w{i}" for i in range(40)]
+    mapping = {w: f"t{(i * 7) % 40}" for i, w in enumerate(vocab)}
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, n in sizes:
+        with open(directory / f"{split}.de", "w") as src, open(directory / f"{split}.en", "w") as tgt:
+            for _ in range(n):
+                words = [rng.choice(vocab) for _ in range(rng.randint(3, 8))]
+                src.write(" ".join(words) + "\n")
+                tgt.write(" ".join(mapping[w] for w in reversed(words)) + "\n")
+    return directory
+
+
+def preprocess(raw, dest):
+    run("fairseq-preprocess", "--source-lang", "de", "--target-lang", "en",
+        "--trainpref", Path(raw) / "train", "--validpref", Path(raw) / "valid",
+        "--testpref", Path(raw) / "test", "--destdir", dest, "--joined-dictionary",
+        "--workers", "1")
+    return Path(dest)
+
+
+def train(data, save_dir, arch, *extra, updates=40, check=True):
+    """fairseq-train with --user-dir; returns the CompletedProcess (fairseq logs on stdout)."""
+    return run("fairseq-train", data, "--user-dir", USER_DIR, "--arch", arch, "--save-dir", save_dir,
+               "--max-update", updates, *TRAINING, *extra, check=check)
+
+
+def epoch_losses(log: str, subset="train"):
+    """The per-epoch losses of a `--log-format simple` log."""
+    return [float(x) for x in re.findall(rf"\| {subset} \| epoch \d+ \|.*? loss ([\d.]+)", log)]
