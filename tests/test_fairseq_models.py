@@ -1,6 +1,7 @@
 """norm_transformer and norm_lstm through the real fairseq CLI on tiny data (CPU, seeded)."""
 
 import importlib
+import re
 import shutil
 import sys
 from argparse import Namespace
@@ -105,7 +106,7 @@ def test_train_generate_validate(config, data, trained):
     assert "BLEU = " in generated.stdout + generated.stderr
     validated = run("fairseq-validate", data, "--task", "translation", "--user-dir", USER_DIR,
                     "--path", checkpoint, "--cpu", "--valid-subset", "test", "--max-tokens", "2000")
-    test_loss = [float(x) for x in __import__("re").findall(r"valid on 'test' subset \| loss ([\d.]+)",
+    test_loss = [float(x) for x in re.findall(r"valid on 'test' subset \| loss ([\d.]+)",
                                                               validated.stdout)]
     assert test_loss and test_loss[0] < losses[0]
 

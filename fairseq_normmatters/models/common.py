@@ -81,6 +81,29 @@ def normalize_model(model, args):
     return model
 
 
+class NormalizedModel:
+    """Mixin before a fairseq model class: adds `flag_groups` to its flags and, once fairseq
+    has built the model, applies them (normalize_model). `default_architecture(args)` fills the
+    options an old checkpoint or a bare --arch lacks."""
+
+    flag_groups = (add_weight_norm_args,)
+
+    @staticmethod
+    def default_architecture(args):
+        raise NotImplementedError
+
+    @classmethod
+    def add_args(cls, parser):
+        super().add_args(parser)
+        for add_flags in cls.flag_groups:
+            add_flags(parser)
+
+    @classmethod
+    def build_model(cls, args, task):
+        cls.default_architecture(args)
+        return normalize_model(super().build_model(args, task), args)
+
+
 def register_model_once(name):
     """fairseq's register_model, tolerant of this plugin being imported twice under two module
     names (installed package + --user-dir path; fairseq#2081): the first class stays registered."""
@@ -96,10 +119,11 @@ def register_architectures(model_name, variants):
     for arch_name, (base, defaults) in variants.items():
         if _same_class(ARCH_MODEL_REGISTRY.get(arch_name), MODEL_REGISTRY[model_name]):
             continue
-        register_model_architecture(model_name, arch_name)(_architecture(base, defaults))
+        register_model_architecture(model_name, arch_name)(with_defaults(base, defaults))
 
 
-def _architecture(base, defaults):
+def with_defaults(base, defaults):
+    """An architecture function: set `defaults` where args lacks them, then call `base`."""
     def architecture(args):
         set_defaults(args, defaults)
         base(args)

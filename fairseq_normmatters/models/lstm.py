@@ -9,23 +9,8 @@ steps nn.LSTMCell over time, so its forward caches each normalized weight once p
 
 from fairseq.models.lstm import LSTMModel, base_architecture, lstm_luong_wmt_en_de, lstm_wiseman_iwslt_de_en
 
-from .common import (WEIGHT_NORM_DEFAULTS, add_weight_norm_args, normalize_model,
-                     register_architectures, register_model_once, set_defaults)
-
-
-@register_model_once("norm_lstm")
-class NormLSTMModel(LSTMModel):
-    """LSTM encoder-decoder with attention and optional WN / BWN (Hoffer et al. 2018)."""
-
-    @classmethod
-    def add_args(cls, parser):
-        super().add_args(parser)
-        add_weight_norm_args(parser)
-
-    @classmethod
-    def build_model(cls, args, task):
-        norm_lstm_base(args)
-        return normalize_model(super().build_model(args, task), args)
+from .common import (WEIGHT_NORM_DEFAULTS, NormalizedModel, register_architectures, register_model_once,
+                     set_defaults, with_defaults)
 
 
 def norm_lstm_base(args):
@@ -33,15 +18,16 @@ def norm_lstm_base(args):
     base_architecture(args)
 
 
-def two_layers(base):
-    def architecture(args):
-        set_defaults(args, {"encoder_layers": 2, "decoder_layers": 2})
-        base(args)
-    return architecture
+@register_model_once("norm_lstm")
+class NormLSTMModel(NormalizedModel, LSTMModel):
+    """LSTM encoder-decoder with attention and optional WN / BWN (Hoffer et al. 2018)."""
+
+    default_architecture = staticmethod(norm_lstm_base)
 
 
-WMT = two_layers(lstm_luong_wmt_en_de)
-IWSLT = two_layers(lstm_wiseman_iwslt_de_en)
+TWO_LAYERS = {"encoder_layers": 2, "decoder_layers": 2}
+WMT = with_defaults(lstm_luong_wmt_en_de, TWO_LAYERS)
+IWSLT = with_defaults(lstm_wiseman_iwslt_de_en, TWO_LAYERS)
 
 register_architectures("norm_lstm", {
     "norm_lstm": (norm_lstm_base, {}),

@@ -12,29 +12,21 @@ from fairseq.models.transformer import TransformerModel
 from fairseq.models.transformer.transformer_legacy import (
     base_architecture, transformer_iwslt_de_en, transformer_vaswani_wmt_en_de_big, transformer_wmt_en_de)
 
-from .common import (NORM_DEFAULTS, WEIGHT_NORM_DEFAULTS, add_norm_args, add_weight_norm_args,
-                     normalize_model, register_architectures, register_model_once, set_defaults)
-
-
-@register_model_once("norm_transformer")
-class NormTransformerModel(TransformerModel):
-    """Transformer (Vaswani et al.) with the norms of Hoffer et al. 2018."""
-
-    @classmethod
-    def add_args(cls, parser):
-        super().add_args(parser)
-        add_norm_args(parser)
-        add_weight_norm_args(parser)
-
-    @classmethod
-    def build_model(cls, args, task):
-        norm_transformer_base(args)
-        return normalize_model(super().build_model(args, task), args)
+from .common import (NORM_DEFAULTS, WEIGHT_NORM_DEFAULTS, NormalizedModel, add_norm_args, add_weight_norm_args,
+                     register_architectures, register_model_once, set_defaults)
 
 
 def norm_transformer_base(args):
     set_defaults(args, {**NORM_DEFAULTS, **WEIGHT_NORM_DEFAULTS})
     base_architecture(args)
+
+
+@register_model_once("norm_transformer")
+class NormTransformerModel(NormalizedModel, TransformerModel):
+    """Transformer (Vaswani et al.) with the norms of Hoffer et al. 2018."""
+
+    flag_groups = (add_norm_args, add_weight_norm_args)
+    default_architecture = staticmethod(norm_transformer_base)
 
 
 L1 = {"norm_type": "l1"}
