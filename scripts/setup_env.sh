@@ -5,14 +5,14 @@
 #                                     e.g. NORMMATTERS_TORCH="torch==2.5.1" for a CUDA build.
 #   NORMMATTERS_SYSTEM_SITE_PACKAGES=1  create .venv with --system-site-packages, so a torch
 #                                     (or fairseq) already installed system-wide is reused.
-#   NORMMATTERS_EXTRAS                extras to install (default "test").
+#   NORMMATTERS_EXTRAS                extras to install (default "test,plot").
 # Source it (it sets VENV and PY) or run it.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO/.venv"
 PY="$VENV/bin/python"
 TORCH_REQ="${NORMMATTERS_TORCH:-torch==2.13.0}"
-EXTRAS="${NORMMATTERS_EXTRAS:-test}"
+EXTRAS="${NORMMATTERS_EXTRAS:-test,plot}"
 
 # pip, minus the noise of this machine's local index; its output is shown in full on failure.
 quiet_pip() {

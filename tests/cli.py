@@ -1,13 +1,13 @@
 """Drive the real fairseq command-line tools on tiny data made on the fly."""
 
 import os
-import random
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import fairseq_normmatters
+from fairseq_normmatters.toy_data import write_parallel_text  # noqa: F401  (re-exported)
 
 BIN = Path(sys.executable).parent
 USER_DIR = str(Path(fairseq_normmatters.__file__).parent)
@@ -34,22 +34,6 @@ def run(tool, *args, check=True, input=None, timeout=600):
     if check and result.returncode != 0:
         raise AssertionError(f"{tool} exited {result.returncode}:\n{result.stderr[-4000:]}")
     return result
-
-
-def write_parallel_text(directory, sizes=(("train", 600), ("valid", 60), ("test", 60)), seed=0):
-    """A learnable toy translation task: the target is the source reversed, word by word mapped."""
-    rng = random.Random(seed)
-    vocab = [f"w{i}" for i in range(40)]
-    mapping = {w: f"t{(i * 7) % 40}" for i, w in enumerate(vocab)}
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    for split, n in sizes:
-        with open(directory / f"{split}.de", "w") as src, open(directory / f"{split}.en", "w") as tgt:
-            for _ in range(n):
-                words = [rng.choice(vocab) for _ in range(rng.randint(3, 8))]
-                src.write(" ".join(words) + "\n")
-                tgt.write(" ".join(mapping[w] for w in reversed(words)) + "\n")
-    return directory
 
 
 def preprocess(raw, dest):

@@ -1,0 +1,216 @@
+"""Prepare WMT14 de->en (or any plain parallel corpus) for fairseq: clean, sentencepiece, binarize.
+
+    scripts/prepare_wmt14_de_en.sh [--raw-dir RAW] [--vocab-size 32000] OUT
+
+RAW holds the official WMT14 archives as downloaded, or their extracted files, or a plain
+corpus (train/valid/test.{de,en}, as the demo's). Without --raw-dir the archives are
+downloaded into OUT/downloads first. OUT receives:
+
+    raw/{train,valid,test}.{de,en}   cleaned text (test: full newstest2014 de->en, untouched)
+    spm/spm.model, spm/*.{de,en}     one joint sentencepiece model and the encoded text
+    bin/                             fairseq-preprocess --joined-dictionary output
+    prepare.json                     the settings and "done" once finished
+"""
+
+import argparse
+import html
+import json
+import random
+import re
+import sys
+import tarfile
+import urllib.request
+from pathlib import Path
+
+from . import RecipeError, run_main, run_tool
+
+WMT14_ARCHIVES = {
+    "training-parallel-europarl-v7.tgz": "https://www.statmt.org/europarl/v7/de-en.tgz",
+    "training-parallel-commoncrawl.tgz": "https://www.statmt.org/wmt13/training-parallel-commoncrawl.tgz",
+    "training-parallel-nc-v9.tgz": "https://www.statmt.org/wmt14/training-parallel-nc-v9.tgz",
+    "dev.tgz": "https://www.statmt.org/wmt14/dev.tgz",
+    "test-full.tgz": "https://www.statmt.org/wmt14/test-full.tgz",
+}
+# split -> [(archive, member path of the German file, member path of the English file)]
+WMT14_FILES = {
+    "train": [
+        ("training-parallel-europarl-v7.tgz", "training/europarl-v7.de-en.de", "training/europarl-v7.de-en.en"),
+        ("training-parallel-commoncrawl.tgz", "commoncrawl.de-en.de", "commoncrawl.de-en.en"),
+        ("training-parallel-nc-v9.tgz", "training/news-commentary-v9.de-en.de",
+         "training/news-commentary-v9.de-en.en"),
+    ],
+    "valid": [("dev.tgz", "dev/newstest2013.de", "dev/newstest2013.en")],
+    "test": [("test-full.tgz", "test-full/newstest2014-deen-src.de.sgm", "test-full/newstest2014-deen-ref.en.sgm")],
+}
+SPLITS = ("train", "valid", "test")
+LANGS = ("de", "en")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="prepare_wmt14_de_en.sh", description=__doc__.splitlines()[0])
+    parser.add_argument("out", help="output directory (new, empty, or an earlier run of this script)")
+    parser.add_argument("--raw-dir", help="WMT14 archives / extracted files, or a plain corpus; "
+                                          "default: download the WMT14 archives")
+    parser.add_argument("--vocab-size", type=int, default=32000, help="joint sentencepiece vocabulary")
+    parser.add_argument("--spm-sample", type=int, default=2_000_000,
+                        help="sentences sampled to train sentencepiece (keeps memory bounded)")
+    parser.add_argument("--max-len", type=int, default=250, help="drop training pairs longer (words)")
+    parser.add_argument("--max-ratio", type=float, default=1.5, help="drop training pairs with a longer length ratio")
+    parser.add_argument("--workers", type=int, default=4, help="fairseq-preprocess workers")
+    return parser.parse_args(argv)
+
+
+def settings_of(args):
+    return {"raw_dir": str(Path(args.raw_dir).resolve()) if args.raw_dir else "download",
+            "vocab_size": args.vocab_size, "spm_sample": args.spm_sample,
+            "max_len": args.max_len, "max_ratio": args.max_ratio}
+
+
+def claim_output(out: Path, settings: dict) -> bool:
+    """True if OUT is already prepared with these settings; refuse an OUT of something else."""
+    marker = out / "prepare.json"
+    if marker.exists():
+        state = json.loads(marker.read_text())
+        if state.get("settings") != settings:
+            raise RecipeError(f"{out} was prepared with other settings ({state.get('settings')}); "
+                              f"use another output directory or delete {out}")
+        if state.get("status") == "done":
+            return True
+    elif out.exists() and any(out.iterdir()):
+        raise RecipeError(f"{out} is not empty and was not made by this script (no prepare.json); "
+                          "nothing was written: choose a new or empty output directory")
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"status": "in progress", "settings": settings}, indent=1))
+    return False
+
+
+class SourceFinder:
+    """Finds a WMT14 file as an extracted file under RAW or as a member of its archive."""
+
+    def __init__(self, raw: Path):
+        self.raw = raw
+
+    def read_lines(self, archive: str, member: str):
+        name = Path(member).name
+        places = [self.raw / member, self.raw / name]
+        for place in places:
+            if place.is_file():
+                return self._decode(place.read_bytes(), name)
+        archive_path = self.raw / archive
+        if archive_path.is_file():
+            with tarfile.open(archive_path) as tar:
+                for info in tar.getmembers():
+                    if info.isfile() and (info.name.lstrip("./") == member or Path(info.name).name == name):
+                        return self._decode(tar.extractfile(info).read(), name)
+        looked = ", ".join(str(p) for p in places) + f", and inside {archive_path}"
+        raise RecipeError(f"missing WMT14 file {name}: looked at {looked}")
+
+    @staticmethod
+    def _decode(data: bytes, name: str):
+        text = data.decode("utf-8", errors="replace")
+        if name.endswith(".sgm"):
+            return [html.unescape(m) for m in re.findall(r"<seg[^>]*>(.*?)</seg>", text)]
+        return text.splitlines()
+
+
+def is_plain_corpus(raw: Path) -> bool:
+    return all((raw / f"{split}.{lang}").is_file() for split in SPLITS for lang in LANGS)
+
+
+def read_corpus(raw: Path):
+    """split -> (German lines, English lines), from a plain corpus or the WMT14 files."""
+    if is_plain_corpus(raw):
+        return {split: tuple((raw / f"{split}.{lang}").read_text(encoding="utf-8").splitlines()
+                             for lang in LANGS) for split in SPLITS}
+    finder = SourceFinder(raw)
+    corpus = {}
+    for split, files in WMT14_FILES.items():
+        de, en = [], []
+        for archive, de_member, en_member in files:
+            de_lines, en_lines = finder.read_lines(archive, de_member), finder.read_lines(archive, en_member)
+            if len(de_lines) != len(en_lines):
+                raise RecipeError(f"{de_member} has {len(de_lines)} lines but {en_member} has {len(en_lines)}")
+            de += de_lines
+            en += en_lines
+        corpus[split] = (de, en)
+    return corpus
+
+
+def download(out: Path) -> Path:
+    target = out / "downloads"
+    target.mkdir(parents=True, exist_ok=True)
+    for name, url in WMT14_ARCHIVES.items():
+        if not (target / name).exists():
+            print(f"[prepare] downloading {url}", flush=True)
+            urllib.request.urlretrieve(url, target / f"{name}.part")
+            (target / f"{name}.part").rename(target / name)
+    return target
+
+
+def clean_pairs(de, en, max_len, max_ratio):
+    """Drop empty pairs, pairs over max_len words and pairs with a word-length ratio over max_ratio."""
+    kept = []
+    for s, t in zip(de, en):
+        s, t = " ".join(s.split()), " ".join(t.split())
+        ls, lt = len(s.split()), len(t.split())
+        if ls and lt and ls <= max_len and lt <= max_len and max(ls, lt) <= max_ratio * min(ls, lt):
+            kept.append((s, t))
+    return [p[0] for p in kept], [p[1] for p in kept]
+
+
+def write_lines(path: Path, lines):
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def train_sentencepiece(train_de, train_en, spm_dir: Path, vocab_size: int, sample: int):
+    import sentencepiece as spm
+    lines = train_de + train_en
+    if len(lines) > sample:
+        lines = random.Random(0).sample(lines, sample)
+    sample_file = spm_dir / "spm_input.txt"
+    write_lines(sample_file, lines)
+    spm.SentencePieceTrainer.train(
+        input=str(sample_file), model_prefix=str(spm_dir / "spm"), vocab_size=vocab_size,
+        character_coverage=1.0, model_type="unigram", hard_vocab_limit=False,
+        input_sentence_size=sample, shuffle_input_sentence=True, minloglevel=2)
+    sample_file.unlink()
+    return spm.SentencePieceProcessor(model_file=str(spm_dir / "spm.model"))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out = Path(args.out).resolve()
+    settings = settings_of(args)
+    if args.raw_dir and not Path(args.raw_dir).is_dir():
+        raise RecipeError(f"--raw-dir {args.raw_dir} is not a directory")
+    if claim_output(out, settings):
+        print(f"[prepare] {out} is already prepared with these settings: nothing to do")
+        return
+    raw = Path(args.raw_dir).resolve() if args.raw_dir else download(out)
+    print(f"[prepare] reading {raw}", flush=True)
+    corpus = read_corpus(raw)
+    train_de, train_en = clean_pairs(*corpus["train"], args.max_len, args.max_ratio)
+    print(f"[prepare] train: {len(train_de)} of {len(corpus['train'][0])} pairs kept after cleaning", flush=True)
+    texts = {"train": (train_de, train_en), "valid": clean_pairs(*corpus["valid"], 10**9, float("inf")),
+             "test": corpus["test"]}
+    for sub in ("raw", "spm"):
+        (out / sub).mkdir(exist_ok=True)
+    for split, pair in texts.items():
+        for lang, lines in zip(LANGS, pair):
+            write_lines(out / "raw" / f"{split}.{lang}", lines)
+    print(f"[prepare] training a joint sentencepiece model (vocab {args.vocab_size})", flush=True)
+    sp = train_sentencepiece(train_de, train_en, out / "spm", args.vocab_size, args.spm_sample)
+    for split, pair in texts.items():
+        for lang, lines in zip(LANGS, pair):
+            write_lines(out / "spm" / f"{split}.{lang}", (" ".join(p) for p in sp.encode(lines, out_type=str)))
+    print("[prepare] fairseq-preprocess", flush=True)
+    run_tool("fairseq-preprocess", "--source-lang", "de", "--target-lang", "en",
+             "--trainpref", out / "spm" / "train", "--validpref", out / "spm" / "valid",
+             "--testpref", out / "spm" / "test", "--destdir", out / "bin", "--joined-dictionary",
+             "--workers", args.workers, quiet=True)
+    (out / "prepare.json").write_text(json.dumps({"status": "done", "settings": settings}, indent=1))
+    print(f"[prepare] done: {out / 'bin'}")
+
+
+if __name__ == "__main__":
+    run_main(main, "prepare_wmt14_de_en.sh")

@@ -1,0 +1,88 @@
+"""Train one configuration of the paper's WMT14 de-en comparison with fairseq-train.
+
+    scripts/train_wmt14.sh CONFIG PREPARED_DIR SAVE_DIR [extra fairseq-train args...]
+
+Paper-like settings (Vaswani et al. base; the authors' seq2seq recipe): Adam (0.9, 0.98),
+inverse-sqrt learning rate with 4000 warm-up updates, label smoothing 0.1, all embeddings
+shared, dropout 0.1, --max-tokens 4096 per GPU with --update-freq so that the effective batch
+is 8 GPUs x 4096 tokens, fp16 on CUDA (PRECISION=amp or fp32 to change; fairseq's --bf16
+implies --tpu and crashes, so it is never passed), all visible GPUs, json logs in
+SAVE_DIR/train.log, a checkpoint per epoch (the last 10 kept, for averaging). LSTMs: the same
+optimizer with lr 0.001, dropout 0.2 and --clip-norm 1.0. Extra arguments are passed last, so
+they override any of these.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import RecipeError, run_main, tool_path
+
+TRANSFORMER = ["--lr", "0.0007", "--dropout", "0.1"]
+LSTM = ["--lr", "0.001", "--dropout", "0.2", "--clip-norm", "1.0"]
+CONFIGS = {  # name -> (architecture, flags)
+    "transformer_l2": ("norm_transformer_wmt_en_de", TRANSFORMER),
+    "transformer_l1": ("norm_transformer_l1_wmt_en_de", TRANSFORMER),
+    "transformer_linf": ("norm_transformer_linf_wmt_en_de", TRANSFORMER),
+    "transformer_topk": ("norm_transformer_topk_wmt_en_de", TRANSFORMER),
+    "transformer_bwn": ("norm_transformer_bwn_wmt_en_de", TRANSFORMER),
+    "transformer_l1_c1": ("norm_transformer_l1_c1_wmt_en_de", TRANSFORMER),
+    "lstm_nonorm": ("norm_lstm_wmt_en_de", LSTM),
+    "lstm_bwn": ("norm_lstm_bwn_wmt_en_de", LSTM),
+}
+COMMON = ["--task", "translation", "--share-all-embeddings", "--optimizer", "adam",
+          "--adam-betas", "(0.9, 0.98)", "--adam-eps", "1e-9", "--lr-scheduler", "inverse_sqrt",
+          "--warmup-updates", "4000", "--warmup-init-lr", "1e-07", "--criterion",
+          "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--weight-decay", "0.0",
+          "--max-tokens", "4096", "--max-update", "100000", "--keep-last-epochs", "10",
+          "--log-format", "json", "--log-interval", "100", "--seed", "1"]
+REFERENCE_GPUS, PRECISIONS = 8, ("fp16", "amp", "fp32")
+
+
+def device_flags(gpus: int, precision: str):
+    """--cpu, or --update-freq for 8 x 4096 tokens per update over `gpus` GPUs plus precision."""
+    if precision not in PRECISIONS:
+        raise RecipeError(f"PRECISION={precision!r} is not supported; allowed: {', '.join(PRECISIONS)} "
+                          "(fairseq's --bf16 implies --tpu and crashes)")
+    if gpus == 0:
+        return ["--cpu", "--update-freq", str(REFERENCE_GPUS)]
+    flags = ["--update-freq", str(max(1, REFERENCE_GPUS // gpus))]
+    return flags + {"fp16": ["--fp16"], "amp": ["--amp"], "fp32": []}[precision]
+
+
+def command(config, prepared, save_dir, extra, gpus, precision="fp16"):
+    """The fairseq-train command line of CONFIG (a list)."""
+    if config not in CONFIGS:
+        raise RecipeError(f"unknown CONFIG {config!r}; known: {', '.join(CONFIGS)}")
+    data = Path(prepared) / "bin"
+    if not (data / "dict.de.txt").is_file():
+        raise RecipeError(f"{data} holds no fairseq data (dict.de.txt): run scripts/prepare_wmt14_de_en.sh first")
+    arch, flags = CONFIGS[config]
+    user_dir = str(Path(__file__).resolve().parent.parent)
+    return [tool_path("fairseq-train"), str(data), "--user-dir", user_dir, "--arch", arch,
+            "--save-dir", str(save_dir), "--log-file", str(Path(save_dir) / "train.log"),
+            *COMMON, *flags, *device_flags(gpus, precision), *extra]
+
+
+def visible_gpus() -> int:
+    import torch
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) < 3 or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        print("CONFIG is one of: " + ", ".join(CONFIGS))
+        sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    config, prepared, save_dir, extra = argv[0], argv[1], argv[2], argv[3:]
+    cmd = command(config, prepared, save_dir, extra, visible_gpus(), os.environ.get("PRECISION", "fp16"))
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    (Path(save_dir) / "run.json").write_text(json.dumps({"config": config, "command": cmd}, indent=1))
+    print("[train] " + " ".join(cmd), flush=True)
+    os.execv(cmd[0], cmd)
+
+
+if __name__ == "__main__":
+    run_main(main, "train_wmt14.sh")

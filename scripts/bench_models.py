@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""End-to-end training speed of the plugin's models, as ratios to the baseline in one run.
+
+Trains every architecture with fairseq-train on the same data, seed and flags, and prints the
+median training words/s (fairseq's wps over the epochs after the first) and its ratio to the
+baseline of its family (Transformer: stock L2 LayerNorm; LSTM: no normalization). Also times
+the BWN LSTM decoder with and without the per-forward weight cache.
+
+    python scripts/bench_models.py [--data DATA_BIN] [--updates 60] [--json FILE]
+"""
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import fairseq_normmatters
+from fairseq_normmatters.toy_data import write_parallel_text
+
+BIN = Path(sys.executable).parent
+USER_DIR = str(Path(fairseq_normmatters.__file__).parent)
+TRANSFORMER = ["--encoder-layers", "3", "--decoder-layers", "3", "--encoder-embed-dim", "256",
+               "--decoder-embed-dim", "256", "--encoder-ffn-embed-dim", "1024",
+               "--decoder-ffn-embed-dim", "1024", "--encoder-attention-heads", "4",
+               "--decoder-attention-heads", "4", "--share-all-embeddings"]
+LSTM = ["--encoder-embed-dim", "256", "--encoder-hidden-size", "256", "--decoder-embed-dim", "256",
+        "--decoder-hidden-size", "256", "--decoder-out-embed-dim", "256"]
+RUNS = [  # (name, arch, flags, baseline name)
+    ("transformer_l2", "norm_transformer_iwslt_de_en", TRANSFORMER, "transformer_l2"),
+    ("transformer_l1", "norm_transformer_l1_iwslt_de_en", TRANSFORMER, "transformer_l2"),
+    ("transformer_linf", "norm_transformer_linf_iwslt_de_en", TRANSFORMER, "transformer_l2"),
+    ("transformer_topk", "norm_transformer_iwslt_de_en", TRANSFORMER + ["--norm-type", "topk"], "transformer_l2"),
+    ("transformer_bwn", "norm_transformer_bwn_iwslt_de_en", TRANSFORMER, "transformer_l2"),
+    ("transformer_none", "norm_transformer_iwslt_de_en", TRANSFORMER + ["--norm-type", "none"], "transformer_l2"),
+    ("lstm_none", "norm_lstm_iwslt_de_en", LSTM, "lstm_none"),
+    ("lstm_bwn", "norm_lstm_bwn_iwslt_de_en", LSTM, "lstm_none"),
+]
+TRAINING = ["--optimizer", "adam", "--lr", "0.0005", "--lr-scheduler", "inverse_sqrt",
+            "--warmup-updates", "100", "--max-tokens", "4000", "--criterion",
+            "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--cpu", "--seed", "1",
+            "--no-save", "--disable-validation", "--log-format", "simple", "--num-workers", "0"]
+
+
+def run(tool, *args):
+    result = subprocess.run([str(BIN / tool), *map(str, args)], capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"{tool} failed:\n{result.stderr[-3000:]}")
+    return result.stdout
+
+
+def make_data(root: Path) -> Path:
+    raw = write_parallel_text(root / "raw", (("train", 6000), ("valid", 100), ("test", 100)),
+                              vocab_size=2000, lengths=(10, 40))
+    run("fairseq-preprocess", "--source-lang", "de", "--target-lang", "en", "--trainpref",
+        raw / "train", "--validpref", raw / "valid", "--testpref", raw / "test",
+        "--destdir", root / "bin", "--joined-dictionary", "--workers", "2")
+    return root / "bin"
+
+
+def words_per_second(data, arch, flags, updates):
+    log = run("fairseq-train", data, "--user-dir", USER_DIR, "--arch", arch, "--max-update", updates,
+              *TRAINING, *flags)
+    wps = [float(x) for x in re.findall(r"\| train \| epoch \d+ \|.*?\| wps ([\d.]+)", log)]
+    return statistics.median(wps[1:] or wps)
+
+
+def decoder_cache_ratio(repeats=5):
+    """Seconds of fwd+bwd of a BWN LSTM decoder without / with the per-forward weight cache."""
+    from torch.nn.utils import parametrize
+    from fairseq_normmatters import apply_weight_norm
+    cell = torch.nn.ModuleList([torch.nn.LSTMCell(512, 512), torch.nn.LSTMCell(512, 512)])
+    apply_weight_norm(cell, "bwn")
+    x = torch.randn(50, 32, 512)
+
+    def step():
+        h = [(torch.zeros(32, 512), torch.zeros(32, 512)) for _ in cell]
+        out = 0
+        for x_t in x:
+            inp = x_t
+            for i, layer in enumerate(cell):
+                h[i] = layer(inp, h[i])
+                inp = h[i][0]
+            out = out + inp.sum()
+        out.backward()
+
+    def timed(cached):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            if cached:
+                with parametrize.cached():
+                    step()
+            else:
+                step()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    timed(True)
+    return timed(False), timed(True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--data", help="a fairseq-preprocess'ed directory (default: toy data)")
+    parser.add_argument("--updates", type=int, default=60)
+    parser.add_argument("--only", nargs="+", help="run names to include")
+    parser.add_argument("--json", help="write the records to this file")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.data or make_data(Path(tmp))
+        records, speeds = [], {}
+        for name, arch, flags, baseline in RUNS:
+            if args.only and name not in args.only and baseline not in args.only:
+                continue
+            speeds[name] = words_per_second(data, arch, flags, args.updates)
+            ratio = speeds[name] / speeds[baseline]
+            records.append({"name": name, "arch": arch, "wps": speeds[name], "baseline": baseline,
+                            "ratio": ratio})
+            print(f"{name:18s} {speeds[name]:10.0f} words/s  {ratio:5.3f}x {baseline}", flush=True)
+    uncached, cached = decoder_cache_ratio()
+    print(f"BWN LSTMCell decoder (2x512, 50 steps, batch 32) fwd+bwd: uncached {uncached * 1e3:.0f} ms, "
+          f"cached {cached * 1e3:.0f} ms, {uncached / cached:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(records, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""The WMT14 recipe scripts on a tiny WMT-shaped raw directory, through their shell entry points."""
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from fairseq_normmatters.recipes.train import CONFIGS, command, device_flags
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = REPO / "scripts"
+DEMO = REPO / "data" / "demo"
+TINY_TRANSFORMER = ["--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32",
+                    "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
+                    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2"]
+TINY_LSTM = ["--encoder-embed-dim", "32", "--encoder-hidden-size", "32", "--decoder-embed-dim", "32",
+             "--decoder-hidden-size", "32", "--decoder-out-embed-dim", "32"]
+SHORT = ["--max-update", "30", "--warmup-updates", "10", "--lr", "0.005", "--update-freq", "1",
+         "--max-tokens", "2000", "--save-interval-updates", "10", "--keep-interval-updates", "3",
+         "--no-epoch-checkpoints", "--validate-interval-updates", "10", "--cpu", "--num-workers", "0"]
+
+
+def script(name, *args, check=True):
+    launcher = [sys.executable] if name.endswith(".py") else []
+    result = subprocess.run([*launcher, str(SCRIPTS / name), *map(str, args)], capture_output=True, text=True,
+                            env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{name} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def demo_lines(split, lang, start, count):
+    return (DEMO / f"{split}.{lang}").read_text(encoding="utf-8").splitlines()[start:start + count]
+
+
+def sgm(lines, lang):
+    segments = "".join(f'<seg id="{i + 1}">{line.replace("&", "&amp;")}</seg>\n' for i, line in enumerate(lines))
+    return f'<srcset setid="newstest2014" srclang="any">\n<doc docid="1" genre="news" origlang="{lang}">\n' \
+           f"{segments}</doc>\n</srcset>\n"
+
+
+def add_to_tgz(archive: Path, members: dict):
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, text in members.items():
+            data = text.encode("utf-8")
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def make_wmt14_raw(raw: Path):
+    """The official archive and file names; europarl, nc and test as archives, the rest extracted."""
+    raw.mkdir()
+    text = lambda split, lang, start, count: "\n".join(demo_lines(split, lang, start, count)) + "\n"  # noqa: E731
+    add_to_tgz(raw / "training-parallel-europarl-v7.tgz",
+               {f"training/europarl-v7.de-en.{lang}": text("train", lang, 0, 600) for lang in ("de", "en")})
+    add_to_tgz(raw / "training-parallel-nc-v9.tgz",
+               {f"training/news-commentary-v9.de-en.{lang}": text("train", lang, 600, 600) for lang in ("de", "en")})
+    for lang in ("de", "en"):
+        (raw / f"commoncrawl.de-en.{lang}").write_text(text("train", lang, 1200, 600) + "\n", encoding="utf-8")
+        (raw / "dev").mkdir(exist_ok=True)
+        (raw / "dev" / f"newstest2013.{lang}").write_text(text("valid", lang, 0, 40), encoding="utf-8")
+    add_to_tgz(raw / "test-full.tgz", {
+        "test-full/newstest2014-deen-src.de.sgm": sgm(demo_lines("test", "de", 0, 30), "de"),
+        "test-full/newstest2014-deen-ref.en.sgm": sgm(demo_lines("test", "en", 0, 30), "de")})
+    return raw
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wmt14")
+    raw = make_wmt14_raw(root / "raw")
+    out = root / "prepared"
+    script("prepare_wmt14_de_en.sh", "--raw-dir", raw, "--vocab-size", "300", "--workers", "1", out)
+    return raw, out
+
+
+def test_prepare_outputs_and_is_idempotent(prepared):
+    raw, out = prepared
+    assert (out / "bin" / "dict.de.txt").is_file() and (out / "spm" / "spm.model").is_file()
+    train_de = (out / "raw" / "train.de").read_text().splitlines()
+    assert len(train_de) == 1800  # the empty line after commoncrawl is cleaned away
+    assert (out / "raw" / "test.en").read_text().splitlines() == demo_lines("test", "en", 0, 30)
+    assert len((out / "raw" / "valid.de").read_text().splitlines()) == 40
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    again = script("prepare_wmt14_de_en.sh", "--raw-dir", raw, "--vocab-size", "300", out)
+    assert "already prepared" in again.stdout
+    assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+
+
+def test_prepare_refuses_foreign_output_and_writes_nothing(prepared, tmp_path):
+    raw, _ = prepared
+    (tmp_path / "precious.txt").write_text("keep me")
+    result = script("prepare_wmt14_de_en.sh", "--raw-dir", raw, tmp_path, check=False)
+    assert result.returncode == 1
+    assert f"{tmp_path} is not empty and was not made by this script" in result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["precious.txt"]
+
+
+def test_prepare_names_a_missing_file_and_where_it_looked(prepared, tmp_path):
+    raw, _ = prepared
+    partial = tmp_path / "raw"
+    partial.mkdir()
+    for name in ("training-parallel-europarl-v7.tgz", "training-parallel-nc-v9.tgz", "test-full.tgz", "dev"):
+        (partial / name).symlink_to(raw / name)
+    result = script("prepare_wmt14_de_en.sh", "--raw-dir", partial, tmp_path / "out", check=False)
+    assert result.returncode == 1
+    assert "missing WMT14 file commoncrawl.de-en.de: looked at" in result.stderr
+    assert "training-parallel-commoncrawl.tgz" in result.stderr
+
+
+@pytest.mark.parametrize("config,model", [("transformer_l1", TINY_TRANSFORMER), ("lstm_bwn", TINY_LSTM)])
+def test_train_evaluate_collect(prepared, tmp_path, config, model):
+    _, out = prepared
+    save = tmp_path / config
+    script("train_wmt14.sh", config, out, save, *model, *SHORT)
+    assert json.loads((save / "run.json").read_text())["config"] == config
+    evaluated = script("evaluate.sh", save, out, "--average", "2", "--cpu")
+    assert "BLEU" in evaluated.stdout
+    results = json.loads((save / "results.json").read_text())
+    assert {"config", "bleu", "sacrebleu_signature", "bleu_tok", "valid_ppl", "test_ppl",
+            "checkpoints_averaged"} <= set(results)
+    assert results["checkpoints_averaged"] == ["checkpoint_1_20.pt", "checkpoint_1_30.pt"] or \
+        len(results["checkpoints_averaged"]) == 2
+    assert results["valid_ppl"] > 1 and results["test_ppl"] > 1 and 0 <= results["bleu"] <= 100
+    assert "nrefs:1|case:mixed" in results["sacrebleu_signature"]
+    assert len((save / "test.hyp").read_text().splitlines()) == 30
+
+    collected = script("collect_results.py", save, "--out", tmp_path / "results.md", "--plot", tmp_path / "curves.png")
+    table = (tmp_path / "results.md").read_text()
+    assert f"| {config} | {config} |" in table and collected.stdout.startswith("| run |")
+    assert ("21.2" in table) if config == "lstm_bwn" else ("5.2" in table)
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_config_lists_the_known_ones(prepared, tmp_path):
+    _, out = prepared
+    result = script("train_wmt14.sh", "transformer_l3", out, tmp_path / "save", check=False)
+    assert result.returncode == 1
+    assert "unknown CONFIG 'transformer_l3'; known: " + ", ".join(CONFIGS) in result.stderr
+
+
+def test_collect_names_a_missing_results_file(tmp_path):
+    result = script("collect_results.py", tmp_path, check=False)
+    assert result.returncode == 1 and f"{tmp_path}/results.json is missing" in result.stderr
+
+
+def test_device_flags_match_eight_gpus_of_4096_tokens():
+    assert device_flags(0, "fp16") == ["--cpu", "--update-freq", "8"]
+    assert device_flags(2, "fp16") == ["--update-freq", "4", "--fp16"]
+    assert device_flags(8, "amp") == ["--update-freq", "1", "--amp"]
+    assert device_flags(16, "fp32") == ["--update-freq", "1"]
+    with pytest.raises(Exception, match="PRECISION='bf16' is not supported"):
+        device_flags(1, "bf16")
+
+
+def test_extra_arguments_come_last(prepared, tmp_path):
+    _, out = prepared
+    cmd = command("transformer_bwn", out, tmp_path, ["--lr", "0.1"], gpus=1)
+    assert cmd[-2:] == ["--lr", "0.1"] and "--fp16" in cmd and "norm_transformer_bwn_wmt_en_de" in cmd
