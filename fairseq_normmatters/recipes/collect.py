@@ -8,7 +8,6 @@ Reads SAVE_DIR/results.json (from evaluate.sh) and the validation losses of SAVE
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from . import RecipeError, run_main

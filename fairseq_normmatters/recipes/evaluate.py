@@ -18,7 +18,6 @@ Writes SAVE_DIR/results.json and SAVE_DIR/test.hyp.
 import argparse
 import json
 import re
-import sys
 from pathlib import Path
 
 import torch

@@ -17,7 +17,6 @@ import html
 import json
 import random
 import re
-import sys
 import tarfile
 import urllib.request
 from pathlib import Path
