@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# CUDA checks, run on a GPU machine with torch, sacrebleu and sentencepiece but no fairseq and no
+# internet: fairseq's wheels come in .whl/ (../shared/tools/fetch_gpu_wheels.sh). Reports:
+#  1. BWN on a cuDNN nn.LSTM really updates (pytorch#65688); every norm kind finite in fp16/bf16.
+#  2. fp16 (--fp16) and --amp training of tiny l1 / linf / bwn Transformers and a bwn LSTM on the
+#     demo corpus: loss goes down, stays finite.
+#  3. Training words/s of the base Transformer (norm_transformer{,_l1,_bwn}_wmt_en_de, fp16,
+#     --max-tokens 4096) and the hours that 100k updates of 8 x 4096 tokens would take on this GPU.
+# PARTS="1 2 3" selects parts. The summary goes to stdout and $OUT/summary.txt, the training logs to
+# $OUT/logs; data and checkpoints stay in $WORK (default /tmp/device_work).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-/tmp/device_out}" WORK="${WORK:-/tmp/device_work}" PARTS="${PARTS:-1 2 3}"
+mkdir -p "$OUT/logs" "$WORK"
+exec > >(tee -a "$OUT/summary.txt") 2>&1
+want() { [[ " $PARTS " == *" $1 "* ]]; }
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    2>&1 | grep -v 'is ignored' | tail -3
+export PYTHONPATH="/tmp/site:$PWD" PATH="/tmp/site/bin:$PATH" NORMMATTERS_PYTHON=python3
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+
+if want 1; then
+echo "== 1. BWN nn.LSTM on CUDA, norms in low precision"
+python3 - <<'PY' 2>&1 | grep -v tensorboardX
+import torch
+from fairseq_normmatters import NORM_KINDS, apply_weight_norm, build_norm
+lstm = torch.nn.LSTM(64, 64, num_layers=2).cuda()
+names = apply_weight_norm(lstm, "bwn")
+before = {n: getattr(lstm, n).detach().clone() for n in names}
+opt = torch.optim.SGD(lstm.parameters(), lr=0.5)
+lstm(torch.randn(7, 4, 64, device="cuda"))[0].pow(2).sum().backward()
+opt.step()
+print("cuDNN LSTM BWN weights changed:", {n: bool((getattr(lstm, n) - before[n]).abs().max() > 1e-4) for n in names})
+x = torch.randn(64, 1024, device="cuda") * 1e3
+for kind in NORM_KINDS:
+    norm = build_norm(kind, 1024, **({"k": 8} if kind == "topk" else {})).cuda()
+    print(kind, {str(dt): bool(torch.isfinite(norm(x.to(dt))).all()) for dt in (torch.float16, torch.bfloat16)})
+PY
+fi
+
+if want 2 || want 3; then
+    scripts/prepare_wmt14_de_en.sh --raw-dir data/demo --vocab-size 1000 --workers 8 "$WORK/data" 2>&1 | grep '^\[prepare\]'
+fi
+if want 2; then
+echo "== 2. fp16 / amp training on the demo corpus"
+TINY=(--encoder-layers 2 --decoder-layers 2 --encoder-embed-dim 128 --decoder-embed-dim 128
+      --encoder-ffn-embed-dim 256 --decoder-ffn-embed-dim 256 --encoder-attention-heads 4 --decoder-attention-heads 4)
+LSTM=(--encoder-embed-dim 128 --encoder-hidden-size 128 --decoder-embed-dim 128 --decoder-hidden-size 128
+      --decoder-out-embed-dim 128)
+SHORT=(--max-update 300 --warmup-updates 100 --lr 0.003 --update-freq 1 --no-save --log-interval 100
+       --validate-interval-updates 300)
+for precision in ${PRECISIONS:-fp16 amp}; do
+    for config in ${CONFIGS:-transformer_l1 transformer_linf transformer_bwn lstm_bwn}; do
+        case $config in lstm_*) model=("${LSTM[@]}") ;; *) model=("${TINY[@]}") ;; esac
+        log="$OUT/logs/$precision-$config.log"
+        PRECISION=$precision scripts/train_wmt14.sh "$config" "$WORK/data" "$WORK/$precision-$config" \
+            "${model[@]}" "${SHORT[@]}" > "$log" 2>&1
+        rc=$?
+        echo "$precision $config rc=$rc $(grep -o '"valid_loss": "[^"]*"' "$log" | tail -1)" \
+             "$(grep -o '"train_wps": "[^"]*"' "$log" | tail -1) $(grep -c -i 'overflow' "$log") overflow lines"
+    done
+done
+fi
+
+if want 3; then
+echo "== 3. base Transformer speed (fp16, --max-tokens 4096, one GPU)"
+for config in transformer_l2 transformer_l1 transformer_bwn; do
+    log="$OUT/logs/base-$config.log"
+    scripts/train_wmt14.sh "$config" "$WORK/data" "$WORK/base-$config" --max-update 200 --update-freq 1 \
+        --no-save --disable-validation --log-interval 50 > "$log" 2>&1
+    rc=$?
+    wps=$(grep -o '"wps": "[^"]*"' "$log" | tail -1 | grep -o '[0-9.]*')
+    echo "$config rc=$rc train_wps=$wps hours_for_100k_updates_of_8x4096=$(python3 -c "print(round(100000*8*4096/float('${wps:-0}' or 1)/3600, 1))")"
+done
+fi
