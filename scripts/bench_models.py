@@ -26,12 +26,12 @@ from fairseq_normmatters.toy_data import write_parallel_text
 
 BIN = Path(sys.executable).parent
 USER_DIR = str(Path(fairseq_normmatters.__file__).parent)
-TRANSFORMER = ["--encoder-layers", "3", "--decoder-layers", "3", "--encoder-embed-dim", "256",
-               "--decoder-embed-dim", "256", "--encoder-ffn-embed-dim", "1024",
-               "--decoder-ffn-embed-dim", "1024", "--encoder-attention-heads", "4",
+TRANSFORMER = ["--encoder-layers", "2", "--decoder-layers", "2", "--encoder-embed-dim", "128",
+               "--decoder-embed-dim", "128", "--encoder-ffn-embed-dim", "512",
+               "--decoder-ffn-embed-dim", "512", "--encoder-attention-heads", "4",
                "--decoder-attention-heads", "4", "--share-all-embeddings"]
-LSTM = ["--encoder-embed-dim", "256", "--encoder-hidden-size", "256", "--decoder-embed-dim", "256",
-        "--decoder-hidden-size", "256", "--decoder-out-embed-dim", "256"]
+LSTM = ["--encoder-embed-dim", "128", "--encoder-hidden-size", "128", "--decoder-embed-dim", "128",
+        "--decoder-hidden-size", "128", "--decoder-out-embed-dim", "128"]
 RUNS = [  # (name, arch, flags, baseline name)
     ("transformer_l2", "norm_transformer_iwslt_de_en", TRANSFORMER, "transformer_l2"),
     ("transformer_l1", "norm_transformer_l1_iwslt_de_en", TRANSFORMER, "transformer_l2"),
@@ -43,7 +43,7 @@ RUNS = [  # (name, arch, flags, baseline name)
     ("lstm_bwn", "norm_lstm_bwn_iwslt_de_en", LSTM, "lstm_none"),
 ]
 TRAINING = ["--optimizer", "adam", "--lr", "0.0005", "--lr-scheduler", "inverse_sqrt",
-            "--warmup-updates", "100", "--max-tokens", "4000", "--criterion",
+            "--warmup-updates", "100", "--max-tokens", "2000", "--criterion",
             "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--cpu", "--seed", "1",
             "--no-save", "--disable-validation", "--log-format", "simple", "--num-workers", "0"]
 
@@ -56,8 +56,8 @@ def run(tool, *args):
 
 
 def make_data(root: Path) -> Path:
-    raw = write_parallel_text(root / "raw", (("train", 6000), ("valid", 100), ("test", 100)),
-                              vocab_size=2000, lengths=(10, 40))
+    raw = write_parallel_text(root / "raw", (("train", 3000), ("valid", 100), ("test", 100)),
+                              vocab_size=2000, lengths=(10, 30))
     run("fairseq-preprocess", "--source-lang", "de", "--target-lang", "en", "--trainpref",
         raw / "train", "--validpref", raw / "valid", "--testpref", raw / "test",
         "--destdir", root / "bin", "--joined-dictionary", "--workers", "2")
@@ -109,15 +109,17 @@ def decoder_cache_ratio(repeats=5):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--data", help="a fairseq-preprocess'ed directory (default: toy data)")
-    parser.add_argument("--updates", type=int, default=60)
-    parser.add_argument("--only", nargs="+", help="run names to include")
+    parser.add_argument("--updates", type=int, default=80)
+    parser.add_argument("--only", nargs="+", help="run names to include (their baselines run too)")
     parser.add_argument("--json", help="write the records to this file")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or make_data(Path(tmp))
         records, speeds = [], {}
+        wanted = set(args.only or [r[0] for r in RUNS])
+        wanted |= {r[3] for r in RUNS if r[0] in wanted}  # each run's baseline too
         for name, arch, flags, baseline in RUNS:
-            if args.only and name not in args.only and baseline not in args.only:
+            if name not in wanted:
                 continue
             speeds[name] = words_per_second(data, arch, flags, args.updates)
             ratio = speeds[name] / speeds[baseline]
