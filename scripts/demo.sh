@@ -27,7 +27,7 @@ for i in "${!CONFIGS[@]}"; do
     case "$config" in lstm_*) model=("${LSTM[@]}") ;; *) model=("${TRANSFORMER[@]}") ;; esac
     echo "== [demo] $((i + 1))/${#CONFIGS[@]} training $config for $UPDATES updates ($((SECONDS - start)) s so far)"
     scripts/train_wmt14.sh "$config" "$OUT/data" "$OUT/$config" "${model[@]}" "${SCHEDULE[@]}" --cpu \
-        2>&1 | grep --line-buffered -E '\| (train_inner|valid|train) \||error|Error' | cut -c1-200
+        2>&1 | grep --line-buffered -E '\| (train_inner|valid|train) \||error|Error' | sed -u 's/\(.\{200\}\).*/\1/'
     echo "== [demo] evaluating $config"
     scripts/evaluate.sh "$OUT/$config" "$OUT/data" --average 3 --cpu 2>&1 | grep --line-buffered -E '^\[evaluate\]|error'
     runs+=("$OUT/$config")
