@@ -1,0 +1,58 @@
+"""Two CPU processes (gloo, one per rank) train like one process with --update-freq 2.
+
+fairseq's spawn launcher is GPU-only; on CPU each rank is its own fairseq-train process.
+"""
+
+import os
+import re
+import socket
+import subprocess
+
+import pytest
+
+from cli import BIN, TINY_TRANSFORMER, TRAINING, USER_DIR, preprocess, write_parallel_text
+
+UPDATES = 8
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    return preprocess(write_parallel_text(root / "raw"), root / "bin")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def command(data, arch, *extra):
+    return [str(BIN / "fairseq-train"), str(data), "--user-dir", USER_DIR, "--arch", arch,
+            *TINY_TRANSFORMER, *TRAINING, "--max-tokens", "500", "--max-update", str(UPDATES),
+            "--no-save", "--disable-validation", "--log-interval", "1", *extra]
+
+
+def losses_per_update(log):
+    return [float(x) for x in re.findall(r"\| train_inner \|[^\n]*? loss=([\d.]+)", log)]
+
+
+@pytest.mark.parametrize("arch", ["norm_transformer_l1_iwslt_de_en", "norm_transformer_bwn_iwslt_de_en"])
+def test_two_gloo_ranks_match_one_process_with_update_freq_2(data, arch):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    init = f"tcp://127.0.0.1:{free_port()}"
+    ranks = [subprocess.Popen(command(data, arch, "--distributed-world-size", "2", "--distributed-rank", str(r),
+                                      "--distributed-no-spawn", "--distributed-init-method", init,
+                                      "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp",
+                                      "--device-id", "0"),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+             for r in range(2)]
+    logs = [p.communicate(timeout=300)[0] for p in ranks]
+    assert [p.returncode for p in ranks] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    single = subprocess.run(command(data, arch, "--update-freq", "2"), capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    parallel, serial = losses_per_update(logs[0]), losses_per_update(single.stdout)
+    assert len(parallel) == len(serial) == UPDATES
+    assert parallel == pytest.approx(serial, abs=0.01)
+    assert serial[-1] < serial[0]
