@@ -1,0 +1,59 @@
+"""Training killed mid-run and resumed from its last checkpoint continues exactly as if never stopped."""
+
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from cli import BIN, TINY_TRANSFORMER, TRAINING, USER_DIR, preprocess, write_parallel_text
+
+UPDATES = 24
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    return preprocess(write_parallel_text(root / "raw"), root / "bin")
+
+
+def command(data, save_dir, arch):
+    return [str(BIN / "fairseq-train"), str(data), "--user-dir", USER_DIR, "--arch", arch,
+            "--save-dir", str(save_dir), *TINY_TRANSFORMER, *TRAINING, "--dropout", "0.1",
+            "--max-tokens", "500", "--max-update", str(UPDATES), "--save-interval-updates", "4",
+            "--no-epoch-checkpoints", "--disable-validation", "--log-interval", "1"]
+
+
+def losses_by_update(log):
+    return {int(u): float(loss) for loss, u in
+            re.findall(r"\| train_inner \|[^\n]*? loss=([\d.]+),[^\n]*?num_updates=(\d+)", log)}
+
+
+def kill_after_checkpoint(cmd, save_dir, name):
+    """Start training, SIGKILL it once `name` has been written; returns the update it resumes from."""
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (save_dir / name).exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (save_dir / name).exists(), "training ended before the checkpoint to kill after"
+
+
+@pytest.mark.parametrize("arch", ["norm_transformer_l1_iwslt_de_en", "norm_transformer_bwn_iwslt_de_en"])
+def test_killed_and_resumed_run_matches_uninterrupted_run(data, tmp_path, arch):
+    reference = subprocess.run(command(data, tmp_path / "reference", arch), capture_output=True, text=True)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    expected = losses_by_update(reference.stdout)
+    assert len(expected) == UPDATES
+
+    save_dir = tmp_path / "killed"
+    kill_after_checkpoint(command(data, save_dir, arch), save_dir, "checkpoint_1_8.pt")
+    resumed = subprocess.run(command(data, save_dir, arch), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    start = int(re.search(r"Loaded checkpoint .*?\(epoch \d+ @ (\d+) updates\)", resumed.stdout).group(1))
+    assert 8 <= start < UPDATES
+    after = losses_by_update(resumed.stdout)
+    assert sorted(after) == list(range(start + 1, UPDATES + 1))
+    assert after == pytest.approx({u: expected[u] for u in after}, abs=1e-3)
