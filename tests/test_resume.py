@@ -18,10 +18,10 @@ def data(tmp_path_factory):
     return preprocess(write_parallel_text(root / "raw"), root / "bin")
 
 
-def command(data, save_dir, arch):
+def command(data, save_dir, arch, updates=UPDATES):
     return [str(BIN / "fairseq-train"), str(data), "--user-dir", USER_DIR, "--arch", arch,
             "--save-dir", str(save_dir), *TINY_TRANSFORMER, *TRAINING, "--dropout", "0.1",
-            "--max-tokens", "500", "--max-update", str(UPDATES), "--save-interval-updates", "4",
+            "--max-tokens", "500", "--max-update", str(updates), "--save-interval-updates", "4",
             "--no-epoch-checkpoints", "--disable-validation", "--log-interval", "1"]
 
 
@@ -57,3 +57,18 @@ def test_killed_and_resumed_run_matches_uninterrupted_run(data, tmp_path, arch):
     after = losses_by_update(resumed.stdout)
     assert sorted(after) == list(range(start + 1, UPDATES + 1))
     assert after == pytest.approx({u: expected[u] for u in after}, abs=1e-3)
+
+
+def test_truncated_checkpoint_gives_one_clear_error_and_touches_nothing(data, tmp_path):
+    arch = "norm_transformer_l1_iwslt_de_en"
+    first = subprocess.run(command(data, tmp_path, arch, updates=8), capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+    last = tmp_path / "checkpoint_last.pt"
+    last.write_bytes(last.read_bytes()[:20000])
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("*.pt")}
+    resumed = subprocess.run(command(data, tmp_path, arch), capture_output=True, text=True)
+    assert resumed.returncode != 0
+    message = resumed.stderr.strip().splitlines()[-1]
+    assert f"checkpoint {last} cannot be read" in message and "truncated or corrupt" in message
+    assert "checkpoint_1_8.pt" in message and "--restore-file" in message
+    assert before == {p.name: p.read_bytes() for p in tmp_path.glob("*.pt")}
