@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .constants import check_constant, resolve_constant
+from .constants import check_constant, check_topk, resolve_constant
 
 Shape = Union[int, Sequence[int]]
 
@@ -39,8 +39,7 @@ def max_abs(d: torch.Tensor, k=None) -> torch.Tensor:
 
 def topk_mean_abs(d: torch.Tensor, k: int) -> torch.Tensor:
     """Mean of the k largest |d_i| over the last dimension (kept)."""
-    if not 1 <= k <= d.shape[-1]:
-        raise ValueError(f"top-k needs 1 <= k <= n={d.shape[-1]}, got k={k}")
+    check_topk(d.shape[-1], k)
     return d.abs().topk(k, dim=-1).values.mean(-1, keepdim=True)
 
 
