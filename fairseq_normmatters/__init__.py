@@ -1,13 +1,15 @@
 """fairseq_normmatters: the normalization schemes of "Norm matters" (Hoffer et al., 2018).
 
 Importing the package (or `--user-dir fairseq_normmatters`) allow-lists fairseq checkpoints
-for torch.load(weights_only=True), makes fairseq name an unreadable checkpoint, and exports the norm core and weight normalization.
+for torch.load(weights_only=True), makes fairseq name an unreadable checkpoint
+and copy checkpoint_last.pt atomically, and exports the norm core and weight normalization.
 """
 
-from .checkpoint import allow_fairseq_checkpoints, explain_unreadable_checkpoints
+from .checkpoint import allow_fairseq_checkpoints, copy_checkpoints_atomically, explain_unreadable_checkpoints
 
 allow_fairseq_checkpoints()
 explain_unreadable_checkpoints()
+copy_checkpoints_atomically()
 
 from .constants import l1_constant, linf_constant, topk_constant  # noqa: E402
 from .norms import (  # noqa: E402

@@ -8,6 +8,7 @@ exactly that class; every other global is still refused by torch.
 import argparse
 import functools
 import os
+import shutil
 import zipfile
 
 import torch
@@ -53,3 +54,31 @@ def describe_unreadable(path, error) -> str:
     return (f"checkpoint {path} cannot be read ({type(error).__name__}: {error}): it is truncated or "
             f"corrupt. Left untouched, as are the other checkpoints in {folder}: {', '.join(others) or 'none'}; "
             f"resume from one of them with --restore-file PATH, or move {name} away.")
+
+
+def copy_checkpoints_atomically() -> None:
+    """fairseq saves checkpoint_E_U.pt atomically but then *copies* it over checkpoint_last.pt in
+    place: a crash during that copy leaves a truncated checkpoint_last.pt (seen in
+    tests/test_resume.py). Give checkpoint_utils a PathManager whose local copy writes a
+    temporary file and renames it, so checkpoint_last.pt is always the old or the new one."""
+    from fairseq import checkpoint_utils
+
+    base = checkpoint_utils.PathManager
+    if getattr(base, "copies_atomically", False):
+        return
+
+    class AtomicCopyPathManager(base):
+        copies_atomically = True
+
+        @staticmethod
+        def copy(src_path, dst_path, overwrite=False):
+            if "://" in str(src_path) + str(dst_path):
+                return base.copy(src_path, dst_path, overwrite)
+            if os.path.exists(dst_path) and not overwrite:
+                return False
+            temporary = f"{dst_path}.tmp"
+            shutil.copyfile(src_path, temporary)
+            os.replace(temporary, dst_path)
+            return True
+
+    checkpoint_utils.PathManager = AtomicCopyPathManager

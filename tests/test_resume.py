@@ -53,7 +53,7 @@ def test_killed_and_resumed_run_matches_uninterrupted_run(data, tmp_path, arch):
     resumed = subprocess.run(command(data, save_dir, arch), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     start = int(re.search(r"Loaded checkpoint .*?\(epoch \d+ @ (\d+) updates\)", resumed.stdout).group(1))
-    assert 8 <= start < UPDATES
+    assert 4 <= start < UPDATES  # checkpoint_last.pt is the update-4 or a later one, never truncated
     after = losses_by_update(resumed.stdout)
     assert sorted(after) == list(range(start + 1, UPDATES + 1))
     assert after == pytest.approx({u: expected[u] for u in after}, abs=1e-3)
@@ -72,3 +72,24 @@ def test_truncated_checkpoint_gives_one_clear_error_and_touches_nothing(data, tm
     assert f"checkpoint {last} cannot be read" in message and "truncated or corrupt" in message
     assert "checkpoint_1_8.pt" in message and "--restore-file" in message
     assert before == {p.name: p.read_bytes() for p in tmp_path.glob("*.pt")}
+
+
+def test_checkpoint_last_is_replaced_atomically(tmp_path, monkeypatch):
+    """A crash while fairseq copies the new checkpoint over checkpoint_last.pt leaves the old one."""
+    from fairseq import checkpoint_utils
+    last, new = tmp_path / "checkpoint_last.pt", tmp_path / "checkpoint_1_8.pt"
+    last.write_bytes(b"old complete checkpoint")
+    new.write_bytes(b"new complete checkpoint")
+
+    def crash_midway(src, dst):
+        with open(dst, "wb") as f:
+            f.write(open(src, "rb").read()[:5])
+        raise KeyboardInterrupt("killed during the copy")
+
+    monkeypatch.setattr("shutil.copyfile", crash_midway)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint_utils.PathManager.copy(str(new), str(last), overwrite=True)
+    assert last.read_bytes() == b"old complete checkpoint"
+    monkeypatch.undo()
+    assert checkpoint_utils.PathManager.copy(str(new), str(last), overwrite=True)
+    assert last.read_bytes() == b"new complete checkpoint"
