@@ -93,3 +93,18 @@ def test_checkpoint_last_is_replaced_atomically(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert checkpoint_utils.PathManager.copy(str(new), str(last), overwrite=True)
     assert last.read_bytes() == b"new complete checkpoint"
+
+
+def test_resuming_with_another_norm_type_is_refused_and_touches_nothing(data, tmp_path):
+    first = subprocess.run(command(data, tmp_path, "norm_transformer_iwslt_de_en", updates=4),
+                           capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("*.pt")}
+    resumed = subprocess.run(command(data, tmp_path, "norm_transformer_l1_iwslt_de_en", updates=8),
+                             capture_output=True, text=True)
+    assert resumed.returncode != 0
+    # fairseq re-raises it as "Cannot load model parameters ...", chained below our message
+    assert "trained with other normalization flags (" in resumed.stderr
+    assert "--norm-type l2 in the checkpoint but l1 now" in resumed.stderr
+    assert "--restore-file CHECKPOINT --reset-optimizer" in resumed.stderr
+    assert before == {p.name: p.read_bytes() for p in tmp_path.glob("*.pt")}

@@ -17,6 +17,7 @@ OUTPUT_PROJECTIONS = ("output_projection", "fc_out")
 
 NORM_DEFAULTS = {"norm_type": "l2", "norm_topk": 8, "norm_constant": "paper"}
 WEIGHT_NORM_DEFAULTS = {"weight_norm": "none", "weight_norm_p": "2", "weight_norm_rho": "layer"}
+EXTRA_STATE = "_extra_state"  # torch's key for get_extra_state()
 
 
 def constant_option(text: str):
@@ -45,6 +46,16 @@ def add_weight_norm_args(parser) -> None:
                         help="norm of the weight rows for --weight-norm")
     parser.add_argument("--weight-norm-rho", choices=RHO_MODES,
                         help="BWN bound: one per layer (mean initial row norm) or per row")
+
+
+def normalization_signature(args) -> dict:
+    """The flags that decide what the model computes, as strings (irrelevant ones left out)."""
+    norm_type, weight_norm = getattr(args, "norm_type", "l2"), args.weight_norm
+    keys = ["weight_norm"] + (["norm_type"] if hasattr(args, "norm_type") else [])
+    keys += ["norm_constant"] if norm_type in SCALE_FUNCTIONS else []
+    keys += ["norm_topk"] if norm_type == "topk" else []
+    keys += ["weight_norm_p", "weight_norm_rho"] if weight_norm != "none" else []
+    return {key: str(getattr(args, key)) for key in keys}
 
 
 def set_defaults(args, defaults: dict) -> None:
@@ -101,7 +112,32 @@ class NormalizedModel:
     @classmethod
     def build_model(cls, args, task):
         cls.default_architecture(args)
-        return normalize_model(super().build_model(args, task), args)
+        model = normalize_model(super().build_model(args, task), args)
+        model.normalization = normalization_signature(args)
+        model.normalization_may_change = bool(getattr(args, "reset_optimizer", False))
+        return model
+
+    def get_extra_state(self):
+        """The normalization flags, saved with the weights as `_extra_state`."""
+        return dict(self.normalization)
+
+    def set_extra_state(self, state):
+        """Refuse to load weights trained with other normalization flags, except in a deliberate
+        conversion (--reset-optimizer, as in --restore-file L2_CHECKPOINT --reset-optimizer)."""
+        keys = sorted(set(state) | set(self.normalization))
+        changed = {k: (state.get(k, "unset"), self.normalization.get(k, "unset")) for k in keys
+                   if state.get(k) != self.normalization.get(k)}
+        if changed and not self.normalization_may_change:
+            flags = ", ".join(f"--{k.replace('_', '-')} {old} in the checkpoint but {new} now"
+                              for k, (old, new) in changed.items())
+            raise ValueError(f"this checkpoint was trained with other normalization flags ({flags}). "
+                             "Resume with the checkpoint's flags, or convert it deliberately with "
+                             "--restore-file CHECKPOINT --reset-optimizer")
+
+    def upgrade_state_dict_named(self, state_dict, name):
+        """Checkpoints of stock fairseq models (or older ones) have no `_extra_state`: accept them."""
+        super().upgrade_state_dict_named(state_dict, name)
+        state_dict.setdefault(f"{name}.{EXTRA_STATE}" if name else EXTRA_STATE, self.get_extra_state())
 
 
 def register_model_once(name):

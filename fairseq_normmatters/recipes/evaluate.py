@@ -42,24 +42,28 @@ def checkpoints_to_average(save_dir: Path, count: int):
 
 def average_checkpoints(paths, output: Path) -> None:
     """Mean of every floating-point tensor of the models' state dicts; the rest of the newest
-    checkpoint (config, buffers that are not floats) is kept. Loads with weights_only=True."""
+    checkpoint (config, integer buffers, the normalization flags) is kept. weights_only=True."""
     total, newest = None, None
     for path in paths:
         state = torch.load(path, map_location="cpu")
         model = state["model"]
         if total is None:
-            total = {k: v.double() if v.is_floating_point() else v for k, v in model.items()}
+            total = {k: v.double() if is_float_tensor(v) else v for k, v in model.items()}
         else:
             if model.keys() != total.keys():
                 raise RecipeError(f"{path} holds other parameters than {paths[0]}: not the same model")
             for key, value in model.items():
-                if value.is_floating_point():
+                if is_float_tensor(value):
                     total[key] += value.double()
         newest = state
-    newest["model"] = {k: (v / len(paths)).to(newest["model"][k].dtype) if v.is_floating_point() else v
+    newest["model"] = {k: (v / len(paths)).to(newest["model"][k].dtype) if is_float_tensor(v) else v
                        for k, v in total.items()}
     newest["last_optimizer_state"] = None
     torch.save(newest, output)
+
+
+def is_float_tensor(value) -> bool:
+    return isinstance(value, torch.Tensor) and value.is_floating_point()
 
 
 def detokenized_hypotheses(generate_log: str):
