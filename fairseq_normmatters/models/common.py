@@ -95,7 +95,9 @@ def normalize_model(model, args):
 class NormalizedModel:
     """Mixin before a fairseq model class: adds `flag_groups` to its flags and, once fairseq
     has built the model, applies them (normalize_model). `default_architecture(args)` fills the
-    options an old checkpoint or a bare --arch lacks."""
+    options an old checkpoint or a bare --arch lacks. The normalization flags travel with the
+    weights (`_extra_state`), so that loading weights trained with other flags is refused
+    unless it is a deliberate conversion (--reset-optimizer)."""
 
     flag_groups = (add_weight_norm_args,)
 
