@@ -13,8 +13,6 @@ import argparse
 import json
 import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,9 +20,9 @@ from pathlib import Path
 import torch
 
 import fairseq_normmatters
+from fairseq_normmatters.recipes import run_main, run_tool
 from fairseq_normmatters.toy_data import write_parallel_text
 
-BIN = Path(sys.executable).parent
 USER_DIR = str(Path(fairseq_normmatters.__file__).parent)
 TRANSFORMER = ["--encoder-layers", "2", "--decoder-layers", "2", "--encoder-embed-dim", "128",
                "--decoder-embed-dim", "128", "--encoder-ffn-embed-dim", "512",
@@ -48,25 +46,18 @@ TRAINING = ["--optimizer", "adam", "--lr", "0.0005", "--lr-scheduler", "inverse_
             "--no-save", "--disable-validation", "--log-format", "simple", "--num-workers", "0"]
 
 
-def run(tool, *args):
-    result = subprocess.run([str(BIN / tool), *map(str, args)], capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"{tool} failed:\n{result.stderr[-3000:]}")
-    return result.stdout
-
-
 def make_data(root: Path) -> Path:
     raw = write_parallel_text(root / "raw", (("train", 3000), ("valid", 100), ("test", 100)),
                               vocab_size=2000, lengths=(10, 30))
-    run("fairseq-preprocess", "--source-lang", "de", "--target-lang", "en", "--trainpref",
+    run_tool("fairseq-preprocess", "--source-lang", "de", "--target-lang", "en", "--trainpref",
         raw / "train", "--validpref", raw / "valid", "--testpref", raw / "test",
-        "--destdir", root / "bin", "--joined-dictionary", "--workers", "2")
+        "--destdir", root / "bin", "--joined-dictionary", "--workers", "2", quiet=True)
     return root / "bin"
 
 
 def words_per_second(data, arch, flags, updates):
-    log = run("fairseq-train", data, "--user-dir", USER_DIR, "--arch", arch, "--max-update", updates,
-              *TRAINING, *flags)
+    log = run_tool("fairseq-train", data, "--user-dir", USER_DIR, "--arch", arch, "--max-update", updates,
+                   *TRAINING, *flags, quiet=True)
     wps = [float(x) for x in re.findall(r"\| train \| epoch \d+ \|.*?\| wps ([\d.]+)", log)]
     return statistics.median(wps[1:] or wps)
 
@@ -134,4 +125,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "bench_models.py")

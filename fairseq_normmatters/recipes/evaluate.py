@@ -40,7 +40,7 @@ def checkpoints_to_average(save_dir: Path, count: int):
     raise RecipeError(f"no checkpoint in {save_dir} (looked for checkpointN.pt and checkpoint_last.pt)")
 
 
-def average_checkpoints(paths, output: Path) -> None:
+def average_checkpoints(paths, output: Path) -> dict:
     """Mean of every floating-point tensor of the models' state dicts; the rest of the newest
     checkpoint (config, integer buffers, the normalization flags) is kept. weights_only=True."""
     total, newest = None, None
@@ -60,6 +60,7 @@ def average_checkpoints(paths, output: Path) -> None:
                        for k, v in total.items()}
     newest["last_optimizer_state"] = None
     torch.save(newest, output)
+    return newest
 
 
 def is_float_tensor(value) -> bool:
@@ -116,7 +117,7 @@ def main(argv=None):
     paths = checkpoints_to_average(save_dir, args.average)
     averaged = save_dir / "checkpoint_avg.pt"
     print(f"[evaluate] averaging {', '.join(p.name for p in paths)}", flush=True)
-    average_checkpoints(paths, averaged)
+    state = average_checkpoints(paths, averaged)
     device = ["--cpu"] if args.cpu or not torch.cuda.is_available() else []
     # ve-fairseq 0.12.3 drops a last batch whose size is not a multiple of this (default 8)
     common = [data, "--user-dir", USER_DIR, "--path", averaged, "--max-tokens", args.max_tokens,
@@ -134,7 +135,6 @@ def main(argv=None):
     ppl = perplexities(run_tool("fairseq-validate", *common, "--task", "translation",
                                 "--valid-subset", "valid,test", quiet=True))
     run = json.loads((save_dir / "run.json").read_text()) if (save_dir / "run.json").is_file() else {}
-    state = torch.load(paths[-1], map_location="cpu")
     results = {"config": run.get("config", save_dir.name), "bleu": round(bleu, 2),
                "sacrebleu_signature": signature, "bleu_tok": round(bleu_tok, 2),
                "valid_ppl": ppl.get("valid"), "test_ppl": ppl.get("test"),
