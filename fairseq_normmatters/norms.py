@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import kernels
 from .constants import check_constant, check_topk, resolve_constant
 
 Shape = Union[int, Sequence[int]]
@@ -54,8 +55,23 @@ def deviation_scale(d: torch.Tensor, kind: str, constant="paper", k=None) -> tor
 
 
 def deviation_norm(x, kind, normalized_shape, weight=None, bias=None, eps=1e-5,
-                   constant="paper", k=None):
-    """Functional l1 / linf / topk layer norm: gamma * d / (C * scale(d) + eps) + beta."""
+                   constant="paper", k=None, backend=None):
+    """Functional l1 / linf / topk layer norm: gamma * d / (C * scale(d) + eps) + beta.
+
+    backend: "eager" (deviation_norm_reference), "compiled", "triton" or "auto"; None = the
+    process-wide choice (see fairseq_normmatters.kernels).
+    """
+    name = kernels.backend_for(x, backend)
+    if name == "eager":
+        return deviation_norm_reference(x, kind, normalized_shape, weight, bias, eps, constant, k)
+    size = math.prod(_as_shape(normalized_shape))
+    return kernels.fused_deviation_norm(x, kind, size, weight, bias, eps,
+                                        resolve_constant(kind, size, constant, k), k, name)
+
+
+def deviation_norm_reference(x, kind, normalized_shape, weight=None, bias=None, eps=1e-5,
+                             constant="paper", k=None):
+    """The eager reference of deviation_norm: torch's autograd through the formula itself."""
     shape = _as_shape(normalized_shape)
     rows = upcast(x).flatten(start_dim=x.dim() - len(shape))
     d = rows - rows.mean(-1, keepdim=True)

@@ -1,0 +1,160 @@
+"""Fast l1 / linf / topk layer norms: one autograd Function, several implementations of its math.
+
+`DeviationNormFunction` runs the analytic forward and backward of `rows.py` (saving the input
+and two or three floats per row, like LayerNorm). Its implementation ("backend") is chosen per
+call:
+
+    eager     the reference: torch's autograd through the plain formula (norms.deviation_norm_reference)
+    compiled  rows.py through torch.compile (inductor; C++ on CPU, Triton on CUDA), dynamic rows
+    triton    hand-written Triton kernels (CUDA only; triton_kernels.py)
+    auto      triton on CUDA if Triton imports, else compiled (the default)
+
+The environment variable NORMMATTERS_NORM_BACKEND (or `set_backend`) forces one. A backend that
+cannot run here (no Triton, no C++ compiler, ...) falls back to eager with one logged warning.
+"""
+
+import importlib
+import logging
+import os
+from typing import Callable, Optional
+
+import torch
+
+from . import rows
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "eager", "compiled", "triton")
+BACKEND_VARIABLE = "NORMMATTERS_NORM_BACKEND"
+_forced_backend: Optional[str] = None
+_broken = {}  # backend -> reason it cannot run in this process
+
+
+def check_backend(name: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"norm backend {name!r} is unknown; allowed: {', '.join(BACKENDS)} "
+                         f"(set by set_backend() or ${BACKEND_VARIABLE})")
+    return name
+
+
+def set_backend(name: Optional[str]) -> None:
+    """Force a backend for this process (None: back to $NORMMATTERS_NORM_BACKEND or auto)."""
+    global _forced_backend
+    _forced_backend = None if name is None else check_backend(name)
+
+
+def requested_backend() -> str:
+    return _forced_backend or check_backend(os.environ.get(BACKEND_VARIABLE, "auto") or "auto")
+
+
+def backend_for(x: torch.Tensor, requested: Optional[str] = None) -> str:
+    """The backend that will run for input x: `requested` (default: requested_backend()),
+    resolved and available."""
+    name = check_backend(requested) if requested else requested_backend()
+    if name == "auto":
+        name = "triton" if x.is_cuda and triton_available() else "compiled"
+    if name == "triton" and not x.is_cuda:
+        _mark_broken("triton", "Triton kernels run on CUDA tensors only")
+    if name == "compiled" and torch.compiler.is_compiling():
+        return "eager"  # inside the user's own torch.compile: let it trace the plain formula
+    return "eager" if name in _broken else name
+
+
+def triton_available() -> bool:
+    try:
+        importlib.import_module("triton")
+    except ImportError:
+        return False
+    return True
+
+
+def _mark_broken(name: str, reason: str) -> None:
+    if name not in _broken:
+        _broken[name] = reason
+        logger.warning("norm backend %r unavailable (%s); using eager", name, reason)
+
+
+class Implementation:
+    """forward_rows / backward_rows of rows.py as one backend runs them."""
+
+    def __init__(self, name: str, forward: Callable, backward: Callable):
+        self.name, self.forward, self.backward = name, forward, backward
+
+
+#: Each kind x dtype x affine is its own graph; a silent eager fallback must not pass for speed.
+COMPILE_SETTINGS = {"recompile_limit": 64, "fail_on_recompile_limit_hit": True}
+
+
+def _compile(function: Callable) -> Callable:
+    compiled = torch.compile(function, dynamic=True, fullgraph=True)
+
+    def run(*args):
+        with torch._dynamo.config.patch(**COMPILE_SETTINGS):
+            return compiled(*args)
+    return run
+
+
+def _compiled() -> Implementation:
+    return Implementation("compiled", _compile(rows.forward_rows), _compile(rows.backward_rows))
+
+
+def _triton() -> Implementation:
+    from . import triton_kernels
+    return Implementation("triton", triton_kernels.forward_rows, triton_kernels.backward_rows)
+
+
+_FACTORIES = {"compiled": _compiled, "triton": _triton}
+_implementations = {}
+UNCOMPILED = Implementation("analytic", rows.forward_rows, rows.backward_rows)
+
+
+def implementation(name: str) -> Implementation:
+    if name not in _implementations:
+        _implementations[name] = _FACTORIES[name]()
+    return _implementations[name]
+
+
+def run_or_fall_back(impl: Implementation, step: str, *args):
+    """impl.<step>(*args); if the backend fails to build or run, warn once and use rows.py plainly."""
+    if impl.name not in _broken:
+        try:
+            return getattr(impl, step)(*args)
+        except Exception as error:  # a compiler or kernel failure, not a user error: see tests
+            _mark_broken(impl.name, f"{type(error).__name__}: {error}")
+    return getattr(UNCOMPILED, step)(*args)
+
+
+class DeviationNormFunction(torch.autograd.Function):
+    """y = gamma * d / (C * scale(d) + eps) + beta over the rows of a 2-D x, analytic backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, kind, constant, eps, k, impl):
+        y, mean, m, t = run_or_fall_back(impl, "forward", x, weight, bias, kind, constant, eps, k)
+        ctx.save_for_backward(x, weight, mean, m, t)
+        ctx.options = (kind, constant, eps, k, impl)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, weight, mean, m, t = ctx.saved_tensors
+        kind, constant, eps, k, impl = ctx.options
+        dx, dweight, dbias = run_or_fall_back(
+            impl, "backward", grad, x, weight, mean, m, t, kind, constant, eps, k,
+            ctx.needs_input_grad[1], ctx.needs_input_grad[2])
+        dweight = None if dweight is None else dweight.to(weight.dtype)
+        dbias = None if dbias is None else dbias.to(ctx.bias_dtype)
+        return dx, dweight, dbias, None, None, None, None, None
+
+
+def fused_deviation_norm(x, kind, normalized_size, weight, bias, eps, constant, k, backend):
+    """The l1/linf/topk layer norm of x over its last `normalized_size` elements by `backend`."""
+    shape = x.shape
+    x2d = x.reshape(-1, normalized_size)
+    weight = None if weight is None else weight.reshape(-1)
+    bias = None if bias is None else bias.reshape(-1)
+    with torch.autocast(x.device.type, enabled=False):  # the kernels choose their own precision
+        y = DeviationNormFunction.apply(x2d, weight, bias, kind, float(constant), float(eps),
+                                        k or 0, implementation(backend))
+    return y.view(shape)

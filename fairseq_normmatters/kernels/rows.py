@@ -1,0 +1,87 @@
+"""Analytic forward and backward of the l1 / linf / topk layer norm over the rows of a 2-D input.
+
+For a row x of n features, d = x - mean(x), m = scale(d) (mean|d|, max|d| or the mean of the
+k largest |d|), s = C * m + eps and y = gamma * d / s + beta. With g = dL/dy, h = gamma * g:
+
+    dL/dbeta  = sum_rows g                    dL/dgamma = sum_rows g * d / s
+    dL/dd_j   = h_j / s - (C / s^2) * sum_i(h_i d_i) * dm/dd_j
+    dL/dx_j   = dL/dd_j - mean_i(dL/dd_i)
+
+    dm/dd_j = sign(d_j) / n                                   (l1)
+            = sign(d_j) [|d_j| = m] / #{i: |d_i| = m}         (linf; ties share, as torch's amax)
+            = sign(d_j) w_j / k,  w_j = 1 if |d_j| > t,       (topk; t = k-th largest |d|,
+                                  (k - #{|d| > t}) / #{|d| = t} if |d_j| = t, else 0)
+
+The forward saves the input, mean, m and (topk) t: per row two or three floats, like LayerNorm's
+mean and rstd. Everything is computed in float32 (or float64) and returned in the input dtype.
+These are plain torch functions: `compiled.py` hands them to torch.compile.
+"""
+
+from typing import Optional, Tuple
+
+import torch
+
+Tensor = torch.Tensor
+
+
+def compute_dtype(x: Tensor) -> torch.dtype:
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def row_statistics(d: Tensor, kind: str, k: int) -> Tuple[Tensor, Tensor]:
+    """(m, t): the scale statistic of each centered row and (topk) the k-th largest |d| (else m)."""
+    a = d.abs()
+    if kind == "l1":
+        m = a.mean(-1, keepdim=True)
+        return m, m
+    if kind == "linf":
+        m = a.amax(-1, keepdim=True)
+        return m, m
+    top = a.topk(k, dim=-1).values
+    return top.mean(-1, keepdim=True), top[..., -1:]
+
+
+def forward_rows(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], kind: str,
+                 constant: float, eps: float, k: int):
+    """(y, mean, m, t) for the rows of x (2-D): y = gamma * d / (C m + eps) + beta."""
+    xf = x.to(compute_dtype(x))
+    mean = xf.mean(-1, keepdim=True)
+    d = xf - mean
+    m, t = row_statistics(d, kind, k)
+    y = d / (constant * m + eps)
+    if weight is not None:
+        y = y * weight.to(y.dtype)
+    if bias is not None:
+        y = y + bias.to(y.dtype)
+    return y.to(x.dtype), mean, m, t
+
+
+def scale_derivative(d: Tensor, m: Tensor, t: Tensor, kind: str, k: int) -> Tensor:
+    """dm/dd_j for each element (see the module docstring)."""
+    a, sign = d.abs(), torch.sign(d)
+    if kind == "l1":
+        return sign / d.shape[-1]
+    if kind == "linf":
+        at_max = (a == m).to(d.dtype)
+        return sign * at_max / at_max.sum(-1, keepdim=True)
+    above = (a > t).to(d.dtype)
+    at_t = (a == t).to(d.dtype)
+    share = (k - above.sum(-1, keepdim=True)) / at_t.sum(-1, keepdim=True)
+    return sign * (above + at_t * share) / k
+
+
+def backward_rows(grad: Tensor, x: Tensor, weight: Optional[Tensor], mean: Tensor, m: Tensor,
+                  t: Tensor, kind: str, constant: float, eps: float, k: int,
+                  needs_weight_grad: bool, needs_bias_grad: bool):
+    """(dL/dx, dL/dgamma, dL/dbeta) for the rows of x from dL/dy (2-D)."""
+    dtype = compute_dtype(x)
+    d = x.to(dtype) - mean
+    g = grad.to(dtype)
+    inv_s = 1.0 / (constant * m + eps)
+    h = g * weight.to(dtype) if weight is not None else g
+    coupling = constant * inv_s * inv_s * (h * d).sum(-1, keepdim=True)
+    dd = h * inv_s - coupling * scale_derivative(d, m, t, kind, k)
+    dx = dd - dd.mean(-1, keepdim=True)
+    dweight = (g * d * inv_s).sum(0) if needs_weight_grad else None
+    dbias = g.sum(0) if needs_bias_grad else None
+    return dx.to(x.dtype), dweight, dbias

@@ -1,0 +1,159 @@
+"""Triton kernels of the l1 / linf / topk layer norm (CUDA): the math of rows.py, one row per
+program in the forward; the backward walks a share of the rows per program and writes partial
+sums of dL/dgamma, dL/dbeta that torch adds up (no atomics: deterministic)."""
+
+import torch
+import triton
+import triton.language as tl
+
+KIND_CODES = {"l1": 0, "linf": 1, "topk": 2}
+MAX_FEATURES = 32768
+
+
+@triton.jit
+def _row_scale(a, valid, n, KIND: tl.constexpr, K: tl.constexpr):
+    """(m, t) of one row of |d|: mean, max, or the mean of the K largest and the K-th largest."""
+    if KIND == 0:
+        m = tl.sum(a, 0) / n
+        t = m
+    elif KIND == 1:
+        m = tl.max(a, 0)
+        t = m
+    else:
+        rest = tl.where(valid, a, -1.0)
+        remaining = K * 1.0
+        total = 0.0
+        t = 0.0
+        for _ in tl.static_range(K):
+            top = tl.max(rest, 0)
+            ties = tl.sum((rest == top).to(tl.float32), 0)
+            take = tl.minimum(ties, remaining)
+            total += take * top
+            t = tl.where(remaining > 0, top, t)
+            remaining -= take
+            rest = tl.where(rest == top, -1.0, rest)
+        m = total / K
+    return m, t
+
+
+@triton.jit
+def _scale_derivative(d, a, valid, m, t, n, KIND: tl.constexpr, K: tl.constexpr):
+    sign = tl.where(d > 0, 1.0, tl.where(d < 0, -1.0, 0.0))
+    if KIND == 0:
+        return sign / n
+    elif KIND == 1:
+        at_max = tl.where(valid & (a == m), 1.0, 0.0)
+        return sign * at_max / tl.sum(at_max, 0)
+    else:
+        above = tl.where(valid & (a > t), 1.0, 0.0)
+        at_t = tl.where(valid & (a == t), 1.0, 0.0)
+        share = (K - tl.sum(above, 0)) / tl.sum(at_t, 0)
+        return sign * (above + at_t * share) / K
+
+
+@triton.jit
+def _forward_kernel(X, W, B, Y, MEAN, M, T, x_stride, y_stride, n, constant, eps,
+                    KIND: tl.constexpr, K: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
+                    BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    cols = tl.arange(0, BLOCK)
+    valid = cols < n
+    x = tl.load(X + row * x_stride + cols, mask=valid, other=0.0).to(tl.float32)
+    mean = tl.sum(x, 0) / n
+    d = tl.where(valid, x - mean, 0.0)
+    m, t = _row_scale(tl.abs(d), valid, n, KIND, K)
+    y = d / (constant * m + eps)
+    if HAS_W:
+        y = y * tl.load(W + cols, mask=valid, other=0.0).to(tl.float32)
+    if HAS_B:
+        y = y + tl.load(B + cols, mask=valid, other=0.0).to(tl.float32)
+    tl.store(Y + row * y_stride + cols, y.to(Y.dtype.element_ty), mask=valid)
+    tl.store(MEAN + row, mean)
+    tl.store(M + row, m)
+    tl.store(T + row, t)
+
+
+@triton.jit
+def _backward_kernel(G, X, W, MEAN, M, T, DX, DW_PART, DB_PART, rows, rows_per_program, g_stride,
+                     x_stride, dx_stride, n, constant, eps, KIND: tl.constexpr, K: tl.constexpr,
+                     HAS_W: tl.constexpr, BLOCK: tl.constexpr):
+    program = tl.program_id(0)
+    cols = tl.arange(0, BLOCK)
+    valid = cols < n
+    if HAS_W:
+        w = tl.load(W + cols, mask=valid, other=0.0).to(tl.float32)
+    else:
+        w = tl.full((BLOCK,), 1.0, tl.float32)
+    dw = tl.zeros((BLOCK,), tl.float32)
+    db = tl.zeros((BLOCK,), tl.float32)
+    for i in range(0, rows_per_program):
+        row = program * rows_per_program + i
+        here = valid & (row < rows)
+        g = tl.load(G + row * g_stride + cols, mask=here, other=0.0).to(tl.float32)
+        x = tl.load(X + row * x_stride + cols, mask=here, other=0.0).to(tl.float32)
+        m = tl.load(M + row, mask=row < rows, other=1.0)
+        d = tl.where(here, x - tl.load(MEAN + row, mask=row < rows, other=0.0), 0.0)
+        inv_s = 1.0 / (constant * m + eps)
+        h = g * w
+        coupling = constant * inv_s * inv_s * tl.sum(h * d, 0)
+        t = tl.load(T + row, mask=row < rows, other=1.0)
+        derivative = _scale_derivative(d, tl.abs(d), here, m, t, n, KIND, K)
+        dd = tl.where(here, h * inv_s - coupling * derivative, 0.0)
+        dx = dd - tl.sum(dd, 0) / n
+        tl.store(DX + row * dx_stride + cols, dx.to(DX.dtype.element_ty), mask=here)
+        dw += g * d * inv_s
+        db += g
+    tl.store(DW_PART + program * BLOCK + cols, dw)
+    tl.store(DB_PART + program * BLOCK + cols, db)
+
+
+def _launch_options(n: int):
+    if n > MAX_FEATURES:
+        raise ValueError(f"the Triton norm kernels take at most {MAX_FEATURES} features, got {n}")
+    block = triton.next_power_of_2(n)
+    return block, min(max(block // 256, 1), 16)
+
+
+def _row_major(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _multiprocessors(device: torch.device) -> int:
+    if device.type != "cuda":  # TRITON_INTERPRET=1 runs the kernels on CPU tensors
+        return 1
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def forward_rows(x, weight, bias, kind, constant, eps, k):
+    """rows.forward_rows on CUDA: (y, mean, m, t)."""
+    x = _row_major(x)
+    rows, n = x.shape
+    block, warps = _launch_options(n)
+    y = torch.empty((rows, n), dtype=x.dtype, device=x.device)
+    mean, m, t = (torch.empty((rows, 1), dtype=torch.float32, device=x.device) for _ in range(3))
+    _forward_kernel[(rows,)](x, weight if weight is not None else x, bias if bias is not None else x,
+                             y, mean, m, t, x.stride(0), y.stride(0), n, constant, eps,
+                             KIND=KIND_CODES[kind], K=max(k, 1), HAS_W=weight is not None,
+                             HAS_B=bias is not None, BLOCK=block, num_warps=warps)
+    return y, mean, m, t
+
+
+def backward_rows(grad, x, weight, mean, m, t, kind, constant, eps, k, needs_weight_grad,
+                  needs_bias_grad):
+    """rows.backward_rows on CUDA: (dL/dx, dL/dgamma, dL/dbeta)."""
+    grad, x = _row_major(grad), _row_major(x)
+    rows, n = x.shape
+    block, warps = _launch_options(n)
+    programs = max(1, min(rows, 8 * _multiprocessors(x.device)))
+    rows_per_program = triton.cdiv(rows, programs)
+    programs = triton.cdiv(rows, rows_per_program)
+    dx = torch.empty((rows, n), dtype=x.dtype, device=x.device)
+    dw_part, db_part = (torch.empty((programs, block), dtype=torch.float32, device=x.device)
+                        for _ in range(2))
+    _backward_kernel[(programs,)](grad, x, weight if weight is not None else x, mean, m, t, dx,
+                                  dw_part, db_part, rows, rows_per_program, grad.stride(0), x.stride(0), dx.stride(0),
+                                  n, constant, eps, KIND=KIND_CODES[kind], K=max(k, 1),
+                                  HAS_W=weight is not None, BLOCK=block, num_warps=warps)
+    dweight = dw_part[:, :n].sum(0) if needs_weight_grad else None
+    dbias = db_part[:, :n].sum(0) if needs_bias_grad else None
+    return dx, dweight, dbias
