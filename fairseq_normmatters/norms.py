@@ -79,6 +79,19 @@ def deviation_norm_reference(x, kind, normalized_shape, weight=None, bias=None, 
     return _affine(y, weight, bias).to(x.dtype)
 
 
+def rms_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, backend=None):
+    """Functional RMSNorm: gamma * x / sqrt(mean(x^2) + eps) + beta (backend as deviation_norm)."""
+    if kernels.backend_for(x, backend) == "eager":
+        return rms_norm_reference(x, normalized_shape, weight, bias, eps)
+    return kernels.fused_rms_norm(x, math.prod(_as_shape(normalized_shape)), weight, bias, eps)
+
+
+def rms_norm_reference(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """The eager reference of rms_norm: torch's F.rms_norm in float32, then gamma and beta."""
+    y = F.rms_norm(upcast(x), _as_shape(normalized_shape), None, eps)
+    return _affine(y, weight, bias).to(x.dtype)
+
+
 def upcast(x: torch.Tensor) -> torch.Tensor:
     """x in float32 if it is a narrower float (fp16/bf16), else unchanged: the reduction dtype."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
@@ -130,8 +143,7 @@ class RMSNorm(nn.Module):
         _init_affine(self, elementwise_affine)
 
     def forward(self, x):
-        y = F.rms_norm(upcast(x), self.normalized_shape, None, self.eps)
-        return _affine(y, self.weight, self.bias).to(x.dtype)
+        return rms_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"

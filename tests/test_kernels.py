@@ -8,9 +8,9 @@ import torch
 
 from fairseq_normmatters import kernels
 from fairseq_normmatters.kernels import rows
-from fairseq_normmatters.norms import deviation_norm
+from fairseq_normmatters.norms import deviation_norm, rms_norm
 
-KINDS = ("l1", "linf", "topk")
+KINDS = ("l1", "linf", "topk")  # the analytic Function; rms is compiled from its formula
 FAST = ["compiled"] + (["triton"] if torch.cuda.is_available() and kernels.triton_available() else [])
 DEVICE = {"compiled": "cuda" if torch.cuda.is_available() else "cpu", "triton": "cuda"}
 TOLERANCE = {torch.float32: 2e-5, torch.bfloat16: 2e-2, torch.float64: 1e-10}
@@ -44,8 +44,14 @@ def inputs(rows_, n, dtype, device, contiguous=True, affine=True):
     return x, weight, bias
 
 
-def values_and_gradients(backend, kind, x, weight, bias, grad, k=5):
-    y = deviation_norm(x, kind, x.shape[-1], weight, bias, 1e-5, "paper", k, backend=backend)
+def norm(x, kind, weight, bias, backend, k=5):
+    if kind == "rms":
+        return rms_norm(x, x.shape[-1], weight, bias, 1e-5, backend=backend)
+    return deviation_norm(x, kind, x.shape[-1], weight, bias, 1e-5, "paper", k, backend=backend)
+
+
+def values_and_gradients(backend, kind, x, weight, bias, grad):
+    y = norm(x, kind, weight, bias, backend)
     wanted = [t for t in (x, weight, bias) if t is not None]
     return [y] + list(torch.autograd.grad(y, wanted, grad))
 
@@ -61,13 +67,13 @@ def assert_matches_reference(backend, kind, x, weight, bias):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS + ("rms",))
 @pytest.mark.parametrize("backend", FAST)
 def test_fast_path_matches_eager_reference(backend, kind, dtype):
     assert_matches_reference(backend, kind, *inputs(37, 24, dtype, DEVICE[backend]))
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS + ("rms",))
 @pytest.mark.parametrize("backend", FAST)
 def test_odd_sizes_non_contiguous_and_no_affine(backend, kind):
     for rows_, n, affine in ((1, 7, True), (13, 1000, False), (5, 33, True)):
@@ -121,14 +127,12 @@ def saved_bytes(function, x):
     return sum(total)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS + ("rms",))
 def test_saves_no_more_than_layer_norm(kind):
     x = torch.randn(512, 256, requires_grad=True)
     layer_norm = torch.nn.LayerNorm(256)
-    ours = saved_bytes(lambda t: deviation_norm(t, kind, 256, layer_norm.weight, layer_norm.bias,
-                                                k=8, backend="compiled"), x)
-    eager = saved_bytes(lambda t: deviation_norm(t, kind, 256, layer_norm.weight, layer_norm.bias,
-                                                 k=8, backend="eager"), x)
+    ours = saved_bytes(lambda t: norm(t, kind, layer_norm.weight, layer_norm.bias, "compiled", 8), x)
+    eager = saved_bytes(lambda t: norm(t, kind, layer_norm.weight, layer_norm.bias, "eager", 8), x)
     reference = saved_bytes(layer_norm, x)
     per_row = 4 * 512  # one float per row: topk keeps its threshold besides mean and scale
     assert ours <= reference + per_row, (ours, reference)

@@ -75,10 +75,10 @@ def _mark_broken(name: str, reason: str) -> None:
 
 
 class Implementation:
-    """forward_rows / backward_rows of rows.py as one backend runs them."""
+    """forward_rows / backward_rows (and rms_rows) of rows.py as one backend runs them."""
 
-    def __init__(self, name: str, forward: Callable, backward: Callable):
-        self.name, self.forward, self.backward = name, forward, backward
+    def __init__(self, name: str, forward: Callable, backward: Callable, rms: Callable = rows.rms_rows):
+        self.name, self.forward, self.backward, self.rms = name, forward, backward, rms
 
 
 #: Each kind x dtype x affine is its own graph; a silent eager fallback must not pass for speed.
@@ -95,7 +95,8 @@ def _compile(function: Callable) -> Callable:
 
 
 def _compiled() -> Implementation:
-    return Implementation("compiled", _compile(rows.forward_rows), _compile(rows.backward_rows))
+    return Implementation("compiled", _compile(rows.forward_rows), _compile(rows.backward_rows),
+                          _compile(rows.rms_rows))
 
 
 def _triton() -> Implementation:
@@ -146,6 +147,17 @@ class DeviationNormFunction(torch.autograd.Function):
         dweight = None if dweight is None else dweight.to(weight.dtype)
         dbias = None if dbias is None else dbias.to(ctx.bias_dtype)
         return dx, dweight, dbias, None, None, None, None, None
+
+
+def fused_rms_norm(x, normalized_size, weight, bias, eps):
+    """RMSNorm of x over its last `normalized_size` elements, compiled (Triton has no own rms:
+    torch.compile generates Triton on CUDA)."""
+    x2d = x.reshape(-1, normalized_size)
+    weight = None if weight is None else weight.reshape(-1)
+    bias = None if bias is None else bias.reshape(-1)
+    with torch.autocast(x.device.type, enabled=False):
+        y = run_or_fall_back(implementation("compiled"), "rms", x2d, weight, bias, float(eps))
+    return y.view(x.shape)
 
 
 def fused_deviation_norm(x, kind, normalized_size, weight, bias, eps, constant, k, backend):

@@ -85,3 +85,15 @@ def backward_rows(grad: Tensor, x: Tensor, weight: Optional[Tensor], mean: Tenso
     dweight = (g * d * inv_s).sum(0) if needs_weight_grad else None
     dbias = g.sum(0) if needs_bias_grad else None
     return dx.to(x.dtype), dweight, dbias
+
+
+def rms_rows(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float) -> Tensor:
+    """RMSNorm of the rows of x: gamma * x / sqrt(mean(x^2) + eps) + beta (autograd derives
+    the backward; under torch.compile it is fused and saves x and one float per row)."""
+    xf = x.to(compute_dtype(x))
+    y = xf * torch.rsqrt((xf * xf).mean(-1, keepdim=True) + eps)
+    if weight is not None:
+        y = y * weight.to(y.dtype)
+    if bias is not None:
+        y = y + bias.to(y.dtype)
+    return y.to(x.dtype)

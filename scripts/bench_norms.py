@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Forward+backward speed of the plugin's layer norms as ratios to torch.nn.LayerNorm, one run.
+
+For each dtype and shape (rows x features) it times nn.LayerNorm and each kind (l1, linf,
+topk k=8, rms) on the same input and output gradient: median ms of fwd+bwd, the ratio to
+LayerNorm, the first call's extra time (compilation) separately, and on CUDA the peak-memory
+ratio and the achieved GB/s (5 passes over the tensor: read x, write y, read x and dy, write
+dx) beside torch's copy bandwidth.
+
+    python scripts/bench_norms.py [--device cpu|cuda] [--quick] [--backend auto] [--json FILE]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from fairseq_normmatters import build_norm, kernels
+from fairseq_normmatters.recipes import run_main
+
+KINDS = {"l1": {}, "linf": {}, "topk": {"k": 8}, "rms": {}}
+SHAPES = [(4096, 512), (4096, 1024), (16384, 512), (16384, 1024)]
+CUDA_SHAPES = SHAPES + [(65536, 1024)]
+DTYPES = {"cpu": ["float32", "bfloat16"], "cuda": ["float32", "bfloat16", "float16"]}
+
+
+class Timer:
+    def __init__(self, device):
+        self.cuda = device == "cuda"
+
+    def sync(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def seconds(self, step, repeats=1):
+        self.sync()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            step()
+        self.sync()
+        return (time.perf_counter() - start) / repeats
+
+
+def fwd_bwd(module, x, grad):
+    def step():
+        x.grad = None
+        module(x).backward(grad)
+    return step
+
+
+def peak_bytes(step, device):
+    if device != "cuda":
+        return None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
+def bench_shape(kinds, rows, features, dtype, device, repeats, inner):
+    """Records for each kind at one shape; LayerNorm and the kinds are timed in alternation."""
+    timer = Timer(device)
+    x = torch.randn(rows, features, device=device, dtype=dtype, requires_grad=True)
+    grad = torch.randn(rows, features, device=device, dtype=dtype)
+    modules = {"layernorm": torch.nn.LayerNorm(features)}
+    modules.update({kind: build_norm(kind, features, **KINDS[kind]) for kind in kinds})
+    steps = {name: fwd_bwd(m.to(device=device, dtype=dtype), x, grad) for name, m in modules.items()}
+    first = {name: timer.seconds(step) for name, step in steps.items()}
+    times = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            times[name].append(timer.seconds(step, inner))
+    ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
+    peaks = {name: peak_bytes(step, device) for name, step in steps.items()}
+    copy_gbps = copy_bandwidth(x, timer, inner) if device == "cuda" else None
+    moved = 5 * x.numel() * x.element_size()
+    return [{"kind": kind, "device": device, "dtype": str(dtype).replace("torch.", ""),
+             "shape": [rows, features], "ms": ms[kind], "layernorm_ms": ms["layernorm"],
+             "ratio": ms[kind] / ms["layernorm"], "compile_s": first[kind] - ms[kind] / 1e3,
+             "backend": backend_label(kind, x),
+             "peak_memory_ratio": peaks[kind] / peaks["layernorm"] if peaks[kind] else None,
+             "gbps": moved / ms[kind] / 1e6 if device == "cuda" else None,
+             "layernorm_gbps": moved / ms["layernorm"] / 1e6 if device == "cuda" else None,
+             "copy_gbps": copy_gbps}
+            for kind in kinds]
+
+
+def backend_label(kind, x):
+    backend = kernels.backend_for(x)
+    return "compiled" if kind == "rms" and backend == "triton" else backend  # rms has no Triton kernel
+
+
+def copy_bandwidth(x, timer, inner):
+    out = torch.empty_like(x)
+    out.copy_(x)
+    seconds = statistics.median(timer.seconds(lambda: out.copy_(x), inner) for _ in range(5))
+    return 2 * x.numel() * x.element_size() / seconds / 1e9
+
+
+def print_record(r):
+    line = (f"{r['kind']:5s} {r['dtype']:8s} {r['shape'][0]:6d}x{r['shape'][1]:<5d} "
+            f"{r['ms']:9.3f} ms  LayerNorm {r['layernorm_ms']:9.3f} ms  ratio {r['ratio']:5.2f}x  "
+            f"first call +{r['compile_s']:6.2f} s  [{r['backend']}]")
+    if r["gbps"] is not None:
+        line += (f"  {r['gbps']:6.0f} GB/s (LayerNorm {r['layernorm_gbps']:.0f}, copy {r['copy_gbps']:.0f})"
+                 f"  peak mem {r['peak_memory_ratio']:.2f}x")
+    print(line, flush=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--quick", action="store_true", help="one small shape, fp32 (< 60 s on 2 cores)")
+    parser.add_argument("--backend", choices=kernels.BACKENDS,
+                        help=f"norm backend of l1/linf/topk (default: ${kernels.BACKEND_VARIABLE} or auto)")
+    parser.add_argument("--kinds", nargs="+", choices=tuple(KINDS), default=list(KINDS))
+    parser.add_argument("--json", help="write the records to this file")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench_norms.py: --device cuda but torch sees no CUDA device")
+    if args.backend:
+        kernels.set_backend(args.backend)
+    shapes = [(4096, 512)] if args.quick else CUDA_SHAPES if args.device == "cuda" else SHAPES
+    dtypes = ["float32"] if args.quick else DTYPES[args.device]
+    repeats, inner = (5, 2) if args.quick else (9, 10 if args.device == "cuda" else 3)
+    print(f"torch {torch.__version__}, {args.device}, threads {torch.get_num_threads()}, "
+          f"{os.cpu_count()} cores" + (f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""))
+    records = []
+    for dtype in dtypes:
+        for rows, features in shapes:
+            for record in bench_shape(args.kinds, rows, features, getattr(torch, dtype), args.device,
+                                      repeats, inner):
+                print_record(record)
+                records.append(record)
+    worst = max(records, key=lambda r: r["ratio"])
+    print(f"worst ratio {worst['ratio']:.2f}x: {worst['kind']} {worst['dtype']} {worst['shape']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(records, indent=1))
+
+
+if __name__ == "__main__":
+    run_main(main, "bench_norms.py")
