@@ -2,14 +2,17 @@
 
 Importing the package (or `--user-dir fairseq_normmatters`) allow-lists fairseq checkpoints
 for torch.load(weights_only=True), makes fairseq name an unreadable checkpoint
-and copy checkpoint_last.pt atomically, and exports the norm core and weight normalization.
+and copy checkpoint_last.pt atomically, checks translation data directories before fairseq
+reads them, and exports the norm core and weight normalization.
 """
 
 from .checkpoint import allow_fairseq_checkpoints, copy_checkpoints_atomically, explain_unreadable_checkpoints
+from .data_dir import check_data_dirs_before_setup
 
 allow_fairseq_checkpoints()
 explain_unreadable_checkpoints()
 copy_checkpoints_atomically()
+check_data_dirs_before_setup()
 
 from .constants import l1_constant, linf_constant, topk_constant  # noqa: E402
 from .norms import (  # noqa: E402

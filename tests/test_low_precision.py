@@ -1,4 +1,6 @@
-"""bf16 / fp16: every norm's error against a float64 reference, and bf16 training steps on CPU."""
+"""bf16 / fp16: every norm's error against a float64 reference, and --autocast-bf16 training on CPU."""
+
+import re
 
 import pytest
 import torch
@@ -7,7 +9,7 @@ from fairseq import tasks, utils
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq import options
 
-from cli import TINY_TRANSFORMER, USER_DIR, preprocess, write_parallel_text
+from cli import TINY_LSTM, TINY_TRANSFORMER, USER_DIR, epoch_losses, preprocess, train, write_parallel_text
 from test_norms import OPTIONS, make, reference
 
 KINDS = ["l1", "linf", "topk", "rms"]
@@ -33,38 +35,69 @@ def test_low_precision_arithmetic_error_no_worse_than_layer_norm(kind, dtype):
 
 
 @pytest.fixture(scope="module")
-def task_and_args(tmp_path_factory):
+def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("bf16")
-    data = preprocess(write_parallel_text(root / "raw"), root / "bin")
+    return preprocess(write_parallel_text(root / "raw"), root / "bin")
 
-    def build(arch):
-        parser = options.get_training_parser()
-        args = options.parse_args_and_arch(parser, [str(data), "--user-dir", USER_DIR, "--arch", arch,
-                                                    *TINY_TRANSFORMER, "--cpu", "--max-tokens", "500"])
-        cfg = convert_namespace_to_omegaconf(args)
-        task = tasks.setup_task(cfg.task)
-        task.load_dataset("train")
-        return cfg, task
-    return build
+
+def build(data, arch, *flags):
+    """(model, criterion, task) as fairseq-train builds them from these flags."""
+    sizes = TINY_LSTM if arch.startswith("norm_lstm") else TINY_TRANSFORMER
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [str(data), "--user-dir", USER_DIR, "--arch", arch, *sizes,
+                                                "--cpu", "--max-tokens", "500", *flags])
+    cfg = convert_namespace_to_omegaconf(args)
+    task = tasks.setup_task(cfg.task)
+    task.load_dataset("train")
+    utils.set_torch_seed(1)
+    return task.build_model(cfg.model), task.build_criterion(cfg.criterion), task
+
+
+def first_sample(task):
+    return next(iter(task.get_batch_iterator(task.dataset("train"), max_tokens=500).next_epoch_itr()))
+
+
+@pytest.mark.parametrize("arch", ["norm_transformer_l1_iwslt_de_en", "norm_lstm_bwn_iwslt_de_en"])
+def test_autocast_bf16_runs_the_training_forward_in_bf16_and_keeps_float32_weights(data, arch):
+    model, criterion, task = build(data, arch, "--autocast-bf16")
+    sample = first_sample(task)
+    seen = set()  # (training?, dtype of a Linear's output)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.register_forward_hook(lambda module, inputs, output: seen.add((model.training, output.dtype)))
+    model.train()
+    loss, _, _ = criterion(model, sample)
+    loss.backward()
+    model.eval()
+    with torch.no_grad():
+        criterion(model, sample)
+    assert seen == {(True, torch.bfloat16), (False, torch.float32)}  # training in bf16, evaluation in float32
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32
+               for p in model.parameters() if p.grad is not None)
 
 
 @pytest.mark.parametrize("arch", ["norm_transformer_l1_iwslt_de_en", "norm_transformer_bwn_iwslt_de_en"])
-def test_bf16_autocast_training_steps_stay_finite_and_learn(task_and_args, arch):
-    """fairseq's --bf16 implies --tpu and crashes, so bf16 runs as torch autocast around the model."""
-    cfg, task = task_and_args(arch)
-    utils.set_torch_seed(1)
-    model = task.build_model(cfg.model)
-    criterion = task.build_criterion(cfg.criterion)
-    batches = task.get_batch_iterator(task.dataset("train"), max_tokens=500, seed=1).next_epoch_itr(shuffle=False)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for step, sample in zip(range(12), batches):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss, sample_size, _ = criterion(model, sample)
-        optimizer.zero_grad()
-        (loss / sample_size).backward()
-        optimizer.step()
-        losses.append(float(loss) / sample_size)
-        assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert all(torch.isfinite(torch.tensor(losses)))
-    assert sum(losses[-3:]) < sum(losses[:3])
+def test_autocast_bf16_training_learns_and_resumes_without_the_flag(data, tmp_path, arch):
+    """fairseq's --bf16 implies --tpu and crashes; --autocast-bf16 trains on CPU, and is no
+    normalization flag: the run resumes without it."""
+    losses = epoch_losses(train(data, tmp_path, arch, *TINY_TRANSFORMER, "--autocast-bf16", updates=20).stdout)
+    assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < losses[0] - 0.5, f"loss did not go down: {losses}"
+    resumed = train(data, tmp_path, arch, *TINY_TRANSFORMER, "--disable-validation", updates=22).stdout
+    assert re.search(r"Loaded checkpoint \S+ \(epoch \d+ @ 20 updates\)", resumed)
+    assert len(epoch_losses(resumed)) == 1
+
+
+def test_autocast_bf16_refuses_to_train_float16_weights(data):
+    """fairseq's --fp16 halves the model; evaluating such a model in fp16 stays allowed."""
+    model, criterion, task = build(data, "norm_transformer_l1_iwslt_de_en", "--autocast-bf16")
+    sample = first_sample(task)
+    model.half().eval()
+    with torch.no_grad():
+        criterion(model, sample)
+    model.train()
+    with pytest.raises(ValueError, match="--autocast-bf16 trains float32 weights under bf16 autocast, but this "
+                                         "model's weights are torch.float16 \\(fairseq's --fp16 or "
+                                         "--memory-efficient-fp16\\): give only one of them"):
+        criterion(model, sample)

@@ -154,8 +154,10 @@ def test_device_flags_match_eight_gpus_of_4096_tokens():
     assert device_flags(2, "fp16") == ["--update-freq", "4", "--fp16"]
     assert device_flags(8, "amp") == ["--update-freq", "1", "--amp"]
     assert device_flags(16, "fp32") == ["--update-freq", "1"]
-    with pytest.raises(Exception, match="PRECISION='bf16' is not supported"):
-        device_flags(1, "bf16")
+    assert device_flags(1, "bf16") == ["--update-freq", "8", "--autocast-bf16"]
+    assert device_flags(0, "bf16") == ["--cpu", "--update-freq", "8", "--autocast-bf16"]
+    with pytest.raises(Exception, match="PRECISION='fp8' is not supported; allowed: fp16, amp, bf16, fp32"):
+        device_flags(1, "fp8")
 
 
 def test_extra_arguments_come_last(prepared, tmp_path):

@@ -1,8 +1,11 @@
 """What norm_transformer and norm_lstm share: the flags, the model surgery, the registration."""
 
 import argparse
+import hashlib
 import logging
+import os
 
+import torch
 from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY, register_model, register_model_architecture
 
 from ..constants import CONSTANT_MODES, check_constant
@@ -18,6 +21,7 @@ OUTPUT_PROJECTIONS = ("output_projection", "fc_out")
 NORM_DEFAULTS = {"norm_type": "l2", "norm_topk": 8, "norm_constant": "paper"}
 WEIGHT_NORM_DEFAULTS = {"weight_norm": "none", "weight_norm_p": "2", "weight_norm_rho": "layer"}
 EXTRA_STATE = "_extra_state"  # torch's key for get_extra_state()
+DICTIONARIES = "dictionaries"  # the key of the dictionaries' fingerprint in the extra state
 
 
 def constant_option(text: str):
@@ -46,6 +50,22 @@ def add_weight_norm_args(parser) -> None:
                         help="norm of the weight rows for --weight-norm")
     parser.add_argument("--weight-norm-rho", choices=RHO_MODES,
                         help="BWN bound: one per layer (mean initial row norm) or per row")
+
+
+def add_precision_args(parser) -> None:
+    parser.add_argument("--autocast-bf16", action="store_true",
+                        help="train with the forward under torch.autocast(bfloat16) and float32 weights, "
+                             "gradients and optimizer (fairseq's --bf16 implies --tpu); validation and "
+                             "generation run in float32. Not saved with the normalization flags")
+
+
+def check_float32_weights(model) -> None:
+    """--autocast-bf16 trains float32 weights: refuse a model that fairseq's --fp16 (or
+    --memory-efficient-fp16) turned into float16. Evaluation tools may still run it in fp16."""
+    dtype = next(model.parameters()).dtype
+    if dtype != torch.float32:
+        raise ValueError(f"--autocast-bf16 trains float32 weights under bf16 autocast, but this model's weights "
+                         f"are {dtype} (fairseq's --fp16 or --memory-efficient-fp16): give only one of them")
 
 
 def normalization_signature(args) -> dict:
@@ -92,14 +112,50 @@ def normalize_model(model, args):
     return model
 
 
+def dictionary_fingerprint(task) -> dict:
+    """The data directory and, per side, the size and sha256 of the symbols of the task's
+    dictionaries: enough to tell whether a checkpoint's embeddings fit another data directory."""
+    sides = {"source": getattr(task, "source_dictionary", None), "target": getattr(task, "target_dictionary", None)}
+    fingerprint = {side: {"symbols": len(d), "sha256": hashlib.sha256("\n".join(d.symbols).encode()).hexdigest()}
+                   for side, d in sides.items() if d is not None}
+    return {"data": absolute_data_path(getattr(getattr(task, "cfg", None), "data", "")), **fingerprint}
+
+
+def absolute_data_path(data) -> str:
+    """fairseq's --data (colon-separated shards) with each local path made absolute."""
+    data = str(data)
+    return data if "://" in data else os.pathsep.join(os.path.abspath(path) for path in data.split(os.pathsep))
+
+
+def check_dictionaries(trained, now) -> None:
+    """Raise ValueError if the dictionaries fingerprinted in `trained` (from a checkpoint) are not
+    the ones in `now` (the data directory of this run), naming each side that differs."""
+    differences = [describe_difference(side, trained[side], now[side])
+                   for side in ("source", "target") if side in trained and side in now and trained[side] != now[side]]
+    if differences:
+        raise ValueError(f"the dictionaries of data directory {now['data']} are not the ones this checkpoint was "
+                         f"trained with: {'; '.join(differences)}. Use the data directory the model was trained on "
+                         f"({trained['data']}), or data binarized with its dictionaries (fairseq-preprocess "
+                         "--srcdict/--tgtdict)")
+
+
+def describe_difference(side, trained, now) -> str:
+    """One side's dictionary change, in words."""
+    if trained["symbols"] == now["symbols"]:
+        return f"{side} dictionary: same size ({now['symbols']} symbols) but other symbols"
+    return f"{side} dictionary: {trained['symbols']} symbols in the checkpoint but {now['symbols']} now"
+
+
 class NormalizedModel:
     """Mixin before a fairseq model class: adds `flag_groups` to its flags and, once fairseq
     has built the model, applies them (normalize_model). `default_architecture(args)` fills the
-    options an old checkpoint or a bare --arch lacks. The normalization flags travel with the
-    weights (`_extra_state`), so that loading weights trained with other flags is refused
-    unless it is a deliberate conversion (--reset-optimizer)."""
+    options an old checkpoint or a bare --arch lacks; --autocast-bf16 wraps the training forward
+    in bf16 autocast. The normalization flags and a fingerprint of the dictionaries travel with
+    the weights (`_extra_state`), so that loading weights trained with other flags is refused
+    unless it is a deliberate conversion (--reset-optimizer), and weights trained on other
+    dictionaries are always refused."""
 
-    flag_groups = (add_weight_norm_args,)
+    flag_groups = (add_weight_norm_args, add_precision_args)
 
     @staticmethod
     def default_architecture(args):
@@ -117,18 +173,32 @@ class NormalizedModel:
         model = normalize_model(super().build_model(args, task), args)
         model.normalization = normalization_signature(args)
         model.normalization_may_change = bool(getattr(args, "reset_optimizer", False))
+        model.dictionaries = dictionary_fingerprint(task)
+        model.autocast_bf16 = bool(getattr(args, "autocast_bf16", False))
         return model
 
+    def forward(self, src_tokens, *args, **kwargs):
+        """fairseq's forward; in training mode with --autocast-bf16, under torch.autocast(bfloat16)
+        on the device of src_tokens (the weights, gradients and optimizer stay float32)."""
+        if not (self.training and self.autocast_bf16):
+            return super().forward(src_tokens, *args, **kwargs)
+        check_float32_weights(self)
+        with torch.autocast(device_type=src_tokens.device.type, dtype=torch.bfloat16):
+            return super().forward(src_tokens, *args, **kwargs)
+
     def get_extra_state(self):
-        """The normalization flags, saved with the weights as `_extra_state`."""
-        return dict(self.normalization)
+        """The normalization flags and the dictionaries' fingerprint, saved with the weights as `_extra_state`."""
+        return {**self.normalization, DICTIONARIES: self.dictionaries}
 
     def set_extra_state(self, state):
-        """Refuse to load weights trained with other normalization flags, except in a deliberate
-        conversion (--reset-optimizer, as in --restore-file L2_CHECKPOINT --reset-optimizer)."""
-        keys = sorted(set(state) | set(self.normalization))
-        changed = {k: (state.get(k, "unset"), self.normalization.get(k, "unset")) for k in keys
-                   if state.get(k) != self.normalization.get(k)}
+        """Refuse weights trained on other dictionaries, and weights trained with other normalization
+        flags except in a deliberate conversion (--reset-optimizer, as in --restore-file
+        L2_CHECKPOINT --reset-optimizer). Checkpoints without the fingerprint (older ones) pass."""
+        normalization = dict(state)
+        check_dictionaries(normalization.pop(DICTIONARIES, {}), self.dictionaries)
+        keys = sorted(set(normalization) | set(self.normalization))
+        changed = {k: (normalization.get(k, "unset"), self.normalization.get(k, "unset")) for k in keys
+                   if normalization.get(k) != self.normalization.get(k)}
         if changed and not self.normalization_may_change:
             flags = ", ".join(f"--{k.replace('_', '-')} {old} in the checkpoint but {new} now"
                               for k, (old, new) in changed.items())
@@ -137,9 +207,12 @@ class NormalizedModel:
                              "--restore-file CHECKPOINT --reset-optimizer")
 
     def upgrade_state_dict_named(self, state_dict, name):
-        """Checkpoints of stock fairseq models (or older ones) have no `_extra_state`: accept them."""
+        """Checkpoints of stock fairseq models (or older ones) have no `_extra_state`: accept them.
+        Check the extra state here too: fairseq calls this before loading any weight, so other
+        dictionaries are named before torch reports embeddings of another size."""
         super().upgrade_state_dict_named(state_dict, name)
-        state_dict.setdefault(f"{name}.{EXTRA_STATE}" if name else EXTRA_STATE, self.get_extra_state())
+        key = f"{name}.{EXTRA_STATE}" if name else EXTRA_STATE
+        self.set_extra_state(state_dict.setdefault(key, self.get_extra_state()))
 
 
 def register_model_once(name):

@@ -3,7 +3,8 @@
 The paper's 2-layer LSTM (2 encoder + 2 decoder layers, attention). The WMT sizes are fairseq's
 lstm_luong_wmt_en_de (1000-dim embeddings and states, Luong et al. 2015) with the paper's 2
 layers instead of 4; the IWSLT sizes are lstm_wiseman_iwslt_de_en's (256) with 2 layers. An LSTM
-has no layer norm: the flags are --weight-norm, --weight-norm-p, --weight-norm-rho. The decoder
+has no layer norm: the flags are --weight-norm, --weight-norm-p, --weight-norm-rho (and
+--autocast-bf16, as norm_transformer). The decoder
 steps nn.LSTMCell over time, so its forward caches each normalized weight once per call.
 """
 

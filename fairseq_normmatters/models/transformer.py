@@ -12,8 +12,8 @@ from fairseq.models.transformer import TransformerModel
 from fairseq.models.transformer.transformer_legacy import (
     base_architecture, transformer_iwslt_de_en, transformer_vaswani_wmt_en_de_big, transformer_wmt_en_de)
 
-from .common import (NORM_DEFAULTS, WEIGHT_NORM_DEFAULTS, NormalizedModel, add_norm_args, add_weight_norm_args,
-                     register_architectures, register_model_once, set_defaults)
+from .common import (NORM_DEFAULTS, WEIGHT_NORM_DEFAULTS, NormalizedModel, add_norm_args, register_architectures,
+                     register_model_once, set_defaults)
 
 
 def norm_transformer_base(args):
@@ -25,7 +25,7 @@ def norm_transformer_base(args):
 class NormTransformerModel(NormalizedModel, TransformerModel):
     """Transformer (Vaswani et al.) with the norms of Hoffer et al. 2018."""
 
-    flag_groups = (add_norm_args, add_weight_norm_args)
+    flag_groups = (add_norm_args, *NormalizedModel.flag_groups)
     default_architecture = staticmethod(norm_transformer_base)
 
 

@@ -5,8 +5,9 @@
 Paper-like settings (Vaswani et al. base; the authors' seq2seq recipe): Adam (0.9, 0.98),
 inverse-sqrt learning rate with 4000 warm-up updates, label smoothing 0.1, all embeddings
 shared, dropout 0.1, --max-tokens 4096 per GPU with --update-freq so that the effective batch
-is 8 GPUs x 4096 tokens, fp16 on CUDA (PRECISION=amp or fp32 to change; fairseq's --bf16
-implies --tpu and crashes, so it is never passed), all visible GPUs, json logs in
+is 8 GPUs x 4096 tokens, fp16 on CUDA (PRECISION=amp, bf16 or fp32 to change; bf16 is the
+plugin's --autocast-bf16, since fairseq's --bf16 implies --tpu and crashes; on CPU only bf16
+applies), all visible GPUs, json logs in
 SAVE_DIR/train.log, a checkpoint per epoch (the last 10 kept, for averaging). LSTMs: the same
 optimizer with lr 0.001, dropout 0.2 and --clip-norm 1.0. Extra arguments are passed last, so
 they override any of these.
@@ -37,18 +38,22 @@ COMMON = ["--task", "translation", "--share-all-embeddings", "--optimizer", "ada
           "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--weight-decay", "0.0",
           "--max-tokens", "4096", "--max-update", "100000", "--keep-last-epochs", "10",
           "--log-format", "json", "--log-interval", "100", "--seed", "1"]
-REFERENCE_GPUS, PRECISIONS = 8, ("fp16", "amp", "fp32")
+REFERENCE_GPUS = 8
+# PRECISION -> fairseq-train flags; bf16 is the plugin's autocast (fairseq's --bf16 implies --tpu)
+PRECISIONS = {"fp16": ["--fp16"], "amp": ["--amp"], "bf16": ["--autocast-bf16"], "fp32": []}
+CUDA_ONLY_PRECISIONS = ("fp16", "amp")  # fairseq's; on CPU they fall back to float32
 
 
 def device_flags(gpus: int, precision: str):
-    """--cpu, or --update-freq for 8 x 4096 tokens per update over `gpus` GPUs plus precision."""
+    """--cpu, or --update-freq for 8 x 4096 tokens per update over `gpus` GPUs, plus the
+    PRECISION's flags (those that need CUDA only on GPUs)."""
     if precision not in PRECISIONS:
         raise RecipeError(f"PRECISION={precision!r} is not supported; allowed: {', '.join(PRECISIONS)} "
-                          "(fairseq's --bf16 implies --tpu and crashes)")
+                          "(bf16 is the plugin's --autocast-bf16: fairseq's --bf16 implies --tpu and crashes)")
     if gpus == 0:
-        return ["--cpu", "--update-freq", str(REFERENCE_GPUS)]
-    flags = ["--update-freq", str(max(1, REFERENCE_GPUS // gpus))]
-    return flags + {"fp16": ["--fp16"], "amp": ["--amp"], "fp32": []}[precision]
+        cpu = ["--cpu", "--update-freq", str(REFERENCE_GPUS)]
+        return cpu + ([] if precision in CUDA_ONLY_PRECISIONS else PRECISIONS[precision])
+    return ["--update-freq", str(max(1, REFERENCE_GPUS // gpus))] + PRECISIONS[precision]
 
 
 def command(config, prepared, save_dir, extra, gpus, precision="fp16"):
