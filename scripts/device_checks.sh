@@ -6,7 +6,11 @@
 #     demo corpus: loss goes down, stays finite.
 #  3. Training words/s of the base Transformer (norm_transformer{,_l1,_bwn}_wmt_en_de, fp16,
 #     --max-tokens 4096) and the hours that 100k updates of 8 x 4096 tokens would take on this GPU.
-# PARTS="1 2 3" selects parts. The summary goes to stdout and $OUT/summary.txt, the training logs to
+#  4. The fast norm paths (Triton kernels) against the eager reference on CUDA (tests/test_kernels.py).
+#  5. scripts/bench_norms.py --device cuda: every kind against nn.LayerNorm, fp32/bf16/fp16.
+#  6. Whether fairseq's spawned workers import the user dir (fairseq#2143, #4875): one GPU, a
+#     tcp init method makes fairseq-train spawn its worker process.
+# PARTS="1 2 3" selects parts (default 1 2 3; PRECISIONS and CONFIGS narrow part 2, BASE part 3). The summary goes to stdout and $OUT/summary.txt, the training logs to
 # $OUT/logs; data and checkpoints stay in $WORK (default /tmp/device_work).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +42,17 @@ for kind in NORM_KINDS:
 PY
 fi
 
-if want 2 || want 3; then
+if want 4; then
+echo "== 4. fast norm paths vs the eager reference on CUDA"
+timeout 240 python3 -m pytest -q -x -p no:cacheprovider tests/test_kernels.py -k "${KERNEL_TESTS:-triton}" 2>&1 | tail -5
+fi
+
+if want 5; then
+echo "== 5. norms vs nn.LayerNorm on CUDA"
+timeout 300 python3 scripts/bench_norms.py --device cuda --json "$OUT/bench_norms_cuda.json" ${BENCH_ARGS:-} 2>&1 | grep -v tensorboardX
+fi
+
+if want 2 || want 3 || want 6; then
     scripts/prepare_wmt14_de_en.sh --raw-dir data/demo --vocab-size 1000 --workers 8 "$WORK/data" 2>&1 | grep '^\[prepare\]'
 fi
 if want 2; then
@@ -64,12 +78,27 @@ fi
 
 if want 3; then
 echo "== 3. base Transformer speed (fp16, --max-tokens 4096, one GPU)"
-for config in transformer_l2 transformer_l1 transformer_bwn; do
+for config in ${BASE:-transformer_l2 transformer_l1 transformer_bwn}; do
     log="$OUT/logs/base-$config.log"
-    scripts/train_wmt14.sh "$config" "$WORK/data" "$WORK/base-$config" --max-update 200 --update-freq 1 \
+    scripts/train_wmt14.sh "$config" "$WORK/data" "$WORK/base-$config" --max-update "${BASE_UPDATES:-200}" --update-freq 1 \
         --no-save --disable-validation --log-interval 50 > "$log" 2>&1
     rc=$?
     wps=$(grep -o '"wps": "[^"]*"' "$log" | tail -1 | grep -o '[0-9.]*')
     echo "$config rc=$rc train_wps=$wps hours_for_100k_updates_of_8x4096=$(python3 -c "print(round(100000*8*4096/float('${wps:-0}' or 1)/3600, 1))")"
 done
+fi
+
+if want 6; then
+echo "== 6. fairseq-train spawns its worker (tcp init method, one GPU): does it import the user dir?"
+log="$OUT/logs/spawn.log"
+timeout 120 fairseq-train "$WORK/data/bin" --user-dir fairseq_normmatters --task translation \
+    --arch norm_transformer_l1_iwslt_de_en --encoder-layers 2 --decoder-layers 2 --encoder-embed-dim 128 \
+    --decoder-embed-dim 128 --encoder-ffn-embed-dim 256 --decoder-ffn-embed-dim 256 --share-all-embeddings \
+    --optimizer adam --lr 0.001 --max-tokens 4096 --max-update 30 --fp16 --no-save --disable-validation \
+    --distributed-world-size 1 --distributed-init-method tcp://127.0.0.1:29517 --log-format json \
+    --log-interval 10 > "$log" 2>&1
+rc=$?
+echo "spawned worker rc=$rc, spawn used: $(grep -c 'torch.multiprocessing\|distributed init (rank 0)' "$log") lines," \
+     "last train loss: $(grep -o '"train_loss": "[^"]*"' "$log" | tail -1)"
+[ $rc = 0 ] || tail -5 "$log"
 fi

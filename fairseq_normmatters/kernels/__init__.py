@@ -13,6 +13,7 @@ The environment variable NORMMATTERS_NORM_BACKEND (or `set_backend`) forces one.
 cannot run here (no Triton, no C++ compiler, ...) falls back to eager with one logged warning.
 """
 
+import contextlib
 import importlib
 import logging
 import os
@@ -55,6 +56,8 @@ def backend_for(x: torch.Tensor, requested: Optional[str] = None) -> str:
         name = "triton" if x.is_cuda and triton_available() else "compiled"
     if name == "triton" and not x.is_cuda:
         _mark_broken("triton", "Triton kernels run on CUDA tensors only")
+    if name == "triton" and x.dtype == torch.float64:
+        return "compiled"  # the Triton kernels compute in float32
     if name == "compiled" and torch.compiler.is_compiling():
         return "eager"  # inside the user's own torch.compile: let it trace the plain formula
     return "eager" if name in _broken else name
@@ -81,22 +84,24 @@ class Implementation:
         self.name, self.forward, self.backward, self.rms = name, forward, backward, rms
 
 
-#: Each kind x dtype x affine is its own graph; a silent eager fallback must not pass for speed.
-COMPILE_SETTINGS = {"recompile_limit": 64, "fail_on_recompile_limit_hit": True}
+#: Each kind x dtype x affine x feature size is its own graph: torch's default of 8 graphs per
+#: function is raised (once, process-wide) so that a model's norms never fall back silently.
+RECOMPILE_LIMIT = 64
 
 
 def _compile(function: Callable) -> Callable:
     """function compiled for a fixed feature size and any number of rows (dim 0 of the 2-D
     tensor arguments): one graph per size, however fairseq's batches vary. (A dynamic feature
     size too compiles to 1.2-1.5x slower CPU code.)"""
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
     compiled = torch.compile(function, dynamic=False, fullgraph=True)
 
     def run(*args):
         for arg in args:
             if isinstance(arg, torch.Tensor) and arg.dim() == 2:
                 torch._dynamo.maybe_mark_dynamic(arg, 0)
-        with torch._dynamo.config.patch(**COMPILE_SETTINGS):
-            return compiled(*args)
+        return compiled(*args)
     return run
 
 
@@ -161,7 +166,7 @@ def fused_rms_norm(x, normalized_size, weight, bias, eps):
     x2d = x.reshape(-1, normalized_size)
     weight = None if weight is None else weight.reshape(-1)
     bias = None if bias is None else bias.reshape(-1)
-    with torch.autocast(x.device.type, enabled=False):
+    with outside_autocast(x):
         y = run_or_fall_back(implementation("compiled"), "rms", x2d, weight, bias, float(eps))
     return y.view(x.shape)
 
@@ -172,7 +177,14 @@ def fused_deviation_norm(x, kind, normalized_size, weight, bias, eps, constant, 
     x2d = x.reshape(-1, normalized_size)
     weight = None if weight is None else weight.reshape(-1)
     bias = None if bias is None else bias.reshape(-1)
-    with torch.autocast(x.device.type, enabled=False):  # the kernels choose their own precision
+    with outside_autocast(x):
         y = DeviationNormFunction.apply(x2d, weight, bias, kind, float(constant), float(eps),
                                         k or 0, implementation(backend))
     return y.view(shape)
+
+
+def outside_autocast(x: torch.Tensor):
+    """A context without autocast for x's device (the kernels choose their own precision)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.autocast(x.device.type, enabled=False)
+    return contextlib.nullcontext()

@@ -144,7 +144,7 @@ def backward_rows(grad, x, weight, mean, m, t, kind, constant, eps, k, needs_wei
     grad, x = _row_major(grad), _row_major(x)
     rows, n = x.shape
     block, warps = _launch_options(n)
-    programs = max(1, min(rows, 8 * _multiprocessors(x.device)))
+    programs = max(1, min(triton.cdiv(rows, 16), 4 * _multiprocessors(x.device)))
     rows_per_program = triton.cdiv(rows, programs)
     programs = triton.cdiv(rows, rows_per_program)
     dx = torch.empty((rows, n), dtype=x.dtype, device=x.device)
