@@ -94,7 +94,7 @@ def test_ties_share_the_gradient_like_torch(backend):
     d = x.detach().double() - x.detach().double().mean(-1, keepdim=True)
     m, t = rows.row_statistics(d, "topk", 4)
     derivative = rows.scale_derivative(d, m, t, "topk", 4)
-    torch.testing.assert_close((derivative * torch.sign(d)).sum(-1), torch.ones(4, dtype=torch.float64))
+    torch.testing.assert_close((derivative * torch.sign(d)).sum(-1), torch.ones(4, dtype=torch.float64, device=d.device))
 
 
 @pytest.mark.parametrize("kind", KINDS)

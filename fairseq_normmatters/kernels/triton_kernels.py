@@ -2,6 +2,8 @@
 program in the forward; the backward walks a share of the rows per program and writes partial
 sums of dL/dgamma, dL/dbeta that torch adds up (no atomics: deterministic)."""
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -118,6 +120,7 @@ def _row_major(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
+@functools.lru_cache(maxsize=None)
 def _multiprocessors(device: torch.device) -> int:
     if device.type != "cuda":  # TRITON_INTERPRET=1 runs the kernels on CPU tensors
         return 1
