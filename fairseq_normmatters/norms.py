@@ -61,12 +61,12 @@ def deviation_norm(x, kind, normalized_shape, weight=None, bias=None, eps=1e-5,
     backend: "eager" (deviation_norm_reference), "compiled", "triton" or "auto"; None = the
     process-wide choice (see fairseq_normmatters.kernels).
     """
-    name = kernels.backend_for(x, backend)
+    name = kernels.backend_for(x, backend, kind)
     if name == "eager":
         return deviation_norm_reference(x, kind, normalized_shape, weight, bias, eps, constant, k)
     size = math.prod(_as_shape(normalized_shape))
-    return kernels.fused_deviation_norm(x, kind, size, weight, bias, eps,
-                                        resolve_constant(kind, size, constant, k), k, name)
+    return kernels.fused_norm(x, kind, size, weight, bias, eps,
+                              resolve_constant(kind, size, constant, k), k, name)
 
 
 def deviation_norm_reference(x, kind, normalized_shape, weight=None, bias=None, eps=1e-5,
@@ -81,9 +81,11 @@ def deviation_norm_reference(x, kind, normalized_shape, weight=None, bias=None, 
 
 def rms_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, backend=None):
     """Functional RMSNorm: gamma * x / sqrt(mean(x^2) + eps) + beta (backend as deviation_norm)."""
-    if kernels.backend_for(x, backend) == "eager":
+    name = kernels.backend_for(x, backend, "rms")
+    if name == "eager":
         return rms_norm_reference(x, normalized_shape, weight, bias, eps)
-    return kernels.fused_rms_norm(x, math.prod(_as_shape(normalized_shape)), weight, bias, eps)
+    return kernels.fused_norm(x, "rms", math.prod(_as_shape(normalized_shape)), weight, bias, eps,
+                              1.0, None, name)
 
 
 def rms_norm_reference(x, normalized_shape, weight=None, bias=None, eps=1e-5):

@@ -92,8 +92,7 @@ def bench_shape(kinds, rows, features, dtype, device, repeats, inner):
 
 
 def backend_label(kind, x):
-    backend = kernels.backend_for(x)
-    return "compiled" if kind == "rms" and backend == "triton" else backend  # rms has no Triton kernel
+    return kernels.backend_for(x, kind=kind) if kind != "layernorm" else "torch"
 
 
 def copy_bandwidth(x, timer, inner):

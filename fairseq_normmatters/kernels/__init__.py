@@ -1,12 +1,13 @@
-"""Fast l1 / linf / topk layer norms: one autograd Function, several implementations of its math.
+"""Fast l1 / linf / topk / rms layer norms: one autograd Function, several implementations of its math.
 
-`DeviationNormFunction` runs the analytic forward and backward of `rows.py` (saving the input
-and two or three floats per row, like LayerNorm). Its implementation ("backend") is chosen per
+`RowNormFunction` runs the analytic forward and backward of `rows.py` (saving the input and
+one to three floats per row, like LayerNorm). Its implementation ("backend") is chosen per
 call:
 
     eager     the reference: torch's autograd through the plain formula (norms.deviation_norm_reference)
     compiled  rows.py through torch.compile (inductor; C++ on CPU, Triton on CUDA), dynamic rows
-    triton    hand-written Triton kernels (CUDA only; triton_kernels.py)
+    triton    hand-written Triton kernels (CUDA, l1/linf/topk in float32 arithmetic; rms and
+              float64 take the compiled path; triton_kernels.py)
     auto      triton on CUDA if Triton imports, else compiled (the default)
 
 The environment variable NORMMATTERS_NORM_BACKEND (or `set_backend`) forces one. A backend that
@@ -48,16 +49,16 @@ def requested_backend() -> str:
     return _forced_backend or check_backend(os.environ.get(BACKEND_VARIABLE, "auto") or "auto")
 
 
-def backend_for(x: torch.Tensor, requested: Optional[str] = None) -> str:
-    """The backend that will run for input x: `requested` (default: requested_backend()),
-    resolved and available."""
+def backend_for(x: torch.Tensor, requested: Optional[str] = None, kind: str = "l1") -> str:
+    """The backend that will run norm `kind` for input x: `requested` (default:
+    requested_backend()), resolved and available."""
     name = check_backend(requested) if requested else requested_backend()
     if name == "auto":
         name = "triton" if x.is_cuda and triton_available() else "compiled"
     if name == "triton" and not x.is_cuda:
         _mark_broken("triton", "Triton kernels run on CUDA tensors only")
-    if name == "triton" and x.dtype == torch.float64:
-        return "compiled"  # the Triton kernels compute in float32
+    if name == "triton" and (x.dtype == torch.float64 or kind == "rms"):
+        return "compiled"  # the Triton kernels compute l1/linf/topk in float32
     if name == "compiled" and torch.compiler.is_compiling():
         return "eager"  # inside the user's own torch.compile: let it trace the plain formula
     return "eager" if name in _broken else name
@@ -78,10 +79,10 @@ def _mark_broken(name: str, reason: str) -> None:
 
 
 class Implementation:
-    """forward_rows / backward_rows (and rms_rows) of rows.py as one backend runs them."""
+    """forward_rows / backward_rows of rows.py as one backend runs them."""
 
-    def __init__(self, name: str, forward: Callable, backward: Callable, rms: Callable = rows.rms_rows):
-        self.name, self.forward, self.backward, self.rms = name, forward, backward, rms
+    def __init__(self, name: str, forward: Callable, backward: Callable):
+        self.name, self.forward, self.backward = name, forward, backward
 
 
 #: Each kind x dtype x affine x feature size is its own graph: torch's default of 8 graphs per
@@ -99,15 +100,15 @@ def _compile(function: Callable) -> Callable:
 
     def run(*args):
         for arg in args:
-            if isinstance(arg, torch.Tensor) and arg.dim() == 2:
-                torch._dynamo.maybe_mark_dynamic(arg, 0)
+            for tensor in arg if isinstance(arg, tuple) else (arg,):
+                if isinstance(tensor, torch.Tensor) and tensor.dim() == 2:
+                    torch._dynamo.maybe_mark_dynamic(tensor, 0)
         return compiled(*args)
     return run
 
 
 def _compiled() -> Implementation:
-    return Implementation("compiled", _compile(rows.forward_rows), _compile(rows.backward_rows),
-                          _compile(rows.rms_rows))
+    return Implementation("compiled", _compile(rows.forward_rows), _compile(rows.backward_rows))
 
 
 def _triton() -> Implementation:
@@ -136,13 +137,13 @@ def run_or_fall_back(impl: Implementation, step: str, *args):
     return getattr(UNCOMPILED, step)(*args)
 
 
-class DeviationNormFunction(torch.autograd.Function):
-    """y = gamma * d / (C * scale(d) + eps) + beta over the rows of a 2-D x, analytic backward."""
+class RowNormFunction(torch.autograd.Function):
+    """A norm of `kind` over the rows of a 2-D x (rows.py's formulas), with the analytic backward."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, kind, constant, eps, k, impl):
-        y, mean, m, t = run_or_fall_back(impl, "forward", x, weight, bias, kind, constant, eps, k)
-        ctx.save_for_backward(x, weight, mean, m, t)
+        y, statistics = run_or_fall_back(impl, "forward", x, weight, bias, kind, constant, eps, k)
+        ctx.save_for_backward(x, weight, *statistics)
         ctx.options = (kind, constant, eps, k, impl)
         ctx.bias_dtype = None if bias is None else bias.dtype
         return y
@@ -150,36 +151,26 @@ class DeviationNormFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        x, weight, mean, m, t = ctx.saved_tensors
+        x, weight, *statistics = ctx.saved_tensors
         kind, constant, eps, k, impl = ctx.options
         dx, dweight, dbias = run_or_fall_back(
-            impl, "backward", grad, x, weight, mean, m, t, kind, constant, eps, k,
+            impl, "backward", grad, x, weight, tuple(statistics), kind, constant, eps, k,
             ctx.needs_input_grad[1], ctx.needs_input_grad[2])
         dweight = None if dweight is None else dweight.to(weight.dtype)
         dbias = None if dbias is None else dbias.to(ctx.bias_dtype)
         return dx, dweight, dbias, None, None, None, None, None
 
 
-def fused_rms_norm(x, normalized_size, weight, bias, eps):
-    """RMSNorm of x over its last `normalized_size` elements, compiled (Triton has no own rms:
-    torch.compile generates Triton on CUDA)."""
-    x2d = x.reshape(-1, normalized_size)
-    weight = None if weight is None else weight.reshape(-1)
-    bias = None if bias is None else bias.reshape(-1)
-    with outside_autocast(x):
-        y = run_or_fall_back(implementation("compiled"), "rms", x2d, weight, bias, float(eps))
-    return y.view(x.shape)
-
-
-def fused_deviation_norm(x, kind, normalized_size, weight, bias, eps, constant, k, backend):
-    """The l1/linf/topk layer norm of x over its last `normalized_size` elements by `backend`."""
+def fused_norm(x, kind, normalized_size, weight, bias, eps, constant, k, backend):
+    """The `kind` norm of x over its last `normalized_size` elements by `backend` (constant:
+    C of l1/linf/topk, ignored by rms)."""
     shape = x.shape
     x2d = x.reshape(-1, normalized_size)
     weight = None if weight is None else weight.reshape(-1)
     bias = None if bias is None else bias.reshape(-1)
     with outside_autocast(x):
-        y = DeviationNormFunction.apply(x2d, weight, bias, kind, float(constant), float(eps),
-                                        k or 0, implementation(backend))
+        y = RowNormFunction.apply(x2d, weight, bias, kind, float(constant), float(eps), k or 0,
+                                  implementation(backend))
     return y.view(shape)
 
 

@@ -13,8 +13,9 @@ k largest |d|), s = C * m + eps and y = gamma * d / s + beta. With g = dL/dy, h 
                                   (k - #{|d| > t}) / #{|d| = t} if |d_j| = t, else 0)
 
 The forward saves the input, mean, m and (topk) t: per row two or three floats, like LayerNorm's
-mean and rstd. Everything is computed in float32 (or float64) and returned in the input dtype.
-These are plain torch functions: `compiled.py` hands them to torch.compile.
+mean and rstd. rms (no centering, eps inside the root) takes the same path with one statistic.
+Everything is computed in float32 (or float64) and returned in the input dtype. These are
+plain torch functions: the "compiled" backend hands them to torch.compile.
 """
 
 from typing import Optional, Tuple
@@ -43,17 +44,24 @@ def row_statistics(d: Tensor, kind: str, k: int) -> Tuple[Tensor, Tensor]:
 
 def forward_rows(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], kind: str,
                  constant: float, eps: float, k: int):
-    """(y, mean, m, t) for the rows of x (2-D): y = gamma * d / (C m + eps) + beta."""
+    """(y, statistics) for the rows of x (2-D). l1/linf/topk: y = gamma * d / (C m + eps) + beta,
+    statistics (mean, m, t); rms: y = gamma * x / sqrt(mean(x^2) + eps) + beta, statistics (1/rms,)."""
     xf = x.to(compute_dtype(x))
+    if kind == "rms":
+        inv_rms = torch.rsqrt((xf * xf).mean(-1, keepdim=True) + eps)
+        return affine(xf * inv_rms, weight, bias).to(x.dtype), (inv_rms,)
     mean = xf.mean(-1, keepdim=True)
     d = xf - mean
     m, t = row_statistics(d, kind, k)
-    y = d / (constant * m + eps)
+    return affine(d / (constant * m + eps), weight, bias).to(x.dtype), (mean, m, t)
+
+
+def affine(y: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]) -> Tensor:
     if weight is not None:
         y = y * weight.to(y.dtype)
     if bias is not None:
         y = y + bias.to(y.dtype)
-    return y.to(x.dtype), mean, m, t
+    return y
 
 
 def scale_derivative(d: Tensor, m: Tensor, t: Tensor, kind: str, k: int) -> Tensor:
@@ -70,18 +78,25 @@ def scale_derivative(d: Tensor, m: Tensor, t: Tensor, kind: str, k: int) -> Tens
     return sign * (above + at_t * share) / k
 
 
-def backward_rows(grad: Tensor, x: Tensor, weight: Optional[Tensor], mean: Tensor, m: Tensor,
-                  t: Tensor, kind: str, constant: float, eps: float, k: int,
-                  needs_weight_grad: bool, needs_bias_grad: bool):
-    """(dL/dx, dL/dgamma, dL/dbeta) for the rows of x from dL/dy (2-D)."""
+def backward_rows(grad: Tensor, x: Tensor, weight: Optional[Tensor], statistics: Tuple[Tensor, ...],
+                  kind: str, constant: float, eps: float, k: int, needs_weight_grad: bool,
+                  needs_bias_grad: bool):
+    """(dL/dx, dL/dgamma, dL/dbeta) for the rows of x from dL/dy (2-D); statistics from forward_rows.
+    rms (s = sqrt(mean(x^2) + eps), no centering): dL/dx = h / s - x * mean(h x) / s^3."""
     dtype = compute_dtype(x)
-    d = x.to(dtype) - mean
     g = grad.to(dtype)
-    inv_s = 1.0 / (constant * m + eps)
     h = g * weight.to(dtype) if weight is not None else g
-    coupling = constant * inv_s * inv_s * (h * d).sum(-1, keepdim=True)
-    dd = h * inv_s - coupling * scale_derivative(d, m, t, kind, k)
-    dx = dd - dd.mean(-1, keepdim=True)
+    if kind == "rms":
+        (inv_s,) = statistics
+        d = x.to(dtype)
+        dx = inv_s * h - inv_s ** 3 * d * (h * d).mean(-1, keepdim=True)
+    else:
+        mean, m, t = statistics
+        d = x.to(dtype) - mean
+        inv_s = 1.0 / (constant * m + eps)
+        coupling = constant * inv_s * inv_s * (h * d).sum(-1, keepdim=True)
+        dd = h * inv_s - coupling * scale_derivative(d, m, t, kind, k)
+        dx = dd - dd.mean(-1, keepdim=True)
     dweight = column_sum(g * d * inv_s) if needs_weight_grad else None
     dbias = column_sum(g) if needs_bias_grad else None
     return dx.to(x.dtype), dweight, dbias
@@ -93,14 +108,3 @@ def column_sum(p: Tensor, block: int = 32) -> Tensor:
     padded = torch.nn.functional.pad(p, (0, 0, 0, (-p.shape[0]) % block))
     return padded.view(-1, block, p.shape[1]).sum(1).sum(0)
 
-
-def rms_rows(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float) -> Tensor:
-    """RMSNorm of the rows of x: gamma * x / sqrt(mean(x^2) + eps) + beta (autograd derives
-    the backward; under torch.compile it is fused and saves x and one float per row)."""
-    xf = x.to(compute_dtype(x))
-    y = xf * torch.rsqrt((xf * xf).mean(-1, keepdim=True) + eps)
-    if weight is not None:
-        y = y * weight.to(y.dtype)
-    if bias is not None:
-        y = y + bias.to(y.dtype)
-    return y.to(x.dtype)

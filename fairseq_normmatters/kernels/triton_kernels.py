@@ -128,7 +128,7 @@ def _multiprocessors(device: torch.device) -> int:
 
 
 def forward_rows(x, weight, bias, kind, constant, eps, k):
-    """rows.forward_rows on CUDA: (y, mean, m, t)."""
+    """rows.forward_rows on CUDA (l1/linf/topk): (y, (mean, m, t))."""
     x = _row_major(x)
     rows, n = x.shape
     block, warps = _launch_options(n)
@@ -138,12 +138,13 @@ def forward_rows(x, weight, bias, kind, constant, eps, k):
                              y, mean, m, t, x.stride(0), y.stride(0), n, constant, eps,
                              KIND=KIND_CODES[kind], K=max(k, 1), HAS_W=weight is not None,
                              HAS_B=bias is not None, BLOCK=block, num_warps=warps)
-    return y, mean, m, t
+    return y, (mean, m, t)
 
 
-def backward_rows(grad, x, weight, mean, m, t, kind, constant, eps, k, needs_weight_grad,
+def backward_rows(grad, x, weight, statistics, kind, constant, eps, k, needs_weight_grad,
                   needs_bias_grad):
     """rows.backward_rows on CUDA: (dL/dx, dL/dgamma, dL/dbeta)."""
+    mean, m, t = statistics
     grad, x = _row_major(grad), _row_major(x)
     rows, n = x.shape
     block, warps = _launch_options(n)
