@@ -105,6 +105,14 @@ def test_analytic_backward_gradcheck_float64(kind):
         (x, weight, bias))
 
 
+@pytest.mark.parametrize("kind", KINDS + ("rms",))
+def test_backward_twice_through_a_retained_graph(kind):
+    x, weight, bias = inputs(6, 16, torch.float32, "cpu")
+    y = norm(x, kind, weight, bias, "compiled")
+    first = torch.autograd.grad(y.sum(), x, retain_graph=True)[0]
+    torch.testing.assert_close(torch.autograd.grad(y.sum(), x)[0], first)
+
+
 def test_varying_row_counts_compile_once():
     """Rows vary freely; torch specializes one block of rows (<= 32) apart, so both are warmed up."""
     counters = torch._dynamo.utils.counters
