@@ -26,11 +26,19 @@ TRAINING = ["--optimizer", "adam", "--lr", "0.005", "--lr-scheduler", "inverse_s
             "--no-epoch-checkpoints", "--log-format", "simple", "--num-workers", "0"]
 
 
-def run(tool, *args, check=True, input=None, timeout=600):
-    """Run a console script of this environment (fairseq-train, ...); return the CompletedProcess."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models; pytest-xdist runs two at once
+#: For fairseq processes started by the tests: one thread (tiny models; pytest-xdist runs two
+#: at once) and the eager norms unless asked otherwise, since compiling them again in every
+#: process doubled these tests' time; the fast paths meet fairseq in
+#: test_fairseq_models.py::test_compiled_norms_train_like_the_eager_reference and test_recipes.py.
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1",
+                  "NORMMATTERS_NORM_BACKEND": os.environ.get("NORMMATTERS_NORM_BACKEND", "eager")}
+
+
+def run(tool, *args, check=True, input=None, timeout=600, env=None):
+    """Run a console script of this environment (fairseq-train, ...) with SUBPROCESS_ENV updated
+    by `env`; return the CompletedProcess."""
     result = subprocess.run([str(BIN / tool), *map(str, args)], capture_output=True, text=True,
-                            input=input, timeout=timeout, env=env)
+                            input=input, timeout=timeout, env={**SUBPROCESS_ENV, **(env or {})})
     if check and result.returncode != 0:
         raise AssertionError(f"{tool} exited {result.returncode}:\n{result.stderr[-4000:]}")
     return result
@@ -44,12 +52,17 @@ def preprocess(raw, dest):
     return Path(dest)
 
 
-def train(data, save_dir, arch, *extra, updates=40, check=True):
+def train(data, save_dir, arch, *extra, updates=40, check=True, env=None):
     """fairseq-train with --user-dir; returns the CompletedProcess (fairseq logs on stdout)."""
     return run("fairseq-train", data, "--user-dir", USER_DIR, "--arch", arch, "--save-dir", save_dir,
-               "--max-update", updates, *TRAINING, *extra, check=check)
+               "--max-update", updates, *TRAINING, *extra, check=check, env=env)
 
 
 def epoch_losses(log: str, subset="train"):
     """The per-epoch losses of a `--log-format simple` log."""
     return [float(x) for x in re.findall(rf"\| {subset} \| epoch \d+ \|.*? loss ([\d.]+)", log)]
+
+
+def losses_per_update(log: str):
+    """The per-update training losses of a `--log-format simple --log-interval 1` log."""
+    return [float(x) for x in re.findall(r"\| train_inner \|[^\n]*? loss=([\d.]+)", log)]

@@ -3,14 +3,13 @@
 fairseq's spawn launcher is GPU-only; on CPU each rank is its own fairseq-train process.
 """
 
-import os
-import re
 import socket
 import subprocess
 
 import pytest
 
-from cli import BIN, TINY_TRANSFORMER, TRAINING, USER_DIR, preprocess, write_parallel_text
+from cli import (BIN, SUBPROCESS_ENV, TINY_TRANSFORMER, TRAINING, USER_DIR, losses_per_update, preprocess,
+                 write_parallel_text)
 
 UPDATES = 8
 
@@ -33,13 +32,9 @@ def command(data, arch, *extra):
             "--no-save", "--disable-validation", "--log-interval", "1", *extra]
 
 
-def losses_per_update(log):
-    return [float(x) for x in re.findall(r"\| train_inner \|[^\n]*? loss=([\d.]+)", log)]
-
-
 @pytest.mark.parametrize("arch", ["norm_transformer_l1_iwslt_de_en", "norm_transformer_bwn_iwslt_de_en"])
 def test_two_gloo_ranks_match_one_process_with_update_freq_2(data, arch):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = SUBPROCESS_ENV
     init = f"tcp://127.0.0.1:{free_port()}"
     ranks = [subprocess.Popen(command(data, arch, "--distributed-world-size", "2", "--distributed-rank", str(r),
                                       "--distributed-no-spawn", "--distributed-init-method", init,

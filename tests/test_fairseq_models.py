@@ -14,7 +14,8 @@ from fairseq import checkpoint_utils, tasks, utils
 from fairseq_normmatters import DeviationNorm, RMSNorm
 from fairseq_normmatters.weight_norm import BoundedWeightNorm, row_norms
 
-from cli import TINY_LSTM, TINY_TRANSFORMER, USER_DIR, epoch_losses, preprocess, run, train, write_parallel_text
+from cli import (TINY_LSTM, TINY_TRANSFORMER, USER_DIR, epoch_losses, losses_per_update, preprocess, run, train,
+                 write_parallel_text)
 
 # config -> (arch, extra flags, expected norm class or None, BWN expected)
 CONFIGS = {
@@ -109,6 +110,20 @@ def test_train_generate_validate(config, data, trained):
     test_loss = [float(x) for x in re.findall(r"valid on 'test' subset \| loss ([\d.]+)",
                                                               validated.stdout)]
     assert test_loss and test_loss[0] < losses[0]
+
+
+def test_compiled_norms_train_like_the_eager_reference(data, tmp_path):
+    """The default fast path (torch.compile on CPU) inside fairseq-train: the per-update losses
+    of the eager formula. (The other CLI tests run eager norms: tests/cli.py SUBPROCESS_ENV.)"""
+    losses = {}
+    for backend in ("eager", "compiled"):
+        result = train(data, tmp_path / backend, "norm_transformer_l1_iwslt_de_en", *TINY_TRANSFORMER,
+                       "--no-save", "--disable-validation", "--log-interval", "1", updates=12,
+                       env={"NORMMATTERS_NORM_BACKEND": backend})
+        losses[backend] = losses_per_update(result.stdout)
+        assert "unavailable" not in result.stdout + result.stderr  # no fallback to eager
+    assert len(losses["eager"]) == len(losses["compiled"]) == 12
+    assert max(abs(a - b) for a, b in zip(losses["eager"], losses["compiled"])) < 2e-3, losses
 
 
 def test_interactive_loads_checkpoint(data, trained):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cli import BIN, TINY_TRANSFORMER, TRAINING, USER_DIR, preprocess, write_parallel_text
+from cli import BIN, SUBPROCESS_ENV, TINY_TRANSFORMER, TRAINING, USER_DIR, preprocess, write_parallel_text
 
 UPDATES = 24
 
@@ -32,7 +32,7 @@ def losses_by_update(log):
 
 def kill_after_checkpoint(cmd, save_dir, name):
     """Start training, SIGKILL it once `name` has been written; returns the update it resumes from."""
-    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=SUBPROCESS_ENV)
     deadline = time.time() + 240
     while not (save_dir / name).exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -43,14 +43,16 @@ def kill_after_checkpoint(cmd, save_dir, name):
 
 @pytest.mark.parametrize("arch", ["norm_transformer_l1_iwslt_de_en", "norm_transformer_bwn_iwslt_de_en"])
 def test_killed_and_resumed_run_matches_uninterrupted_run(data, tmp_path, arch):
-    reference = subprocess.run(command(data, tmp_path / "reference", arch), capture_output=True, text=True)
+    reference = subprocess.run(command(data, tmp_path / "reference", arch), capture_output=True, text=True,
+                              env=SUBPROCESS_ENV)
     assert reference.returncode == 0, reference.stderr[-3000:]
     expected = losses_by_update(reference.stdout)
     assert len(expected) == UPDATES
 
     save_dir = tmp_path / "killed"
     kill_after_checkpoint(command(data, save_dir, arch), save_dir, "checkpoint_1_8.pt")
-    resumed = subprocess.run(command(data, save_dir, arch), capture_output=True, text=True)
+    resumed = subprocess.run(command(data, save_dir, arch), capture_output=True, text=True,
+                              env=SUBPROCESS_ENV)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     start = int(re.search(r"Loaded checkpoint .*?\(epoch \d+ @ (\d+) updates\)", resumed.stdout).group(1))
     assert 4 <= start < UPDATES  # checkpoint_last.pt is the update-4 or a later one, never truncated
@@ -61,12 +63,14 @@ def test_killed_and_resumed_run_matches_uninterrupted_run(data, tmp_path, arch):
 
 def test_truncated_checkpoint_gives_one_clear_error_and_touches_nothing(data, tmp_path):
     arch = "norm_transformer_l1_iwslt_de_en"
-    first = subprocess.run(command(data, tmp_path, arch, updates=8), capture_output=True, text=True)
+    first = subprocess.run(command(data, tmp_path, arch, updates=8), capture_output=True, text=True,
+                              env=SUBPROCESS_ENV)
     assert first.returncode == 0, first.stderr[-3000:]
     last = tmp_path / "checkpoint_last.pt"
     last.write_bytes(last.read_bytes()[:20000])
     before = {p.name: p.read_bytes() for p in tmp_path.glob("*.pt")}
-    resumed = subprocess.run(command(data, tmp_path, arch), capture_output=True, text=True)
+    resumed = subprocess.run(command(data, tmp_path, arch), capture_output=True, text=True,
+                              env=SUBPROCESS_ENV)
     assert resumed.returncode != 0
     message = resumed.stderr.strip().splitlines()[-1]
     assert f"checkpoint {last} cannot be read" in message and "truncated or corrupt" in message
@@ -97,11 +101,11 @@ def test_checkpoint_last_is_replaced_atomically(tmp_path, monkeypatch):
 
 def test_resuming_with_another_norm_type_is_refused_and_touches_nothing(data, tmp_path):
     first = subprocess.run(command(data, tmp_path, "norm_transformer_iwslt_de_en", updates=4),
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, env=SUBPROCESS_ENV)
     assert first.returncode == 0, first.stderr[-3000:]
     before = {p.name: p.read_bytes() for p in tmp_path.glob("*.pt")}
     resumed = subprocess.run(command(data, tmp_path, "norm_transformer_l1_iwslt_de_en", updates=8),
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, env=SUBPROCESS_ENV)
     assert resumed.returncode != 0
     # fairseq re-raises it as "Cannot load model parameters ...", chained below our message
     assert "trained with other normalization flags (" in resumed.stderr
