@@ -4,7 +4,8 @@
 one to three floats per row, like LayerNorm). Its implementation ("backend") is chosen per
 call:
 
-    eager     the reference: torch's autograd through the plain formula (norms.deviation_norm_reference)
+    eager     the reference: torch's autograd through the plain formula
+              (norms.deviation_norm_reference, norms.rms_norm_reference)
     compiled  rows.py through torch.compile (inductor; C++ on CPU, Triton on CUDA), dynamic rows
     triton    hand-written Triton kernels (CUDA, l1/linf/topk in float32 arithmetic; rms and
               float64 take the compiled path; triton_kernels.py)
