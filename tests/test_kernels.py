@@ -189,6 +189,15 @@ def test_broken_backend_falls_back_with_one_warning(monkeypatch, caplog):
     kernels._broken.clear()
 
 
+def test_out_of_memory_is_raised_not_taken_for_a_broken_backend(monkeypatch):
+    def out_of_memory(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+    monkeypatch.setitem(kernels._implementations, "compiled",
+                        kernels.Implementation("compiled", out_of_memory, out_of_memory))
+    with pytest.raises(torch.OutOfMemoryError):
+        deviation_norm(torch.randn(4, 8), "l1", 8, backend="compiled")
+
+
 def test_triton_forced_on_cpu_falls_back_once(monkeypatch, caplog):
     monkeypatch.setenv(kernels.BACKEND_VARIABLE, "triton")
     with caplog.at_level(logging.WARNING, logger=kernels.__name__):

@@ -87,7 +87,8 @@ class Implementation:
 
 
 #: Each kind x dtype x affine x feature size is its own graph: torch's default of 8 graphs per
-#: function is raised (once, process-wide) so that a model's norms never fall back silently.
+#: function is raised (once, process-wide); past it torch runs the function uncompiled and
+#: logs a warning.
 RECOMPILE_LIMIT = 64
 
 
@@ -133,6 +134,8 @@ def run_or_fall_back(impl: Implementation, step: str, *args):
     if impl.name not in _broken:
         try:
             return getattr(impl, step)(*args)
+        except torch.OutOfMemoryError:
+            raise  # the input's size, not the backend: eager would need more memory still
         except Exception as error:  # a compiler or kernel failure, not a user error: see tests
             _mark_broken(impl.name, f"{type(error).__name__}: {error}")
     return getattr(UNCOMPILED, step)(*args)
