@@ -83,6 +83,15 @@ def test_odd_sizes_non_contiguous_and_no_affine(backend, kind):
 
 
 @pytest.mark.parametrize("backend", FAST)
+def test_empty_batch(backend):
+    x, weight, bias = inputs(3, 16, torch.float32, DEVICE[backend])
+    empty = x[:0].detach().requires_grad_()
+    y = deviation_norm(empty, "l1", 16, weight, bias, backend=backend)
+    y.sum().backward()
+    assert y.shape == empty.grad.shape == (0, 16) and not weight.grad.any()
+
+
+@pytest.mark.parametrize("backend", FAST)
 def test_ties_share_the_gradient_like_torch(backend):
     """linf ties split the gradient evenly (torch's amax does the same); topk ties at the k-th
     value share what is left of k, so the scale's gradient stays a subgradient summing to one."""

@@ -8,6 +8,8 @@ import torch
 import triton
 import triton.language as tl
 
+from . import rows as rows_math
+
 KIND_CODES = {"l1": 0, "linf": 1, "topk": 2}
 MAX_FEATURES = 32768
 
@@ -129,6 +131,8 @@ def _multiprocessors(device: torch.device) -> int:
 
 def forward_rows(x, weight, bias, kind, constant, eps, k):
     """rows.forward_rows on CUDA (l1/linf/topk): (y, (mean, m, t))."""
+    if x.shape[0] == 0:
+        return rows_math.forward_rows(x, weight, bias, kind, constant, eps, k)
     x = _row_major(x)
     rows, n = x.shape
     block, warps = _launch_options(n)
@@ -144,6 +148,9 @@ def forward_rows(x, weight, bias, kind, constant, eps, k):
 def backward_rows(grad, x, weight, statistics, kind, constant, eps, k, needs_weight_grad,
                   needs_bias_grad):
     """rows.backward_rows on CUDA: (dL/dx, dL/dgamma, dL/dbeta)."""
+    if x.shape[0] == 0:
+        return rows_math.backward_rows(grad, x, weight, statistics, kind, constant, eps, k,
+                                       needs_weight_grad, needs_bias_grad)
     mean, m, t = statistics
     grad, x = _row_major(grad), _row_major(x)
     rows, n = x.shape
@@ -155,9 +162,10 @@ def backward_rows(grad, x, weight, statistics, kind, constant, eps, k, needs_wei
     dw_part, db_part = (torch.empty((programs, block), dtype=torch.float32, device=x.device)
                         for _ in range(2))
     _backward_kernel[(programs,)](grad, x, weight if weight is not None else x, mean, m, t, dx,
-                                  dw_part, db_part, rows, rows_per_program, grad.stride(0), x.stride(0), dx.stride(0),
-                                  n, constant, eps, KIND=KIND_CODES[kind], K=max(k, 1),
-                                  HAS_W=weight is not None, BLOCK=block, num_warps=warps)
+                                  dw_part, db_part, rows, rows_per_program, grad.stride(0),
+                                  x.stride(0), dx.stride(0), n, constant, eps,
+                                  KIND=KIND_CODES[kind], K=max(k, 1), HAS_W=weight is not None,
+                                  BLOCK=block, num_warps=warps)
     dweight = dw_part[:, :n].sum(0) if needs_weight_grad else None
     dbias = db_part[:, :n].sum(0) if needs_bias_grad else None
     return dx, dweight, dbias
