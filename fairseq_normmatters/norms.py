@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import kernels
+from .kernels.rows import affine as _affine, compute_dtype
 from .constants import check_constant, check_topk, resolve_constant
 
 Shape = Union[int, Sequence[int]]
@@ -96,15 +97,7 @@ def rms_norm_reference(x, normalized_shape, weight=None, bias=None, eps=1e-5):
 
 def upcast(x: torch.Tensor) -> torch.Tensor:
     """x in float32 if it is a narrower float (fp16/bf16), else unchanged: the reduction dtype."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
-
-
-def _affine(y, weight, bias):
-    if weight is not None:
-        y = y * weight.to(y.dtype)
-    if bias is not None:
-        y = y + bias.to(y.dtype)
-    return y
+    return x.to(compute_dtype(x))
 
 
 def _as_shape(normalized_shape: Shape) -> tuple:

@@ -26,6 +26,7 @@ Tensor = torch.Tensor
 
 
 def compute_dtype(x: Tensor) -> torch.dtype:
+    """float32 for a narrower float input (fp16/bf16), else x's dtype: the reduction dtype."""
     return torch.promote_types(x.dtype, torch.float32)
 
 
@@ -57,6 +58,7 @@ def forward_rows(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], ki
 
 
 def affine(y: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]) -> Tensor:
+    """gamma * y + beta (either may be None), in y's dtype."""
     if weight is not None:
         y = y * weight.to(y.dtype)
     if bias is not None:
