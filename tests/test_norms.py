@@ -1,6 +1,8 @@
 """The layer-norm registry: calibration, gradients, reference formulas, precision, bad input.
 
 Every test that takes `kind` runs for each registered kind, so a new kind is covered at once.
+The norms run eager here (the formulas); tests/test_kernels.py holds the fast paths to them,
+and test_module_matches_reference_formula runs the default path too.
 """
 
 import math
@@ -9,12 +11,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fairseq_normmatters import NORM_KINDS, build_norm
+from fairseq_normmatters import NORM_KINDS, build_norm, kernels
 from fairseq_normmatters.calibration import measured_scale_over_sigma
 from fairseq_normmatters.constants import LINF_LOWER_BOUND, LINF_UPPER_BOUND, resolve_constant
 from fairseq_normmatters.norms import SCALE_FUNCTIONS, deviation_norm
 
 OPTIONS = {"topk": {"k": 3}}
+
+
+@pytest.fixture(autouse=True)
+def eager_norms():
+    kernels.set_backend("eager")
+    yield
+    kernels.set_backend(None)
 
 
 def make(kind, n, **kw):
@@ -80,8 +89,10 @@ def with_random_affine(module, generator_seed=1):
     return module
 
 
+@pytest.mark.parametrize("backend", ["eager", "auto"])
 @pytest.mark.parametrize("kind", NORM_KINDS)
-def test_module_matches_reference_formula(kind):
+def test_module_matches_reference_formula(kind, backend):
+    kernels.set_backend(backend)
     n = 48
     module = with_random_affine(make(kind, n))
     x = torch.randn(5, 7, n) * 2 + 1
