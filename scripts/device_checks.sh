@@ -10,7 +10,9 @@
 #  5. scripts/bench_norms.py --device cuda: every kind against nn.LayerNorm, fp32/bf16/fp16.
 #  6. Whether fairseq's spawned workers import the user dir (fairseq#2143, #4875): one GPU, a
 #     tcp init method makes fairseq-train spawn its worker process.
-# PARTS="1 2 3" selects parts (default 1 2 3; PRECISIONS and CONFIGS narrow part 2, BASE part 3). The summary goes to stdout and $OUT/summary.txt, the training logs to
+#  7. A torch profile of a small l1 call: CPU (Python, launch) against GPU time.
+# PARTS="1 2 3" selects parts (default 1 2 3; PRECISIONS and CONFIGS narrow part 2, BASE part 3).
+# The summary goes to stdout and $OUT/summary.txt, the training logs to
 # $OUT/logs; data and checkpoints stay in $WORK (default /tmp/device_work).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -101,4 +103,23 @@ rc=$?
 echo "spawned worker rc=$rc, spawn used: $(grep -c 'torch.multiprocessing\|distributed init (rank 0)' "$log") lines," \
      "last train loss: $(grep -o '"train_loss": "[^"]*"' "$log" | tail -1)"
 [ $rc = 0 ] || tail -5 "$log"
+fi
+
+if want 7; then
+echo "== 7. where the time of a small l1 norm call goes (torch profiler, 4096x512 fp32, 20 fwd+bwd)"
+python3 - <<'PY' 2>&1 | grep -v tensorboardX
+import torch
+from fairseq_normmatters import build_norm
+x = torch.randn(4096, 512, device="cuda", requires_grad=True)
+grad = torch.randn_like(x)
+norm = build_norm("l1", 512).cuda()
+for _ in range(5):
+    norm(x).backward(grad)
+with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                        torch.profiler.ProfilerActivity.CUDA]) as profile:
+    for _ in range(20):
+        norm(x).backward(grad)
+    torch.cuda.synchronize()
+print(profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+PY
 fi
