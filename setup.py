@@ -17,6 +17,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["fairseq_normmatters", "fairseq_normmatters.*"]),
+    package_data={"fairseq_normmatters.kernels": ["native_rows.cpp"]},  # built on first use
     python_requires=">=3.8,<3.13",
     install_requires=[
         "torch>=2.4",

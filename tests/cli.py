@@ -27,11 +27,9 @@ TRAINING = ["--optimizer", "adam", "--lr", "0.005", "--lr-scheduler", "inverse_s
 
 
 #: For fairseq processes started by the tests: one thread (tiny models; pytest-xdist runs two
-#: at once) and the eager norms unless asked otherwise, since compiling them again in every
-#: process doubled these tests' time; the fast paths meet fairseq in
-#: test_fairseq_models.py::test_compiled_norms_train_like_the_eager_reference and test_recipes.py.
-SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1",
-                  "NORMMATTERS_NORM_BACKEND": os.environ.get("NORMMATTERS_NORM_BACKEND", "eager")}
+#: at once) and the default norm backend (native on CPU, built once into the shared cache)
+#: unless asked otherwise.
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def run(tool, *args, check=True, input=None, timeout=600, env=None):

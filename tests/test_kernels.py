@@ -2,18 +2,20 @@
 and non-contiguous shapes, dynamic row counts, saved memory, backend choice and fallback."""
 
 import logging
+import platform
 
 import pytest
 import torch
 
 from fairseq_normmatters import kernels
-from fairseq_normmatters.kernels import rows
+from fairseq_normmatters.kernels import native, rows
 from fairseq_normmatters.norms import deviation_norm, rms_norm
 
-KINDS = ("l1", "linf", "topk")  # the analytic Function; rms is compiled from its formula
-FAST = ["compiled"] + (["triton"] if torch.cuda.is_available() and kernels.triton_available() else [])
-DEVICE = {"compiled": "cuda" if torch.cuda.is_available() else "cpu", "triton": "cuda"}
+KINDS = ("l1", "linf", "topk")  # the deviation norms; rms is the fourth kind of the same Function
+FAST = ["native", "compiled"] + (["triton"] if torch.cuda.is_available() and kernels.triton_available() else [])
+DEVICE = {"native": "cpu", "compiled": "cuda" if torch.cuda.is_available() else "cpu", "triton": "cuda"}
 TOLERANCE = {torch.float32: 2e-5, torch.bfloat16: 2e-2, torch.float64: 1e-10}
+DTYPES = tuple(TOLERANCE)
 
 
 @pytest.fixture(autouse=True)
@@ -66,18 +68,24 @@ def assert_matches_reference(backend, kind, x, weight, bias):
         assert error < TOLERANCE[x.dtype], f"{backend} {kind} {x.dtype} {name}: relative error {error:.2e}"
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
-@pytest.mark.parametrize("kind", KINDS + ("rms",))
-@pytest.mark.parametrize("backend", FAST)
+def cases(kinds, dtypes):
+    """(backend, kind, dtype) for every fast path, except that the compiled backend on CPU (auto's
+    choice there only where native cannot run; each case costs a compilation) gets float32 for
+    every kind and the other dtypes for l1 only."""
+    return [(backend, kind, dtype) for backend in FAST for kind in kinds for dtype in dtypes
+            if backend != "compiled" or DEVICE[backend] == "cuda" or dtype == torch.float32
+            or kind == "l1"]
+
+
+@pytest.mark.parametrize("backend, kind, dtype", cases(KINDS + ("rms",), DTYPES))
 def test_fast_path_matches_eager_reference(backend, kind, dtype):
     assert_matches_reference(backend, kind, *inputs(37, 24, dtype, DEVICE[backend]))
 
 
-@pytest.mark.parametrize("kind", KINDS + ("rms",))
-@pytest.mark.parametrize("backend", FAST)
-def test_odd_sizes_non_contiguous_and_no_affine(backend, kind):
+@pytest.mark.parametrize("backend, kind, dtype", cases(KINDS + ("rms",), (torch.float32, torch.bfloat16)))
+def test_odd_sizes_non_contiguous_and_no_affine(backend, kind, dtype):
     for rows_, n, affine in ((1, 7, True), (13, 33, False)):
-        x, weight, bias = inputs(rows_, n, torch.float32, DEVICE[backend], contiguous=False, affine=affine)
+        x, weight, bias = inputs(rows_, n, dtype, DEVICE[backend], contiguous=False, affine=affine)
         assert rows_ == 1 or not x.is_contiguous()
         assert_matches_reference(backend, kind, x, weight, bias)
 
@@ -106,18 +114,42 @@ def test_ties_share_the_gradient_like_torch(backend):
     torch.testing.assert_close((derivative * torch.sign(d)).sum(-1), torch.ones(4, dtype=torch.float64, device=d.device))
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_analytic_backward_gradcheck_float64(kind):
-    x, weight, bias = inputs(6, 11, torch.float64, "cpu")
-    assert torch.autograd.gradcheck(
-        lambda *t: deviation_norm(t[0], kind, 11, t[1], t[2], 1e-5, "paper", 3, backend="compiled"),
-        (x, weight, bias))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_native_topk_on_wide_rows_and_ties(dtype):
+    """Rows wider than the runs that bound the k-th value (n=333; k=5 and 8), some with ten
+    equal largest values: against rows.py's analytic formulas, which share tied gradients
+    (eager topk picks among ties arbitrarily)."""
+    for k in (5, 8):
+        x, weight, bias = inputs(29, 333, dtype, "cpu")
+        with torch.no_grad():
+            x[:4, 10:20] = 40.0
+        grad = torch.randn_like(x)
+        results = []
+        for impl in (kernels.implementation("native"), kernels.UNCOMPILED):
+            y = kernels.RowNormFunction.apply(x, weight, bias, "topk", 1.2533, 1e-5, k, impl)
+            results.append([y, *torch.autograd.grad(y, (x, weight, bias), grad)])
+        for name, a, b in zip(("y", "dx", "dweight", "dbias"), *results):
+            error = (a.double() - b.double()).abs().max() / b.double().abs().max()
+            assert error < TOLERANCE[dtype], f"k={k} {dtype} {name}: relative error {error:.2e}"
 
 
 @pytest.mark.parametrize("kind", KINDS + ("rms",))
-def test_backward_twice_through_a_retained_graph(kind):
-    x, weight, bias = inputs(6, 16, torch.float32, "cpu")
-    y = norm(x, kind, weight, bias, "compiled")
+@pytest.mark.parametrize("implementation", ["native", "analytic"])
+def test_analytic_backward_gradcheck_float64(implementation, kind):
+    """The hand-derived backward (native_rows.cpp, and rows.py run plainly: the math every other
+    backend compiles) against finite differences."""
+    impl = kernels.implementation("native") if implementation == "native" else kernels.UNCOMPILED
+    x, weight, bias = inputs(6, 11, torch.float64, "cpu")
+    constant = 0.0 if kind == "rms" else 1.2533
+    assert torch.autograd.gradcheck(
+        lambda *t: kernels.RowNormFunction.apply(*t, kind, constant, 1e-5, 3, impl), (x, weight, bias))
+
+
+@pytest.mark.parametrize("kind", KINDS + ("rms",))
+@pytest.mark.parametrize("backend", ["native", "compiled"])
+def test_backward_twice_through_a_retained_graph(backend, kind):
+    x, weight, bias = inputs(37, 24, torch.float32, "cpu")  # the graphs compiled above
+    y = norm(x, kind, weight, bias, backend)
     first = torch.autograd.grad(y.sum(), x, retain_graph=True)[0]
     torch.testing.assert_close(torch.autograd.grad(y.sum(), x)[0], first)
 
@@ -147,10 +179,11 @@ def saved_bytes(function, x):
 
 
 @pytest.mark.parametrize("kind", KINDS + ("rms",))
-def test_saves_no_more_than_layer_norm(kind):
-    x = torch.randn(512, 256, requires_grad=True)
-    layer_norm = torch.nn.LayerNorm(256)
-    ours = saved_bytes(lambda t: norm(t, kind, layer_norm.weight, layer_norm.bias, "compiled", 8), x)
+@pytest.mark.parametrize("backend", ["native", "compiled"])
+def test_saves_no_more_than_layer_norm(backend, kind):
+    x = torch.randn(512, 24, requires_grad=True)
+    layer_norm = torch.nn.LayerNorm(24)
+    ours = saved_bytes(lambda t: norm(t, kind, layer_norm.weight, layer_norm.bias, backend, 8), x)
     eager = saved_bytes(lambda t: norm(t, kind, layer_norm.weight, layer_norm.bias, "eager", 8), x)
     reference = saved_bytes(layer_norm, x)
     per_row = 4 * 512  # one float per row: topk keeps its threshold besides mean and scale
@@ -163,7 +196,8 @@ def test_backend_choice_by_environment(monkeypatch):
     monkeypatch.setenv(kernels.BACKEND_VARIABLE, "eager")
     assert kernels.backend_for(x) == "eager"
     monkeypatch.setenv(kernels.BACKEND_VARIABLE, "auto")
-    assert kernels.backend_for(x) == "compiled"
+    assert kernels.backend_for(x) == "native"
+    assert kernels.backend_for(x.half()) == "compiled"  # native takes float32/64 and bfloat16
     kernels.set_backend("eager")
     try:
         assert kernels.backend_for(x) == "eager"
@@ -171,7 +205,7 @@ def test_backend_choice_by_environment(monkeypatch):
         kernels.set_backend(None)
     monkeypatch.setenv(kernels.BACKEND_VARIABLE, "fastest")
     with pytest.raises(ValueError, match="norm backend 'fastest' is unknown; allowed: auto, eager, "
-                                         "compiled, triton"):
+                                         "native, compiled, triton"):
         kernels.backend_for(x)
 
 
@@ -193,9 +227,63 @@ def test_broken_backend_falls_back_with_one_warning(monkeypatch, caplog):
         for _ in range(3):
             assert_matches_reference("compiled", "l1", x, weight, bias)
     warnings = [r.getMessage() for r in caplog.records if r.name == kernels.__name__]
-    assert warnings == ["norm backend 'compiled' unavailable (RuntimeError: no C++ compiler); using eager"]
-    assert kernels.backend_for(x) == "eager"
+    assert warnings == ["norm backend 'compiled' unavailable (RuntimeError: no C++ compiler); using "
+                        "the next choice of auto (eager if it was forced)"]
+    assert kernels.backend_for(x, "compiled") == "eager"
     kernels._broken.clear()
+
+
+def test_native_build_failure_warns_once_and_auto_moves_on(monkeypatch, caplog, tmp_path):
+    """A machine without a working C++ compiler: one warning with the compiler's command, the
+    result of the plain formula, and auto's next choice (compiled) from then on."""
+    monkeypatch.setenv("NORMMATTERS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", "false")
+    native.library.cache_clear()
+    try:
+        x, weight, bias = inputs(9, 16, torch.float32, "cpu")
+        with caplog.at_level(logging.WARNING, logger=kernels.__name__):
+            for _ in range(2):
+                assert_matches_reference("native", "l1", x, weight, bias)
+        warnings = [r.getMessage() for r in caplog.records if r.name == kernels.__name__]
+        assert len(warnings) == 1 and "building native_rows.cpp failed (false -O3" in warnings[0]
+        assert kernels.backend_for(x, "auto") == "compiled"
+        assert kernels.backend_for(x, "native") == "eager"
+        assert not list(tmp_path.glob("*.so"))
+    finally:
+        native.library.cache_clear()
+        kernels._broken.clear()
+
+
+def test_native_library_is_built_once_per_source_and_cpu(monkeypatch, tmp_path):
+    monkeypatch.setenv("NORMMATTERS_CACHE_DIR", str(tmp_path))
+    native.library.cache_clear()
+    try:
+        path = native.library_path()
+        assert path.parent == tmp_path and path.name.startswith("native_rows-")
+        native.library()
+        built = path.stat().st_mtime_ns
+        native.library.cache_clear()
+        native.library()
+        assert path.stat().st_mtime_ns == built and [p.name for p in tmp_path.iterdir()] == [path.name]
+        monkeypatch.setenv("CXX", "c++")
+        assert native.library_path() != path  # another compiler: another library
+    finally:
+        native.library.cache_clear()
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="an x86-64 target without AVX2")
+def test_native_without_avx2_matches_the_reference(monkeypatch, tmp_path):
+    """The portable code under the AVX2 paths (top-k selection) built for baseline x86-64."""
+    monkeypatch.setenv("NORMMATTERS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("NORMMATTERS_NATIVE_ARCH", "-march=x86-64")
+    native.library.cache_clear()
+    try:
+        for dtype in (torch.float32, torch.bfloat16):
+            for kind in KINDS:
+                assert_matches_reference("native", kind, *inputs(37, 61, dtype, "cpu"))
+        assert len(list(tmp_path.glob("*.so"))) == 1
+    finally:
+        native.library.cache_clear()
 
 
 def test_out_of_memory_is_raised_not_taken_for_a_broken_backend(monkeypatch):

@@ -6,13 +6,17 @@ call:
 
     eager     the reference: torch's autograd through the plain formula
               (norms.deviation_norm_reference, norms.rms_norm_reference)
+    native    CPU: native_rows.cpp, built with the system C++ compiler on first use (native.py;
+              float32, float64, bfloat16; other dtypes take the compiled path)
     compiled  rows.py through torch.compile (inductor; C++ on CPU, Triton on CUDA), dynamic rows
     triton    hand-written Triton kernels (CUDA, l1/linf/topk in float32 arithmetic; rms and
               float64 take the compiled path; triton_kernels.py)
-    auto      triton on CUDA if Triton imports, else compiled (the default)
+    auto      CUDA: triton if Triton imports, else compiled; CPU: native, else compiled (the
+              default; a backend that failed once in this process is skipped)
 
 The environment variable NORMMATTERS_NORM_BACKEND (or `set_backend`) forces one. A backend that
-cannot run here (no Triton, no C++ compiler, ...) falls back to eager with one logged warning.
+cannot run here (no Triton, no C++ compiler, ...) falls back with one logged warning: to eager
+when it was forced, else to the next choice of auto.
 """
 
 import contextlib
@@ -27,7 +31,7 @@ from . import rows
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "eager", "compiled", "triton")
+BACKENDS = ("auto", "eager", "native", "compiled", "triton")
 BACKEND_VARIABLE = "NORMMATTERS_NORM_BACKEND"
 _forced_backend: Optional[str] = None
 _broken = {}  # backend -> reason it cannot run in this process
@@ -55,14 +59,27 @@ def backend_for(x: torch.Tensor, requested: Optional[str] = None, kind: str = "l
     requested_backend()), resolved and available."""
     name = check_backend(requested) if requested else requested_backend()
     if name == "auto":
-        name = "triton" if x.is_cuda and triton_available() else "compiled"
-    if name == "triton" and not x.is_cuda:
-        _mark_broken("triton", "Triton kernels run on CUDA tensors only")
+        name = next((choice for choice in auto_choices(x) if choice not in _broken), "eager")
+    device = "cuda" if x.is_cuda else "cpu"
+    if name in _DEVICES and device not in _DEVICES[name]:
+        _mark_broken(name, f"its kernels run on {_DEVICES[name]} tensors only, not {device}")
     if name == "triton" and (x.dtype == torch.float64 or kind == "rms"):
-        return "compiled"  # the Triton kernels compute l1/linf/topk in float32
-    if name == "compiled" and torch.compiler.is_compiling():
+        name = "compiled"  # the Triton kernels compute l1/linf/topk in float32
+    if name == "native" and x.dtype not in NATIVE_DTYPES:
+        name = "compiled"
+    if name in ("compiled", "native") and torch.compiler.is_compiling():
         return "eager"  # inside the user's own torch.compile: let it trace the plain formula
     return "eager" if name in _broken else name
+
+
+_DEVICES = {"triton": "cuda", "native": "cpu"}
+NATIVE_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+
+
+def auto_choices(x: torch.Tensor):
+    if x.is_cuda:
+        return ("triton", "compiled") if triton_available() else ("compiled",)
+    return ("native", "compiled")
 
 
 def triton_available() -> bool:
@@ -76,7 +93,8 @@ def triton_available() -> bool:
 def _mark_broken(name: str, reason: str) -> None:
     if name not in _broken:
         _broken[name] = reason
-        logger.warning("norm backend %r unavailable (%s); using eager", name, reason)
+        logger.warning("norm backend %r unavailable (%s); using the next choice of auto (eager if "
+                       "it was forced)", name, reason)
 
 
 class Implementation:
@@ -113,12 +131,17 @@ def _compiled() -> Implementation:
     return Implementation("compiled", _compile(rows.forward_rows), _compile(rows.backward_rows))
 
 
+def _native() -> Implementation:
+    from . import native
+    return Implementation("native", native.forward_rows, native.backward_rows)
+
+
 def _triton() -> Implementation:
     from . import triton_kernels
     return Implementation("triton", triton_kernels.forward_rows, triton_kernels.backward_rows)
 
 
-_FACTORIES = {"compiled": _compiled, "triton": _triton}
+_FACTORIES = {"native": _native, "compiled": _compiled, "triton": _triton}
 _implementations = {}
 UNCOMPILED = Implementation("analytic", rows.forward_rows, rows.backward_rows)
 

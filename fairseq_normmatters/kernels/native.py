@@ -1,0 +1,130 @@
+"""The "native" CPU backend: `native_rows.cpp` (rows.py's forward and backward, one row in cache
+at a time, dgamma/dbeta summed per thread) built with the system C++ compiler on first use and
+called through ctypes.
+
+The shared library is cached under $NORMMATTERS_CACHE_DIR (default
+~/.cache/fairseq_normmatters), named by a hash of the source, the compiler command and this
+CPU's feature flags, and written atomically so that parallel workers can build it at once. The
+compiler is $CXX or g++; the target is $NORMMATTERS_NATIVE_ARCH or -march=native (e.g.
+-march=x86-64-v2 for one library that every node of a mixed cluster can run). It takes
+contiguous float32, float64 and bfloat16 rows; other dtypes go to the compiled backend
+(kernels.backend_for).
+"""
+
+import ctypes
+import functools
+import hashlib
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .rows import compute_dtype
+
+SOURCE = Path(__file__).with_name("native_rows.cpp")
+FLAGS = ("-O3", "-fopenmp", "-std=c++17", "-shared", "-fPIC")
+DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2}
+KINDS = {"l1": 0, "linf": 1, "topk": 2, "rms": 3}
+ERRORS = {1: "unknown dtype", 2: "unknown norm kind", 3: "top-k needs 1 <= k <= n"}
+
+
+def cache_dir() -> Path:
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fairseq_normmatters"
+    return Path(os.environ.get("NORMMATTERS_CACHE_DIR") or default)
+
+
+def compile_command(output: Path) -> list:
+    arch = os.environ.get("NORMMATTERS_NATIVE_ARCH") or "-march=native"
+    return [os.environ.get("CXX") or "g++", *FLAGS, arch, str(SOURCE), "-o", str(output)]
+
+
+def cpu_flags() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    return next((line for line in lines if line.startswith("flags")), "")
+
+
+def library_path() -> Path:
+    key = hashlib.sha256(SOURCE.read_bytes())
+    key.update(" ".join(compile_command(Path("out"))).encode() + cpu_flags().encode())
+    return cache_dir() / f"native_rows-{key.hexdigest()[:16]}.so"
+
+
+@functools.lru_cache(maxsize=None)
+def library() -> ctypes.CDLL:
+    """The built library (building it first if no cached copy exists); raises RuntimeError with
+    the compiler's message if the build fails."""
+    path = library_path()
+    if not path.exists():
+        build(path)
+    lib = ctypes.CDLL(str(path))
+    pointer, size, real = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
+    lib.normmatters_forward.argtypes = [ctypes.c_int, ctypes.c_int, size, size, pointer, pointer,
+                                        pointer, pointer, real, real, size, pointer, pointer,
+                                        pointer, ctypes.c_int]
+    lib.normmatters_backward.argtypes = [ctypes.c_int, ctypes.c_int, size, size, pointer, pointer,
+                                         pointer, pointer, pointer, pointer, real, real, size,
+                                         pointer, pointer, pointer, ctypes.c_int]
+    return lib
+
+
+def build(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+        built = Path(scratch) / path.name
+        result = subprocess.run(compile_command(built), capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"building {SOURCE.name} failed ({' '.join(compile_command(built))}):"
+                               f" {result.stderr.strip()[-2000:]}")
+        os.replace(built, path)
+
+
+def pointer(tensor) -> int:
+    """The address of a tensor's data (None: a null pointer). The caller keeps the tensor alive."""
+    return None if tensor is None else tensor.data_ptr()
+
+
+def check(status: int, step: str, kind: str) -> None:
+    if status != 0:
+        raise RuntimeError(f"native {step} of the {kind} norm refused its input: {ERRORS.get(status, status)}")
+
+
+def as_compute(tensor, dtype):
+    return None if tensor is None else tensor.to(dtype).contiguous()
+
+
+def forward_rows(x, weight, bias, kind, constant, eps, k):
+    """rows.forward_rows, natively: (y, statistics)."""
+    x = x.contiguous()
+    dtype = compute_dtype(x)
+    weight, bias = as_compute(weight, dtype), as_compute(bias, dtype)
+    y = torch.empty_like(x)
+    statistics = tuple(x.new_empty((x.shape[0], 1), dtype=dtype) for _ in range(1 if kind == "rms" else 3))
+    mean, m, t = (statistics + (None, None))[:3]
+    check(library().normmatters_forward(
+        DTYPES[x.dtype], KINDS[kind], x.shape[0], x.shape[1], pointer(x), pointer(y),
+        pointer(weight), pointer(bias), constant, eps, k, pointer(mean), pointer(m), pointer(t),
+        torch.get_num_threads()), "forward", kind)
+    return y, statistics
+
+
+def backward_rows(grad, x, weight, statistics, kind, constant, eps, k, needs_weight_grad,
+                  needs_bias_grad):
+    """rows.backward_rows, natively: (dL/dx, dL/dgamma, dL/dbeta) in the compute dtype."""
+    grad, x = grad.contiguous(), x.contiguous()
+    dtype = compute_dtype(x)
+    weight = as_compute(weight, dtype)
+    statistics = tuple(s.contiguous() for s in statistics)
+    mean, m, t = (statistics + (None, None))[:3]
+    dx = torch.empty_like(x)
+    dweight = x.new_empty(x.shape[1], dtype=dtype) if needs_weight_grad else None
+    dbias = x.new_empty(x.shape[1], dtype=dtype) if needs_bias_grad else None
+    check(library().normmatters_backward(
+        DTYPES[x.dtype], KINDS[kind], x.shape[0], x.shape[1], pointer(grad), pointer(x),
+        pointer(weight), pointer(mean), pointer(m), pointer(t), constant, eps, k, pointer(dx),
+        pointer(dweight), pointer(dbias), torch.get_num_threads()), "backward", kind)
+    return dx, dweight, dbias

@@ -1,0 +1,436 @@
+// The l1 / linf / topk / rms row norms of rows.py (same formulas, same saved statistics) for
+// CPU tensors. native.py builds this file with the system C++ compiler (no torch headers) and
+// calls the two extern "C" functions through ctypes on contiguous row-major data.
+//
+// A row is read from memory once and its passes run while it sits in cache; rows are split
+// among OpenMP threads (the process's one libgomp.so.1: torch's), and dgamma/dbeta are summed
+// in one buffer per thread, then across threads, instead of in a second walk over all rows.
+
+#include <omp.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+enum Kind { L1 = 0, LINF = 1, TOPK = 2, RMS = 3 };
+enum DType { FLOAT32 = 0, FLOAT64 = 1, BFLOAT16 = 2 };
+enum Status { OK = 0, BAD_DTYPE = 1, BAD_KIND = 2, BAD_K = 3 };
+
+// Below this many elements one thread does the work: waking the others costs more.
+constexpr int64_t kParallelElements = 1 << 15;
+
+struct Float32 {
+  using Storage = float;
+  using Acc = float;
+  static float load(float v) { return v; }
+  static float store(float v) { return v; }
+};
+
+struct Float64 {
+  using Storage = double;
+  using Acc = double;
+  static double load(double v) { return v; }
+  static double store(double v) { return v; }
+};
+
+struct BFloat16 {  // computed in float32, stored rounded to nearest even (as torch rounds)
+  using Storage = uint16_t;
+  using Acc = float;
+  static float load(uint16_t bits) {
+    uint32_t word = uint32_t(bits) << 16;
+    float value;
+    std::memcpy(&value, &word, sizeof value);
+    return value;
+  }
+  static uint16_t store(float value) {
+    uint32_t word;
+    std::memcpy(&word, &value, sizeof word);
+    uint16_t rounded = uint16_t((word + 0x7fffu + ((word >> 16) & 1u)) >> 16);
+    return value != value ? uint16_t(0x7fc0) : rounded;
+  }
+};
+
+template <typename Acc>
+struct Options {
+  Kind kind;
+  Acc constant, eps;
+  int64_t k;
+};
+
+int threads_for(int64_t rows, int64_t n, int threads) {
+  return rows * n >= kParallelElements ? std::max(threads, 1) : 1;
+}
+
+template <typename Acc>
+Acc larger(Acc a, Acc b) { return a > b ? a : b; }  // by value, unlike std::max: vectorizes
+
+template <typename T>
+typename T::Acc row_mean(const typename T::Storage* x, int64_t n) {
+  typename T::Acc sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < n; ++j) sum += T::load(x[j]);
+  return sum / n;
+}
+
+template <typename T>
+typename T::Acc row_mean_square(const typename T::Storage* x, int64_t n) {
+  typename T::Acc sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < n; ++j) sum += T::load(x[j]) * T::load(x[j]);
+  return sum / n;
+}
+
+template <typename T>
+typename T::Acc max_abs_deviation(const typename T::Storage* x, int64_t n, typename T::Acc mean) {
+  typename T::Acc largest = 0;
+#pragma omp simd reduction(max : largest)
+  for (int64_t j = 0; j < n; ++j) largest = larger(largest, std::fabs(T::load(x[j]) - mean));
+  return largest;
+}
+
+template <typename T>
+typename T::Acc mean_abs_deviation(const typename T::Storage* x, int64_t n, typename T::Acc mean) {
+  typename T::Acc sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < n; ++j) sum += std::fabs(T::load(x[j]) - mean);
+  return sum / n;
+}
+
+// Inserts value into top[0..k) (descending) if it is larger than the last entry.
+template <typename Acc>
+void insert_if_larger(Acc value, Acc* top, int64_t k) {
+  if (value <= top[k - 1]) return;
+  int64_t slot = k - 1;
+  for (; slot > 0 && top[slot - 1] < value; --slot) top[slot] = top[slot - 1];
+  top[slot] = value;
+}
+
+// Copies the values a[j] >= bound to out (room for n values); returns how many.
+template <typename Acc>
+int64_t select_at_least_scalar(const Acc* a, int64_t n, Acc bound, Acc* out) {
+  int64_t count = 0;
+  for (int64_t j = 0; j < n; ++j) {  // branch-free: the comparison is unpredictable
+    out[count] = a[j];
+    count += a[j] >= bound;
+  }
+  return count;
+}
+
+template <typename Acc>
+int64_t select_at_least(const Acc* a, int64_t n, Acc bound, Acc* out) {
+  return select_at_least_scalar(a, n, bound, out);
+}
+
+#if defined(__AVX2__)
+template <>  // eight comparisons at once; only the (few) selected lanes are visited
+int64_t select_at_least<float>(const float* a, int64_t n, float bound, float* out) {
+  const __m256 limit = _mm256_set1_ps(bound);
+  int64_t count = 0, j = 0;
+  for (; j + 8 <= n; j += 8) {
+    unsigned mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(a + j), limit, _CMP_GE_OQ));
+    for (; mask; mask &= mask - 1) out[count++] = a[j + __builtin_ctz(mask)];
+  }
+  return count + select_at_least_scalar(a + j, n - j, bound, out + count);
+}
+#endif
+
+// Width of the runs the topk bound is computed over: a multiple of k near 64 features.
+int64_t run_width(int64_t n, int64_t k) {
+  int64_t width = k * ((64 + k - 1) / k);
+  return width <= n ? width : k;
+}
+
+// (m, t) of topk: the mean and the smallest of the k largest |x_j - mean| (repeated values
+// counted as torch.topk counts them). Split by j mod k, the row's k groups each hold an element
+// as large as the group's maximum, so the smallest group maximum bounds the k-th largest |d|
+// from below, and only the elements reaching it (a few times k) are sorted into `top` (k values).
+// The group maxima are folded from the column maxima of runs of `width` features (a multiple of
+// k): vectorized. scratch holds 2n + k values.
+template <typename T>
+void top_k_statistics(const typename T::Storage* x, int64_t n, typename T::Acc mean, int64_t k,
+                      typename T::Acc* scratch, typename T::Acc* m, typename T::Acc* t) {
+  using Acc = typename T::Acc;
+  Acc *deviation = scratch, *candidates = scratch + n, *top = scratch + 2 * n;
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) deviation[j] = std::fabs(T::load(x[j]) - mean);
+  int64_t width = run_width(n, k);
+  Acc* columns = candidates;  // free until the candidates are selected
+  std::copy(deviation, deviation + width, columns);
+  for (int64_t start = width; start < n; start += width) {
+    int64_t length = std::min(width, n - start);
+#pragma omp simd
+    for (int64_t c = 0; c < length; ++c) columns[c] = larger(columns[c], deviation[start + c]);
+  }
+  Acc bound = columns[0];
+  for (int64_t group = 0; group < k; ++group) {
+    Acc group_max = columns[group];
+    for (int64_t c = group + k; c < width; c += k) group_max = larger(group_max, columns[c]);
+    bound = std::min(bound, group_max);
+  }
+  int64_t count = select_at_least(deviation, n, bound, candidates);
+  std::fill(top, top + k, Acc(-1));
+  for (int64_t i = 0; i < count; ++i) {
+    if (candidates[i] <= top[k - 1]) continue;
+    int64_t slot = k - 1;
+    for (; slot > 0 && top[slot - 1] < candidates[i]; --slot) top[slot] = top[slot - 1];
+    top[slot] = candidates[i];
+  }
+  Acc sum = 0;
+  for (int64_t i = 0; i < k; ++i) sum += top[i];
+  *m = sum / k;
+  *t = top[k - 1];
+}
+
+// y = (x - shift) * scale * gamma + beta (gamma, beta may be null).
+template <typename T>
+void write_affine(const typename T::Storage* x, typename T::Storage* y, int64_t n,
+                  typename T::Acc shift, typename T::Acc scale, const typename T::Acc* weight,
+                  const typename T::Acc* bias) {
+  using Acc = typename T::Acc;
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    Acc value = (T::load(x[j]) - shift) * scale;
+    if (weight) value *= weight[j];
+    if (bias) value += bias[j];
+    y[j] = T::store(value);
+  }
+}
+
+// One row's forward: writes y and the statistics (mean, m, t), or (1/rms) for rms.
+template <typename T>
+void forward_row(const typename T::Storage* x, typename T::Storage* y, int64_t n,
+                 const typename T::Acc* weight, const typename T::Acc* bias,
+                 const Options<typename T::Acc>& options, typename T::Acc* scratch,
+                 typename T::Acc* stats[3], int64_t row) {
+  using Acc = typename T::Acc;
+  if (options.kind == RMS) {
+    Acc inv_rms = Acc(1) / std::sqrt(row_mean_square<T>(x, n) + options.eps);
+    stats[0][row] = inv_rms;
+    write_affine<T>(x, y, n, Acc(0), inv_rms, weight, bias);
+    return;
+  }
+  Acc mean = row_mean<T>(x, n), m, t;
+  if (options.kind == L1) {
+    m = t = mean_abs_deviation<T>(x, n, mean);
+  } else if (options.kind == LINF) {
+    m = t = max_abs_deviation<T>(x, n, mean);
+  } else {
+    top_k_statistics<T>(x, n, mean, options.k, scratch, &m, &t);
+  }
+  stats[0][row] = mean;
+  stats[1][row] = m;
+  stats[2][row] = t;
+  write_affine<T>(x, y, n, mean, Acc(1) / (options.constant * m + options.eps), weight, bias);
+}
+
+template <typename T>
+void forward_rows(const void* x, void* y, const void* weight, const void* bias, int64_t rows,
+                  int64_t n, const Options<typename T::Acc>& options, void* stats[3], int threads) {
+  using Storage = typename T::Storage;
+  using Acc = typename T::Acc;
+  Acc* statistics[3] = {static_cast<Acc*>(stats[0]), static_cast<Acc*>(stats[1]),
+                        static_cast<Acc*>(stats[2])};
+#pragma omp parallel num_threads(threads_for(rows, n, threads))
+  {
+    std::vector<Acc> scratch(options.kind == TOPK ? 2 * n + options.k : 0);
+#pragma omp for schedule(static)
+    for (int64_t row = 0; row < rows; ++row) {
+      forward_row<T>(static_cast<const Storage*>(x) + row * n, static_cast<Storage*>(y) + row * n,
+                     n, static_cast<const Acc*>(weight), static_cast<const Acc*>(bias), options,
+                     scratch.data(), statistics, row);
+    }
+  }
+}
+
+// dm/dd_j = sign(d_j) * (above if |d_j| > t, at if |d_j| == t, else 0): the scale derivative
+// of rows.scale_derivative in one form. l1: t = -1, above = 1/n; linf: t = m, at = 1/#ties;
+// topk: above = 1/k, at = (k - #above) / (k #ties).
+template <typename Acc>
+struct ScaleDerivative {
+  Acc t, above, at;
+};
+
+// Pass 1 over a row: the sums its dx needs. h = gamma * g, d = x - shift.
+template <typename Acc>
+struct RowSums {
+  Acc h = 0, hd = 0, count_above = 0, count_at = 0, sign_above = 0, sign_at = 0;
+};
+
+template <typename T>
+RowSums<typename T::Acc> row_sums(const typename T::Storage* g, const typename T::Storage* x,
+                                  int64_t n, const typename T::Acc* weight, typename T::Acc shift,
+                                  typename T::Acc t) {
+  using Acc = typename T::Acc;
+  Acc h_sum = 0, hd = 0, count_above = 0, count_at = 0, sign_above = 0, sign_at = 0;
+#pragma omp simd reduction(+ : h_sum, hd, count_above, count_at, sign_above, sign_at)
+  for (int64_t j = 0; j < n; ++j) {
+    Acc d = T::load(x[j]) - shift, h = T::load(g[j]);
+    if (weight) h *= weight[j];
+    Acc magnitude = std::fabs(d), sign = Acc(d > 0) - Acc(d < 0);
+    Acc above = Acc(magnitude > t), at = Acc(magnitude == t);
+    h_sum += h;
+    hd += h * d;
+    count_above += above;
+    count_at += at;
+    sign_above += sign * above;
+    sign_at += sign * at;
+  }
+  return RowSums<Acc>{h_sum, hd, count_above, count_at, sign_above, sign_at};
+}
+
+template <typename Acc>
+ScaleDerivative<Acc> scale_derivative(const Options<Acc>& options, const RowSums<Acc>& sums,
+                                      int64_t n, Acc m, Acc t) {
+  if (options.kind == L1) return {Acc(-1), Acc(1) / n, Acc(0)};
+  if (options.kind == LINF) return {m, Acc(0), Acc(1) / sums.count_at};
+  Acc k = Acc(options.k);
+  return {t, Acc(1) / k, (k - sums.count_above) / (k * sums.count_at)};
+}
+
+// Accumulates dgamma += g * (x - shift) * inv_scale and dbeta += g (either may be null).
+template <typename T>
+void accumulate_parameter_grads(const typename T::Storage* g, const typename T::Storage* x,
+                                int64_t n, typename T::Acc shift, typename T::Acc inv_scale,
+                                typename T::Acc* dweight, typename T::Acc* dbias) {
+  if (dweight) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) dweight[j] += T::load(g[j]) * (T::load(x[j]) - shift) * inv_scale;
+  }
+  if (dbias) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) dbias[j] += T::load(g[j]);
+  }
+}
+
+// One row's dx (rows.backward_rows), and its share of dgamma/dbeta into this thread's buffers.
+template <typename T>
+void backward_row(const typename T::Storage* g, const typename T::Storage* x,
+                  typename T::Storage* dx, int64_t n, const typename T::Acc* weight,
+                  const Options<typename T::Acc>& options, typename T::Acc* const stats[3],
+                  int64_t row, typename T::Acc* dweight, typename T::Acc* dbias) {
+  using Acc = typename T::Acc;
+  bool rms = options.kind == RMS;
+  Acc shift = rms ? Acc(0) : stats[0][row];
+  Acc m = rms ? Acc(0) : stats[1][row], t = rms ? Acc(0) : stats[2][row];
+  Acc inv_s = rms ? stats[0][row] : Acc(1) / (options.constant * m + options.eps);
+  RowSums<Acc> sums = row_sums<T>(g, x, n, weight, shift, options.kind == L1 ? Acc(-1) : t);
+  if (rms) {
+    Acc coupling = inv_s * inv_s * inv_s * sums.hd / n;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      Acc h = T::load(g[j]) * (weight ? weight[j] : Acc(1));
+      dx[j] = T::store(inv_s * h - coupling * T::load(x[j]));
+    }
+  } else {
+    ScaleDerivative<Acc> q = scale_derivative(options, sums, n, m, t);
+    Acc coupling = options.constant * inv_s * inv_s * sums.hd;
+    Acc mean_dd = (inv_s * sums.h - coupling * (q.above * sums.sign_above + q.at * sums.sign_at)) / n;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      Acc d = T::load(x[j]) - shift, h = T::load(g[j]) * (weight ? weight[j] : Acc(1));
+      Acc magnitude = std::fabs(d), sign = Acc(d > 0) - Acc(d < 0);
+      Acc dm = sign * (magnitude > q.t ? q.above : (magnitude == q.t ? q.at : Acc(0)));
+      dx[j] = T::store(h * inv_s - coupling * dm - mean_dd);
+    }
+  }
+  accumulate_parameter_grads<T>(g, x, n, shift, inv_s, dweight, dbias);
+}
+
+template <typename T>
+void backward_rows(const void* grad, const void* x, const void* weight, void* const stats[3],
+                   int64_t rows, int64_t n, const Options<typename T::Acc>& options, void* dx,
+                   void* dweight, void* dbias, int threads) {
+  using Storage = typename T::Storage;
+  using Acc = typename T::Acc;
+  Acc* const statistics[3] = {static_cast<Acc*>(stats[0]), static_cast<Acc*>(stats[1]),
+                              static_cast<Acc*>(stats[2])};
+  int teams = threads_for(rows, n, threads);
+  std::vector<Acc> partial(size_t(teams) * 2 * n, Acc(0));  // per thread: dgamma, dbeta
+#pragma omp parallel num_threads(teams)
+  {
+    Acc* mine = partial.data() + size_t(omp_get_thread_num()) * 2 * n;
+#pragma omp for schedule(static)
+    for (int64_t row = 0; row < rows; ++row) {
+      backward_row<T>(static_cast<const Storage*>(grad) + row * n,
+                      static_cast<const Storage*>(x) + row * n, static_cast<Storage*>(dx) + row * n,
+                      n, static_cast<const Acc*>(weight), options, statistics, row,
+                      dweight ? mine : nullptr, dbias ? mine + n : nullptr);
+    }
+  }
+  Acc* outputs[2] = {static_cast<Acc*>(dweight), static_cast<Acc*>(dbias)};
+  for (int which = 0; which < 2; ++which) {
+    if (!outputs[which]) continue;
+    std::fill(outputs[which], outputs[which] + n, Acc(0));
+    for (int team = 0; team < teams; ++team) {
+      const Acc* part = partial.data() + (size_t(team) * 2 + which) * n;
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) outputs[which][j] += part[j];
+    }
+  }
+}
+
+template <typename Acc>
+Status check(int kind, int64_t n, int64_t k, Options<Acc>* options, double constant, double eps) {
+  if (kind < L1 || kind > RMS) return BAD_KIND;
+  if (kind == TOPK && (k < 1 || k > n)) return BAD_K;
+  *options = Options<Acc>{Kind(kind), Acc(constant), Acc(eps), k};
+  return OK;
+}
+
+template <typename T>
+int forward_typed(int kind, int64_t rows, int64_t n, const void* x, void* y, const void* weight,
+                  const void* bias, double constant, double eps, int64_t k, void* stats[3],
+                  int threads) {
+  Options<typename T::Acc> options;
+  Status status = check(kind, n, k, &options, constant, eps);
+  if (status == OK) forward_rows<T>(x, y, weight, bias, rows, n, options, stats, threads);
+  return status;
+}
+
+template <typename T>
+int backward_typed(int kind, int64_t rows, int64_t n, const void* grad, const void* x,
+                   const void* weight, void* const stats[3], double constant, double eps, int64_t k,
+                   void* dx, void* dweight, void* dbias, int threads) {
+  Options<typename T::Acc> options;
+  Status status = check(kind, n, k, &options, constant, eps);
+  if (status == OK) backward_rows<T>(grad, x, weight, stats, rows, n, options, dx, dweight, dbias, threads);
+  return status;
+}
+
+}  // namespace
+
+// x, y, grad, dx: rows x n in `dtype`; weight, bias, statistics, dweight, dbias: its compute type
+// (float32 for bfloat16). Null weight / bias / dweight / dbias: absent or not wanted.
+// Returns 0, or 1 unknown dtype, 2 unknown kind, 3 k outside 1..n.
+extern "C" int normmatters_forward(int dtype, int kind, int64_t rows, int64_t n, const void* x,
+                                   void* y, const void* weight, const void* bias, double constant,
+                                   double eps, int64_t k, void* mean, void* m, void* t,
+                                   int threads) {
+  void* stats[3] = {mean, m, t};
+  switch (dtype) {
+    case FLOAT32: return forward_typed<Float32>(kind, rows, n, x, y, weight, bias, constant, eps, k, stats, threads);
+    case FLOAT64: return forward_typed<Float64>(kind, rows, n, x, y, weight, bias, constant, eps, k, stats, threads);
+    case BFLOAT16: return forward_typed<BFloat16>(kind, rows, n, x, y, weight, bias, constant, eps, k, stats, threads);
+    default: return BAD_DTYPE;
+  }
+}
+
+extern "C" int normmatters_backward(int dtype, int kind, int64_t rows, int64_t n, const void* grad,
+                                    const void* x, const void* weight, void* mean, void* m, void* t,
+                                    double constant, double eps, int64_t k, void* dx,
+                                    void* dweight, void* dbias, int threads) {
+  void* const stats[3] = {mean, m, t};
+  switch (dtype) {
+    case FLOAT32: return backward_typed<Float32>(kind, rows, n, grad, x, weight, stats, constant, eps, k, dx, dweight, dbias, threads);
+    case FLOAT64: return backward_typed<Float64>(kind, rows, n, grad, x, weight, stats, constant, eps, k, dx, dweight, dbias, threads);
+    case BFLOAT16: return backward_typed<BFloat16>(kind, rows, n, grad, x, weight, stats, constant, eps, k, dx, dweight, dbias, threads);
+    default: return BAD_DTYPE;
+  }
+}
