@@ -134,6 +134,17 @@ def test_native_topk_on_wide_rows_and_ties(dtype):
 
 
 @pytest.mark.parametrize("kind", KINDS + ("rms",))
+def test_native_rows_with_nan_come_out_nan_like_eager(kind):
+    x, weight, bias = inputs(5, 300, torch.float32, "cpu")
+    with torch.no_grad():
+        x[1, 7] = float("nan")
+        x[3, :] = float("nan")
+    native_y, eager_y = (norm(x, kind, weight, bias, backend) for backend in ("native", "eager"))
+    assert torch.equal(native_y.isnan(), eager_y.isnan()) and native_y[[1, 3]].isnan().all()
+    torch.testing.assert_close(native_y[[0, 2, 4]], eager_y[[0, 2, 4]])
+
+
+@pytest.mark.parametrize("kind", KINDS + ("rms",))
 @pytest.mark.parametrize("implementation", ["native", "analytic"])
 def test_analytic_backward_gradcheck_float64(implementation, kind):
     """The hand-derived backward (native_rows.cpp, and rows.py run plainly: the math every other
@@ -275,7 +286,7 @@ def test_native_library_is_built_once_per_source_and_cpu(monkeypatch, tmp_path):
 def test_native_without_avx2_matches_the_reference(monkeypatch, tmp_path):
     """The portable code under the AVX2 paths (top-k selection) built for baseline x86-64."""
     monkeypatch.setenv("NORMMATTERS_CACHE_DIR", str(tmp_path))
-    monkeypatch.setenv("NORMMATTERS_NATIVE_ARCH", "-march=x86-64")
+    monkeypatch.setenv("NORMMATTERS_NATIVE_FLAGS", "-march=x86-64")
     native.library.cache_clear()
     try:
         for dtype in (torch.float32, torch.bfloat16):

@@ -5,8 +5,8 @@ called through ctypes.
 The shared library is cached under $NORMMATTERS_CACHE_DIR (default
 ~/.cache/fairseq_normmatters), named by a hash of the source, the compiler command and this
 CPU's feature flags, and written atomically so that parallel workers can build it at once. The
-compiler is $CXX or g++; the target is $NORMMATTERS_NATIVE_ARCH or -march=native (e.g.
--march=x86-64-v2 for one library that every node of a mixed cluster can run). It takes
+compiler is $CXX or g++; $NORMMATTERS_NATIVE_FLAGS (default -march=native) adds flags, e.g.
+-march=x86-64-v2 for one library that every node of a mixed cluster can run. It takes
 contiguous float32, float64 and bfloat16 rows; other dtypes go to the compiled backend
 (kernels.backend_for).
 """
@@ -15,6 +15,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import shlex
 import subprocess
 import tempfile
 from pathlib import Path
@@ -36,8 +37,8 @@ def cache_dir() -> Path:
 
 
 def compile_command(output: Path) -> list:
-    arch = os.environ.get("NORMMATTERS_NATIVE_ARCH") or "-march=native"
-    return [os.environ.get("CXX") or "g++", *FLAGS, arch, str(SOURCE), "-o", str(output)]
+    target = shlex.split(os.environ.get("NORMMATTERS_NATIVE_FLAGS") or "-march=native")
+    return [os.environ.get("CXX") or "g++", *FLAGS, *target, str(SOURCE), "-o", str(output)]
 
 
 def cpu_flags() -> str:

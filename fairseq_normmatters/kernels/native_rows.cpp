@@ -15,6 +15,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <limits>
 #include <vector>
 
 namespace {
@@ -103,15 +105,6 @@ typename T::Acc mean_abs_deviation(const typename T::Storage* x, int64_t n, type
   return sum / n;
 }
 
-// Inserts value into top[0..k) (descending) if it is larger than the last entry.
-template <typename Acc>
-void insert_if_larger(Acc value, Acc* top, int64_t k) {
-  if (value <= top[k - 1]) return;
-  int64_t slot = k - 1;
-  for (; slot > 0 && top[slot - 1] < value; --slot) top[slot] = top[slot - 1];
-  top[slot] = value;
-}
-
 // Copies the values a[j] >= bound to out (room for n values); returns how many.
 template <typename Acc>
 int64_t select_at_least_scalar(const Acc* a, int64_t n, Acc bound, Acc* out) {
@@ -129,63 +122,118 @@ int64_t select_at_least(const Acc* a, int64_t n, Acc bound, Acc* out) {
 }
 
 #if defined(__AVX2__)
-template <>  // eight comparisons at once; only the (few) selected lanes are visited
+// For each 8-bit mask, the positions of its set bits, in order: the lanes to keep.
+struct CompressTable {
+  uint8_t lanes[256][8] = {};
+  constexpr CompressTable() {
+    for (int mask = 0; mask < 256; ++mask) {
+      for (int bit = 0, kept = 0; bit < 8; ++bit) {
+        if (mask & (1 << bit)) lanes[mask][kept++] = uint8_t(bit);
+      }
+    }
+  }
+};
+constexpr CompressTable kCompress;
+
+template <>  // eight lanes at once, packed to the front of the output without branches
 int64_t select_at_least<float>(const float* a, int64_t n, float bound, float* out) {
   const __m256 limit = _mm256_set1_ps(bound);
   int64_t count = 0, j = 0;
   for (; j + 8 <= n; j += 8) {
-    unsigned mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(a + j), limit, _CMP_GE_OQ));
-    for (; mask; mask &= mask - 1) out[count++] = a[j + __builtin_ctz(mask)];
+    __m256 values = _mm256_loadu_ps(a + j);
+    int mask = _mm256_movemask_ps(_mm256_cmp_ps(values, limit, _CMP_GE_OQ));
+    __m256i lanes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(kCompress.lanes[mask])));
+    _mm256_storeu_ps(out + count, _mm256_permutevar8x32_ps(values, lanes));  // out has room
+    count += __builtin_popcount(mask);
   }
   return count + select_at_least_scalar(a + j, n - j, bound, out + count);
 }
 #endif
 
-// Width of the runs the topk bound is computed over: a multiple of k near 64 features.
-int64_t run_width(int64_t n, int64_t k) {
-  int64_t width = k * ((64 + k - 1) / k);
-  return width <= n ? width : k;
+// (m, t) for the k largest of count values v: t the k-th largest (repeats counted), m their
+// mean. A value is the k-th largest if fewer than k values exceed it and it is the smallest
+// such; that rank count is branch-free, at count^2 comparisons, so long lists (many ties) are
+// partitioned by nth_element instead. v has room for count + 7 values and may be reordered.
+template <typename Acc>
+void top_k_of(Acc* v, int64_t count, int64_t k, Acc* m, Acc* t) {
+  constexpr int64_t kRankedAtMost = 64;
+  if (count > kRankedAtMost) {
+    std::nth_element(v, v + k - 1, v + count, std::greater<Acc>());
+    Acc sum = 0;
+    for (int64_t i = 0; i < k; ++i) sum += v[i];
+    *m = sum / k;
+    *t = v[k - 1];
+    return;
+  }
+  int64_t padded = (count + 7) / 8 * 8;  // whole vectors; -1 exceeds no |d|
+  std::fill(v + count, v + padded, Acc(-1));
+  const Acc kInfinity = std::numeric_limits<Acc>::infinity();
+  Acc threshold = kInfinity;
+  for (int64_t i = 0; i < count; ++i) {
+    int32_t above = 0;  // an integer sum: its lanes combine without a serial float chain
+#pragma omp simd reduction(+ : above)
+    for (int64_t j = 0; j < padded; ++j) above += v[j] > v[i];
+    threshold = std::min(threshold, above < k ? v[i] : kInfinity);
+  }
+  Acc above_sum = 0;
+  int32_t above_count = 0;
+#pragma omp simd reduction(+ : above_sum, above_count)
+  for (int64_t j = 0; j < padded; ++j) {
+    int32_t above = v[j] > threshold;
+    above_sum += Acc(above) * v[j];
+    above_count += above;
+  }
+  *m = (above_sum + (Acc(k) - above_count) * threshold) / k;
+  *t = threshold;
+}
+
+// Width of the runs the topk bound is computed over: a multiple of `groups` near 64 features.
+int64_t run_width(int64_t n, int64_t groups) {
+  int64_t width = groups * ((64 + groups - 1) / groups);
+  return width <= n ? width : groups;
+}
+
+// Values of scratch space top_k_statistics needs for a row of n features.
+int64_t top_k_scratch(int64_t n, int64_t k) {
+  return n + std::max(n, run_width(n, 2 * k) + 2 * k) + 8;
 }
 
 // (m, t) of topk: the mean and the smallest of the k largest |x_j - mean| (repeated values
-// counted as torch.topk counts them). Split by j mod k, the row's k groups each hold an element
-// as large as the group's maximum, so the smallest group maximum bounds the k-th largest |d|
-// from below, and only the elements reaching it (a few times k) are sorted into `top` (k values).
-// The group maxima are folded from the column maxima of runs of `width` features (a multiple of
-// k): vectorized. scratch holds 2n + k values.
+// counted as torch.topk counts them). Split by j mod 2k, the row's 2k groups have maxima; k of
+// the groups hold an element at least as large as the k-th largest maximum, which therefore
+// bounds the k-th largest |d| from below, and only the elements reaching it (about k of them)
+// are ranked. The group maxima are folded from the column maxima of runs of `width` features
+// (a multiple of 2k): one vectorized pass that also keeps |d|.
 template <typename T>
 void top_k_statistics(const typename T::Storage* x, int64_t n, typename T::Acc mean, int64_t k,
                       typename T::Acc* scratch, typename T::Acc* m, typename T::Acc* t) {
   using Acc = typename T::Acc;
-  Acc *deviation = scratch, *candidates = scratch + n, *top = scratch + 2 * n;
-#pragma omp simd
-  for (int64_t j = 0; j < n; ++j) deviation[j] = std::fabs(T::load(x[j]) - mean);
-  int64_t width = run_width(n, k);
-  Acc* columns = candidates;  // free until the candidates are selected
-  std::copy(deviation, deviation + width, columns);
-  for (int64_t start = width; start < n; start += width) {
+  int64_t groups = 2 * k, width = run_width(n, groups);
+  Acc *deviation = scratch, *candidates = scratch + n;
+  Acc *columns = candidates, *group_max = candidates + width;  // until candidates are selected
+  std::fill(columns, columns + width, Acc(0));
+  for (int64_t start = 0; start < n; start += width) {
     int64_t length = std::min(width, n - start);
 #pragma omp simd
-    for (int64_t c = 0; c < length; ++c) columns[c] = larger(columns[c], deviation[start + c]);
+    for (int64_t c = 0; c < length; ++c) {
+      Acc value = std::fabs(T::load(x[start + c]) - mean);
+      deviation[start + c] = value;
+      columns[c] = larger(columns[c], value);
+    }
   }
-  Acc bound = columns[0];
-  for (int64_t group = 0; group < k; ++group) {
-    Acc group_max = columns[group];
-    for (int64_t c = group + k; c < width; c += k) group_max = larger(group_max, columns[c]);
-    bound = std::min(bound, group_max);
+  std::copy(columns, columns + groups, group_max);
+  for (int64_t base = groups; base < width; base += groups) {
+#pragma omp simd
+    for (int64_t group = 0; group < groups; ++group) group_max[group] = larger(group_max[group], columns[base + group]);
   }
+  Acc bound, unused;
+  top_k_of(group_max, groups, k, &unused, &bound);
   int64_t count = select_at_least(deviation, n, bound, candidates);
-  std::fill(top, top + k, Acc(-1));
-  for (int64_t i = 0; i < count; ++i) {
-    if (candidates[i] <= top[k - 1]) continue;
-    int64_t slot = k - 1;
-    for (; slot > 0 && top[slot - 1] < candidates[i]; --slot) top[slot] = top[slot - 1];
-    top[slot] = candidates[i];
+  if (count < k) {  // only NaN fails every comparison
+    *m = *t = std::numeric_limits<Acc>::quiet_NaN();
+    return;
   }
-  Acc sum = 0;
-  for (int64_t i = 0; i < k; ++i) sum += top[i];
-  *m = sum / k;
-  *t = top[k - 1];
+  top_k_of(candidates, count, k, m, t);
 }
 
 // y = (x - shift) * scale * gamma + beta (gamma, beta may be null).
@@ -239,7 +287,7 @@ void forward_rows(const void* x, void* y, const void* weight, const void* bias, 
                         static_cast<Acc*>(stats[2])};
 #pragma omp parallel num_threads(threads_for(rows, n, threads))
   {
-    std::vector<Acc> scratch(options.kind == TOPK ? 2 * n + options.k : 0);
+    std::vector<Acc> scratch(options.kind == TOPK ? top_k_scratch(n, options.k) : 0);
 #pragma omp for schedule(static)
     for (int64_t row = 0; row < rows; ++row) {
       forward_row<T>(static_cast<const Storage*>(x) + row * n, static_cast<Storage*>(y) + row * n,
