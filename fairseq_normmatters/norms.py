@@ -59,8 +59,8 @@ def deviation_norm(x, kind, normalized_shape, weight=None, bias=None, eps=1e-5,
                    constant="paper", k=None, backend=None):
     """Functional l1 / linf / topk layer norm: gamma * d / (C * scale(d) + eps) + beta.
 
-    backend: "eager" (deviation_norm_reference), "compiled", "triton" or "auto"; None = the
-    process-wide choice (see fairseq_normmatters.kernels).
+    backend: "eager" (deviation_norm_reference), "native", "compiled", "triton" or "auto";
+    None = the process-wide choice (see fairseq_normmatters.kernels).
     """
     name = kernels.backend_for(x, backend, kind)
     if name == "eager":

@@ -306,6 +306,15 @@ def test_out_of_memory_is_raised_not_taken_for_a_broken_backend(monkeypatch):
         deviation_norm(torch.randn(4, 8), "l1", 8, backend="compiled")
 
 
+def test_native_runs_cpu_tensors_only(caplog):
+    meta = torch.empty(2, 4, device="meta")  # any device but the CPU
+    assert kernels.backend_for(meta, "auto") == "compiled"
+    with caplog.at_level(logging.WARNING, logger=kernels.__name__):
+        assert kernels.backend_for(meta, "native") == "eager"
+    assert "its kernels run on cpu tensors only, not meta" in caplog.text
+    kernels._broken.clear()
+
+
 def test_triton_forced_on_cpu_falls_back_once(monkeypatch, caplog):
     monkeypatch.setenv(kernels.BACKEND_VARIABLE, "triton")
     with caplog.at_level(logging.WARNING, logger=kernels.__name__):

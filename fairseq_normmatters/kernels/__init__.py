@@ -60,8 +60,8 @@ def backend_for(x: torch.Tensor, requested: Optional[str] = None, kind: str = "l
     name = check_backend(requested) if requested else requested_backend()
     if name == "auto":
         name = next((choice for choice in auto_choices(x) if choice not in _broken), "eager")
-    device = "cuda" if x.is_cuda else "cpu"
-    if name in _DEVICES and device not in _DEVICES[name]:
+    device = x.device.type
+    if name in _DEVICES and device != _DEVICES[name]:
         _mark_broken(name, f"its kernels run on {_DEVICES[name]} tensors only, not {device}")
     if name == "triton" and (x.dtype == torch.float64 or kind == "rms"):
         name = "compiled"  # the Triton kernels compute l1/linf/topk in float32
@@ -79,7 +79,7 @@ NATIVE_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 def auto_choices(x: torch.Tensor):
     if x.is_cuda:
         return ("triton", "compiled") if triton_available() else ("compiled",)
-    return ("native", "compiled")
+    return ("native", "compiled") if x.device.type == "cpu" else ("compiled",)
 
 
 def triton_available() -> bool:

@@ -15,7 +15,8 @@ k largest |d|), s = C * m + eps and y = gamma * d / s + beta. With g = dL/dy, h 
 The forward saves the input, mean, m and (topk) t: per row two or three floats, like LayerNorm's
 mean and rstd. rms (no centering, eps inside the root) takes the same path with one statistic.
 Everything is computed in float32 (or float64) and returned in the input dtype. These are
-plain torch functions: the "compiled" backend hands them to torch.compile.
+plain torch functions: the "compiled" backend hands them to torch.compile, and native_rows.cpp
+implements the same formulas for CPU.
 """
 
 from typing import Optional, Tuple
