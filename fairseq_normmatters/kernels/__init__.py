@@ -192,13 +192,13 @@ def fused_norm(x, kind, normalized_size, weight, bias, eps, constant, k, backend
     """The `kind` norm of x over its last `normalized_size` elements by `backend` (constant:
     C of l1/linf/topk, ignored by rms)."""
     shape = x.shape
-    x2d = x.reshape(-1, normalized_size)
-    weight = None if weight is None else weight.reshape(-1)
-    bias = None if bias is None else bias.reshape(-1)
+    x2d = x if x.dim() == 2 and shape[1] == normalized_size else x.reshape(-1, normalized_size)
+    weight = weight if weight is None or weight.dim() == 1 else weight.reshape(-1)
+    bias = bias if bias is None or bias.dim() == 1 else bias.reshape(-1)
     with outside_autocast(x):
         y = RowNormFunction.apply(x2d, weight, bias, kind, float(constant), float(eps), k or 0,
                                   implementation(backend))
-    return y.view(shape)
+    return y if x2d is x else y.view(shape)
 
 
 def outside_autocast(x: torch.Tensor):

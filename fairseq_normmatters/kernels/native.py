@@ -95,7 +95,10 @@ def check(status: int, step: str, kind: str) -> None:
 
 
 def as_compute(tensor, dtype):
-    return None if tensor is None else tensor.to(dtype).contiguous()
+    """tensor (gamma, beta) contiguous in the compute dtype, or None."""
+    if tensor is None or (tensor.dtype == dtype and tensor.is_contiguous()):
+        return tensor
+    return tensor.to(dtype).contiguous()
 
 
 def forward_rows(x, weight, bias, kind, constant, eps, k):
@@ -104,11 +107,11 @@ def forward_rows(x, weight, bias, kind, constant, eps, k):
     dtype = compute_dtype(x)
     weight, bias = as_compute(weight, dtype), as_compute(bias, dtype)
     y = torch.empty_like(x)
-    statistics = tuple(x.new_empty((x.shape[0], 1), dtype=dtype) for _ in range(1 if kind == "rms" else 3))
+    statistics = torch.empty((1 if kind == "rms" else 3, x.shape[0], 1), dtype=dtype).unbind(0)
     mean, m, t = (statistics + (None, None))[:3]
     check(library().normmatters_forward(
-        DTYPES[x.dtype], KINDS[kind], x.shape[0], x.shape[1], pointer(x), pointer(y),
-        pointer(weight), pointer(bias), constant, eps, k, pointer(mean), pointer(m), pointer(t),
+        DTYPES[x.dtype], KINDS[kind], x.shape[0], x.shape[1], x.data_ptr(), y.data_ptr(),
+        pointer(weight), pointer(bias), constant, eps, k, mean.data_ptr(), pointer(m), pointer(t),
         torch.get_num_threads()), "forward", kind)
     return y, statistics
 
@@ -119,13 +122,14 @@ def backward_rows(grad, x, weight, statistics, kind, constant, eps, k, needs_wei
     grad, x = grad.contiguous(), x.contiguous()
     dtype = compute_dtype(x)
     weight = as_compute(weight, dtype)
-    statistics = tuple(s.contiguous() for s in statistics)
-    mean, m, t = (statistics + (None, None))[:3]
+    mean, m, t = (tuple(s.contiguous() for s in statistics) + (None, None))[:3]
     dx = torch.empty_like(x)
-    dweight = x.new_empty(x.shape[1], dtype=dtype) if needs_weight_grad else None
-    dbias = x.new_empty(x.shape[1], dtype=dtype) if needs_bias_grad else None
+    wanted = int(needs_weight_grad) + int(needs_bias_grad)
+    sums = torch.empty((wanted, x.shape[1]), dtype=dtype).unbind(0) if wanted else ()
+    dweight = sums[0] if needs_weight_grad else None
+    dbias = sums[-1] if needs_bias_grad else None
     check(library().normmatters_backward(
-        DTYPES[x.dtype], KINDS[kind], x.shape[0], x.shape[1], pointer(grad), pointer(x),
-        pointer(weight), pointer(mean), pointer(m), pointer(t), constant, eps, k, pointer(dx),
+        DTYPES[x.dtype], KINDS[kind], x.shape[0], x.shape[1], grad.data_ptr(), x.data_ptr(),
+        pointer(weight), mean.data_ptr(), pointer(m), pointer(t), constant, eps, k, dx.data_ptr(),
         pointer(dweight), pointer(dbias), torch.get_num_threads()), "backward", kind)
     return dx, dweight, dbias
