@@ -2,8 +2,9 @@
 """Forward+backward speed of the plugin's layer norms as ratios to torch.nn.LayerNorm, one run.
 
 For each dtype and shape (rows x features) it times nn.LayerNorm and each kind (l1, linf,
-topk k=8, rms) on the same input and output gradient: median ms of fwd+bwd, the ratio to
-LayerNorm, the first call's extra time (compilation) separately, and on CUDA the peak-memory
+topk k=8, rms) on the same input and output gradient, in rounds of LayerNorm then every kind:
+median ms of fwd+bwd, the ratio to LayerNorm (the median of the ratios within a round; JSON:
+round_ratios), the first call's extra time (compilation) separately, and on CUDA the peak-memory
 ratio and the achieved GB/s (5 passes over the tensor: read x, write y, read x and dy, write
 dx) beside torch's copy bandwidth.
 
@@ -77,12 +78,16 @@ def bench_shape(kinds, rows, features, dtype, device, repeats, inner):
         for name, step in steps.items():
             times[name].append(timer.seconds(step, inner))
     ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
+    # each round times LayerNorm and then every kind: a ratio within a round cancels the drift
+    # of a shared machine between rounds
+    round_ratios = {kind: [a / b for a, b in zip(times[kind], times["layernorm"])] for kind in kinds}
     peaks = {name: peak_bytes(step, device) for name, step in steps.items()}
     copy_gbps = copy_bandwidth(x, timer, inner) if device == "cuda" else None
     moved = 5 * x.numel() * x.element_size()
     return [{"kind": kind, "device": device, "dtype": str(dtype).replace("torch.", ""),
              "shape": [rows, features], "ms": ms[kind], "layernorm_ms": ms["layernorm"],
-             "ratio": ms[kind] / ms["layernorm"], "compile_s": first[kind] - ms[kind] / 1e3,
+             "ratio": statistics.median(round_ratios[kind]), "round_ratios": round_ratios[kind],
+             "compile_s": first[kind] - ms[kind] / 1e3,
              "backend": backend_label(kind, x),
              "peak_memory_ratio": peaks[kind] / peaks["layernorm"] if peaks[kind] else None,
              "gbps": moved / ms[kind] / 1e6 if device == "cuda" else None,
@@ -127,7 +132,7 @@ def main(argv=None):
         kernels.set_backend(args.backend)
     shapes = [(4096, 512)] if args.quick else CUDA_SHAPES if args.device == "cuda" else SHAPES
     dtypes = ["float32"] if args.quick else DTYPES[args.device]
-    repeats, inner = (5, 2) if args.quick else (9, 10 if args.device == "cuda" else 3)
+    repeats, inner = (5, 2) if args.quick else (15, 10 if args.device == "cuda" else 3)
     print(f"torch {torch.__version__}, {args.device}, threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} cores" + (f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""))
     records = []

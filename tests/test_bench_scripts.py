@@ -3,6 +3,7 @@ timings are not asserted: benchmarks are not timed tests)."""
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,8 @@ def test_bench_norms_quick_writes_records_with_ratios(tmp_path):
     for r in records:
         assert {"kind", "device", "dtype", "shape", "ms", "layernorm_ms", "ratio"} <= set(r)
         assert (r["device"], r["dtype"], r["shape"], r["backend"]) == ("cpu", "float32", [4096, 512], "native")
-        assert r["ms"] > 0 and abs(r["ratio"] - r["ms"] / r["layernorm_ms"]) < 1e-9
+        assert r["ms"] > 0 and len(r["round_ratios"]) == 5  # --quick: 5 rounds
+        assert r["ratio"] == statistics.median(r["round_ratios"]) > 0
     assert "ratio" in result.stdout and "worst ratio" in result.stdout
 
 
