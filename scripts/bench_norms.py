@@ -8,7 +8,8 @@ round_ratios), the first call's extra time (compilation) separately, and on CUDA
 ratio and the achieved GB/s (5 passes over the tensor: read x, write y, read x and dy, write
 dx) beside torch's copy bandwidth.
 
-    python scripts/bench_norms.py [--device cpu|cuda] [--quick] [--backend auto] [--json FILE]
+    python scripts/bench_norms.py [--device cpu|cuda] [--quick] [--backend auto] [--kinds ...]
+                                  [--kernels-only] [--json FILE]
 """
 
 import argparse
@@ -64,14 +65,43 @@ def peak_bytes(step, device):
     return torch.cuda.max_memory_allocated() - base
 
 
-def bench_shape(kinds, rows, features, dtype, device, repeats, inner):
+def kernel_steps(modules, x, grad):
+    """fwd+bwd of each kind's backend functions (kernels.Implementation) called directly, and of
+    aten's native_layer_norm and its backward: the kernels without the modules and autograd."""
+    x = x.detach()
+    layer_norm = modules["layernorm"]
+    weight, bias, shape = layer_norm.weight.detach(), layer_norm.bias.detach(), [x.shape[-1]]
+
+    def layer_norm_step():
+        _, mean, rstd = torch.ops.aten.native_layer_norm(x, shape, weight, bias, 1e-5)
+        torch.ops.aten.native_layer_norm_backward(grad, x, shape, mean, rstd, weight, bias, [True] * 3)
+
+    def kind_step(kind, module):
+        k, constant = KINDS[kind].get("k", 0), getattr(module, "constant_value", 1.0)  # rms: none
+        backend = kernels.backend_for(x, kind=kind)
+        if backend == "eager":
+            raise SystemExit("bench_norms.py: --kernels-only times a fast backend; here the "
+                             f"{kind} norm runs eager")
+        impl, w, b = kernels.implementation(backend), module.weight.detach(), module.bias.detach()
+
+        def step():
+            _, saved = impl.forward(x, w, b, kind, constant, module.eps, k)
+            impl.backward(grad, x, w, saved, kind, constant, module.eps, k, True, True)
+        return step
+    return {name: layer_norm_step if name == "layernorm" else kind_step(name, m)
+            for name, m in modules.items()}
+
+
+def bench_shape(kinds, rows, features, dtype, device, repeats, inner, kernels_only=False):
     """Records for each kind at one shape; LayerNorm and the kinds are timed in alternation."""
     timer = Timer(device)
     x = torch.randn(rows, features, device=device, dtype=dtype, requires_grad=True)
     grad = torch.randn(rows, features, device=device, dtype=dtype)
     modules = {"layernorm": torch.nn.LayerNorm(features)}
     modules.update({kind: build_norm(kind, features, **KINDS[kind]) for kind in kinds})
-    steps = {name: fwd_bwd(m.to(device=device, dtype=dtype), x, grad) for name, m in modules.items()}
+    modules = {name: m.to(device=device, dtype=dtype) for name, m in modules.items()}
+    steps = (kernel_steps(modules, x, grad) if kernels_only
+             else {name: fwd_bwd(m, x, grad) for name, m in modules.items()})
     first = {name: timer.seconds(step) for name, step in steps.items()}
     times = {name: [] for name in steps}
     for _ in range(repeats):
@@ -88,7 +118,7 @@ def bench_shape(kinds, rows, features, dtype, device, repeats, inner):
              "shape": [rows, features], "ms": ms[kind], "layernorm_ms": ms["layernorm"],
              "ratio": statistics.median(round_ratios[kind]), "round_ratios": round_ratios[kind],
              "compile_s": first[kind] - ms[kind] / 1e3,
-             "backend": backend_label(kind, x),
+             "backend": backend_label(kind, x), "scope": "kernels" if kernels_only else "module",
              "peak_memory_ratio": peaks[kind] / peaks["layernorm"] if peaks[kind] else None,
              "gbps": moved / ms[kind] / 1e6 if device == "cuda" else None,
              "layernorm_gbps": moved / ms["layernorm"] / 1e6 if device == "cuda" else None,
@@ -110,7 +140,7 @@ def copy_bandwidth(x, timer, inner):
 def print_record(r):
     line = (f"{r['kind']:5s} {r['dtype']:8s} {r['shape'][0]:6d}x{r['shape'][1]:<5d} "
             f"{r['ms']:9.3f} ms  LayerNorm {r['layernorm_ms']:9.3f} ms  ratio {r['ratio']:5.2f}x  "
-            f"first call +{r['compile_s']:6.2f} s  [{r['backend']}]")
+            f"first call +{r['compile_s']:6.2f} s  [{r['backend']}{', kernels only' if r['scope'] == 'kernels' else ''}]")
     if r["gbps"] is not None:
         line += (f"  {r['gbps']:6.0f} GB/s (LayerNorm {r['layernorm_gbps']:.0f}, copy {r['copy_gbps']:.0f})"
                  f"  peak mem {r['peak_memory_ratio']:.2f}x")
@@ -124,6 +154,9 @@ def main(argv=None):
     parser.add_argument("--backend", choices=kernels.BACKENDS,
                         help=f"norm backend of l1/linf/topk (default: ${kernels.BACKEND_VARIABLE} or auto)")
     parser.add_argument("--kinds", nargs="+", choices=tuple(KINDS), default=list(KINDS))
+    parser.add_argument("--kernels-only", action="store_true",
+                        help="time each backend's forward/backward functions and aten's layer norm "
+                             "ops directly, without the modules and autograd around them")
     parser.add_argument("--json", help="write the records to this file")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -139,7 +172,7 @@ def main(argv=None):
     for dtype in dtypes:
         for rows, features in shapes:
             for record in bench_shape(args.kinds, rows, features, getattr(torch, dtype), args.device,
-                                      repeats, inner):
+                                      repeats, inner, args.kernels_only):
                 print_record(record)
                 records.append(record)
     worst = max(records, key=lambda r: r["ratio"])
