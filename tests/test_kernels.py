@@ -21,6 +21,7 @@ DTYPES = tuple(TOLERANCE)
 @pytest.fixture(autouse=True)
 def _no_backend_broken():
     kernels._broken.clear()
+    kernels._wrong_devices_warned.clear()
     yield
     assert not kernels._broken, f"a fast path fell back to eager: {kernels._broken}"
 
@@ -307,12 +308,15 @@ def test_out_of_memory_is_raised_not_taken_for_a_broken_backend(monkeypatch):
 
 
 def test_native_runs_cpu_tensors_only(caplog):
+    """Forced on another device it warns once and runs eager there, and still serves the CPU."""
     meta = torch.empty(2, 4, device="meta")  # any device but the CPU
     assert kernels.backend_for(meta, "auto") == "compiled"
     with caplog.at_level(logging.WARNING, logger=kernels.__name__):
         assert kernels.backend_for(meta, "native") == "eager"
-    assert "its kernels run on cpu tensors only, not meta" in caplog.text
-    kernels._broken.clear()
+        assert kernels.backend_for(meta, "native") == "eager"
+    assert [r.getMessage() for r in caplog.records if r.name == kernels.__name__] == [
+        "norm backend 'native' runs on cpu tensors only, not meta; those run eager"]
+    assert kernels.backend_for(torch.randn(2, 4), "native") == "native"
 
 
 def test_triton_forced_on_cpu_falls_back_once(monkeypatch, caplog):
@@ -321,4 +325,3 @@ def test_triton_forced_on_cpu_falls_back_once(monkeypatch, caplog):
         assert kernels.backend_for(torch.randn(2, 4)) == "eager"
         assert kernels.backend_for(torch.randn(2, 4)) == "eager"
     assert len([r for r in caplog.records if r.name == kernels.__name__]) == 1
-    kernels._broken.clear()

@@ -62,7 +62,8 @@ def backend_for(x: torch.Tensor, requested: Optional[str] = None, kind: str = "l
         name = next((choice for choice in auto_choices(x) if choice not in _broken), "eager")
     device = x.device.type
     if name in _DEVICES and device != _DEVICES[name]:
-        _mark_broken(name, f"its kernels run on {_DEVICES[name]} tensors only, not {device}")
+        _warn_wrong_device(name, device)
+        return "eager"  # for this tensor only: the backend still serves its own device
     if name == "triton" and (x.dtype == torch.float64 or kind == "rms"):
         name = "compiled"  # the Triton kernels compute l1/linf/topk in float32
     if name == "native" and x.dtype not in NATIVE_DTYPES:
@@ -88,6 +89,16 @@ def triton_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+_wrong_devices_warned = set()
+
+
+def _warn_wrong_device(name: str, device: str) -> None:
+    if (name, device) not in _wrong_devices_warned:
+        _wrong_devices_warned.add((name, device))
+        logger.warning("norm backend %r runs on %s tensors only, not %s; those run eager", name,
+                       _DEVICES[name], device)
 
 
 def _mark_broken(name: str, reason: str) -> None:
