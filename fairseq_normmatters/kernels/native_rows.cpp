@@ -297,15 +297,17 @@ void forward_rows(const void* x, void* y, const void* weight, const void* bias, 
   }
 }
 
-// dm/dd_j = sign(d_j) * (above if |d_j| > t, at if |d_j| == t, else 0): the scale derivative
-// of rows.scale_derivative in one form. l1: t = -1, above = 1/n; linf: t = m, at = 1/#ties;
+// dm/dd_j = sign(d_j) * (above if |d_j| > threshold, at if |d_j| == threshold, else 0): the
+// scale derivative of rows.scale_derivative in one form, with threshold -1 for l1 (every
+// element is above) and t otherwise (t = m for linf). l1: above = 1/n; linf: at = 1/#ties;
 // topk: above = 1/k, at = (k - #above) / (k #ties).
 template <typename Acc>
 struct ScaleDerivative {
-  Acc t, above, at;
+  Acc above, at;
 };
 
-// Pass 1 over a row: the sums its dx needs. h = gamma * g, d = x - shift.
+// Pass 1 over a row: the sums its dx needs. h = gamma * g, d = x - shift; the counts and signs
+// are split at `threshold` (see ScaleDerivative).
 template <typename Acc>
 struct RowSums {
   Acc h = 0, hd = 0, count_above = 0, count_at = 0, sign_above = 0, sign_at = 0;
@@ -314,7 +316,7 @@ struct RowSums {
 template <typename T>
 RowSums<typename T::Acc> row_sums(const typename T::Storage* g, const typename T::Storage* x,
                                   int64_t n, const typename T::Acc* weight, typename T::Acc shift,
-                                  typename T::Acc t) {
+                                  typename T::Acc threshold) {
   using Acc = typename T::Acc;
   Acc h_sum = 0, hd = 0, count_above = 0, count_at = 0, sign_above = 0, sign_at = 0;
 #pragma omp simd reduction(+ : h_sum, hd, count_above, count_at, sign_above, sign_at)
@@ -322,7 +324,7 @@ RowSums<typename T::Acc> row_sums(const typename T::Storage* g, const typename T
     Acc d = T::load(x[j]) - shift, h = T::load(g[j]);
     if (weight) h *= weight[j];
     Acc magnitude = std::fabs(d), sign = Acc(d > 0) - Acc(d < 0);
-    Acc above = Acc(magnitude > t), at = Acc(magnitude == t);
+    Acc above = Acc(magnitude > threshold), at = Acc(magnitude == threshold);
     h_sum += h;
     hd += h * d;
     count_above += above;
@@ -335,11 +337,11 @@ RowSums<typename T::Acc> row_sums(const typename T::Storage* g, const typename T
 
 template <typename Acc>
 ScaleDerivative<Acc> scale_derivative(const Options<Acc>& options, const RowSums<Acc>& sums,
-                                      int64_t n, Acc m, Acc t) {
-  if (options.kind == L1) return {Acc(-1), Acc(1) / n, Acc(0)};
-  if (options.kind == LINF) return {m, Acc(0), Acc(1) / sums.count_at};
+                                      int64_t n) {
+  if (options.kind == L1) return {Acc(1) / n, Acc(0)};
+  if (options.kind == LINF) return {Acc(0), Acc(1) / sums.count_at};
   Acc k = Acc(options.k);
-  return {t, Acc(1) / k, (k - sums.count_above) / (k * sums.count_at)};
+  return {Acc(1) / k, (k - sums.count_above) / (k * sums.count_at)};
 }
 
 // Accumulates dgamma += g * (x - shift) * inv_scale and dbeta += g (either may be null).
@@ -366,9 +368,9 @@ void backward_row(const typename T::Storage* g, const typename T::Storage* x,
   using Acc = typename T::Acc;
   bool rms = options.kind == RMS;
   Acc shift = rms ? Acc(0) : stats[0][row];
-  Acc m = rms ? Acc(0) : stats[1][row], t = rms ? Acc(0) : stats[2][row];
-  Acc inv_s = rms ? stats[0][row] : Acc(1) / (options.constant * m + options.eps);
-  RowSums<Acc> sums = row_sums<T>(g, x, n, weight, shift, options.kind == L1 ? Acc(-1) : t);
+  Acc inv_s = rms ? stats[0][row] : Acc(1) / (options.constant * stats[1][row] + options.eps);
+  Acc threshold = rms || options.kind == L1 ? Acc(-1) : stats[2][row];
+  RowSums<Acc> sums = row_sums<T>(g, x, n, weight, shift, threshold);
   if (rms) {
     Acc coupling = inv_s * inv_s * inv_s * sums.hd / n;
 #pragma omp simd
@@ -377,14 +379,14 @@ void backward_row(const typename T::Storage* g, const typename T::Storage* x,
       dx[j] = T::store(inv_s * h - coupling * T::load(x[j]));
     }
   } else {
-    ScaleDerivative<Acc> q = scale_derivative(options, sums, n, m, t);
+    ScaleDerivative<Acc> q = scale_derivative(options, sums, n);
     Acc coupling = options.constant * inv_s * inv_s * sums.hd;
     Acc mean_dd = (inv_s * sums.h - coupling * (q.above * sums.sign_above + q.at * sums.sign_at)) / n;
 #pragma omp simd
     for (int64_t j = 0; j < n; ++j) {
       Acc d = T::load(x[j]) - shift, h = T::load(g[j]) * (weight ? weight[j] : Acc(1));
       Acc magnitude = std::fabs(d), sign = Acc(d > 0) - Acc(d < 0);
-      Acc dm = sign * (magnitude > q.t ? q.above : (magnitude == q.t ? q.at : Acc(0)));
+      Acc dm = sign * (magnitude > threshold ? q.above : (magnitude == threshold ? q.at : Acc(0)));
       dx[j] = T::store(h * inv_s - coupling * dm - mean_dd);
     }
   }
