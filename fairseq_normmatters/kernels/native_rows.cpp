@@ -152,8 +152,9 @@ int64_t select_at_least<float>(const float* a, int64_t n, float bound, float* ou
 
 // (m, t) for the k largest of count values v: t the k-th largest (repeats counted), m their
 // mean. A value is the k-th largest if fewer than k values exceed it and it is the smallest
-// such; that rank count is branch-free, at count^2 comparisons, so long lists (many ties) are
-// partitioned by nth_element instead. v has room for count + 7 values and may be reordered.
+// such. Those ranks are counted for all values at once (count^2 branch-free comparisons, each
+// value compared against a vector of the others), so long lists (many ties) are partitioned by
+// nth_element instead. v has room for count + 7 values and may be reordered.
 template <typename Acc>
 void top_k_of(Acc* v, int64_t count, int64_t k, Acc* m, Acc* t) {
   constexpr int64_t kRankedAtMost = 64;
@@ -167,21 +168,23 @@ void top_k_of(Acc* v, int64_t count, int64_t k, Acc* m, Acc* t) {
   }
   int64_t padded = (count + 7) / 8 * 8;  // whole vectors; -1 exceeds no |d|
   std::fill(v + count, v + padded, Acc(-1));
+  int32_t above[kRankedAtMost + 8] = {};  // above[i]: how many values exceed v[i]
+  for (int64_t j = 0; j < count; ++j) {
+    Acc value = v[j];
+#pragma omp simd
+    for (int64_t i = 0; i < padded; ++i) above[i] += value > v[i];
+  }
   const Acc kInfinity = std::numeric_limits<Acc>::infinity();
   Acc threshold = kInfinity;
-  for (int64_t i = 0; i < count; ++i) {
-    int32_t above = 0;  // an integer sum: its lanes combine without a serial float chain
-#pragma omp simd reduction(+ : above)
-    for (int64_t j = 0; j < padded; ++j) above += v[j] > v[i];
-    threshold = std::min(threshold, above < k ? v[i] : kInfinity);
-  }
+#pragma omp simd reduction(min : threshold)
+  for (int64_t i = 0; i < count; ++i) threshold = std::min(threshold, above[i] < k ? v[i] : kInfinity);
   Acc above_sum = 0;
   int32_t above_count = 0;
 #pragma omp simd reduction(+ : above_sum, above_count)
   for (int64_t j = 0; j < padded; ++j) {
-    int32_t above = v[j] > threshold;
-    above_sum += Acc(above) * v[j];
-    above_count += above;
+    int32_t exceeds = v[j] > threshold;
+    above_sum += Acc(exceeds) * v[j];
+    above_count += exceeds;
   }
   *m = (above_sum + (Acc(k) - above_count) * threshold) / k;
   *t = threshold;
@@ -236,6 +239,13 @@ void top_k_statistics(const typename T::Storage* x, int64_t n, typename T::Acc m
   top_k_of(candidates, count, k, m, t);
 }
 
+// Asks for the cache lines of values[0, count) to be loaded (a hint: never faults).
+template <typename Storage>
+void prefetch(const Storage* values, int64_t count) {
+  const char* bytes = reinterpret_cast<const char*>(values);
+  for (int64_t offset = 0; offset < count * int64_t(sizeof(Storage)); offset += 64) __builtin_prefetch(bytes + offset);
+}
+
 // y = (x - shift) * scale * gamma + beta (gamma, beta may be null).
 template <typename T>
 void write_affine(const typename T::Storage* x, typename T::Storage* y, int64_t n,
@@ -251,12 +261,13 @@ void write_affine(const typename T::Storage* x, typename T::Storage* y, int64_t 
   }
 }
 
-// One row's forward: writes y and the statistics (mean, m, t), or (1/rms) for rms.
+// One row's forward: writes y and the statistics (mean, m, t), or (1/rms) for rms. next_x:
+// the row this thread reads next (or null), fetched into cache during top-k's selection.
 template <typename T>
 void forward_row(const typename T::Storage* x, typename T::Storage* y, int64_t n,
                  const typename T::Acc* weight, const typename T::Acc* bias,
                  const Options<typename T::Acc>& options, typename T::Acc* scratch,
-                 typename T::Acc* stats[3], int64_t row) {
+                 typename T::Acc* stats[3], int64_t row, const typename T::Storage* next_x) {
   using Acc = typename T::Acc;
   if (options.kind == RMS) {
     Acc inv_rms = Acc(1) / std::sqrt(row_mean_square<T>(x, n) + options.eps);
@@ -270,6 +281,7 @@ void forward_row(const typename T::Storage* x, typename T::Storage* y, int64_t n
   } else if (options.kind == LINF) {
     m = t = max_abs_deviation<T>(x, n, mean);
   } else {
+    if (next_x) prefetch(next_x, n);  // else its loads would wait until this long step ends
     top_k_statistics<T>(x, n, mean, options.k, scratch, &m, &t);
   }
   stats[0][row] = mean;
@@ -290,9 +302,10 @@ void forward_rows(const void* x, void* y, const void* weight, const void* bias, 
     std::vector<Acc> scratch(options.kind == TOPK ? top_k_scratch(n, options.k) : 0);
 #pragma omp for schedule(static)
     for (int64_t row = 0; row < rows; ++row) {
-      forward_row<T>(static_cast<const Storage*>(x) + row * n, static_cast<Storage*>(y) + row * n,
-                     n, static_cast<const Acc*>(weight), static_cast<const Acc*>(bias), options,
-                     scratch.data(), statistics, row);
+      const Storage* row_x = static_cast<const Storage*>(x) + row * n;
+      forward_row<T>(row_x, static_cast<Storage*>(y) + row * n, n, static_cast<const Acc*>(weight),
+                     static_cast<const Acc*>(bias), options, scratch.data(), statistics, row,
+                     row + 1 < rows ? row_x + n : nullptr);
     }
   }
 }
