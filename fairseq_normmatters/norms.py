@@ -62,10 +62,10 @@ def deviation_norm(x, kind, normalized_shape, weight=None, bias=None, eps=1e-5,
     backend: "eager" (deviation_norm_reference), "native", "compiled", "triton" or "auto";
     None = the process-wide choice (see fairseq_normmatters.kernels).
     """
+    size = normalized_size(x, normalized_shape)
     name = kernels.backend_for(x, backend, kind)
     if name == "eager":
         return deviation_norm_reference(x, kind, normalized_shape, weight, bias, eps, constant, k)
-    size = math.prod(_as_shape(normalized_shape))
     return kernels.fused_norm(x, kind, size, weight, bias, eps,
                               resolve_constant(kind, size, constant, k), k, name)
 
@@ -82,11 +82,11 @@ def deviation_norm_reference(x, kind, normalized_shape, weight=None, bias=None, 
 
 def rms_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, backend=None):
     """Functional RMSNorm: gamma * x / sqrt(mean(x^2) + eps) + beta (backend as deviation_norm)."""
+    size = normalized_size(x, normalized_shape)
     name = kernels.backend_for(x, backend, "rms")
     if name == "eager":
         return rms_norm_reference(x, normalized_shape, weight, bias, eps)
-    return kernels.fused_norm(x, "rms", math.prod(_as_shape(normalized_shape)), weight, bias, eps,
-                              1.0, None, name)
+    return kernels.fused_norm(x, "rms", size, weight, bias, eps, 1.0, None, name)
 
 
 def rms_norm_reference(x, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -105,6 +105,17 @@ def _as_shape(normalized_shape: Shape) -> tuple:
     if not shape or any(not isinstance(s, int) or s < 1 for s in shape):
         raise ValueError(f"normalized_shape must be positive integers, got {normalized_shape!r}")
     return shape
+
+
+def normalized_size(x: torch.Tensor, normalized_shape: Shape) -> int:
+    """The number of features a norm over normalized_shape reduces, once x is known to end with
+    that shape (as torch's LayerNorm requires: the fast paths would otherwise cut the
+    flattened input into rows across the boundaries of its own rows)."""
+    shape = _as_shape(normalized_shape)
+    if tuple(x.shape[max(x.dim() - len(shape), 0):]) != shape or x.dim() < len(shape):
+        raise ValueError(f"a norm over normalized_shape {list(shape)} needs input of shape "
+                         f"[*, {', '.join(map(str, shape))}]; got {list(x.shape)}")
+    return math.prod(shape)
 
 
 def _check_eps(eps: float) -> float:

@@ -147,6 +147,19 @@ def test_multi_dimensional_normalized_shape():
     torch.testing.assert_close(module(x), flat)
 
 
+@pytest.mark.parametrize("backend", ["eager", "auto"])
+@pytest.mark.parametrize("kind", ["l1", "linf", "topk", "rms"])
+def test_input_that_does_not_end_with_the_normalized_shape_is_refused(kind, backend):
+    # (4, 256) would flatten into two rows of 512 that straddle the input's own rows
+    kernels.set_backend(backend)
+    for normalized_shape, x in [(512, torch.randn(4, 256)), ((4, 8), torch.randn(3, 8, 4)),
+                                ((4, 8), torch.randn(8))]:
+        module = make(kind, normalized_shape)
+        with pytest.raises(ValueError, match=r"normalized_shape \[.*\] needs input of shape "
+                                             r"\[\*, .*\]; got \[.*\]"):
+            module(x)
+
+
 def test_l2_is_torch_layer_norm():
     module = with_random_affine(build_norm("l2", 24))
     x = torch.randn(5, 24)
