@@ -65,11 +65,10 @@ def library() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     pointer, size, real = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
     lib.normmatters_forward.argtypes = [ctypes.c_int, ctypes.c_int, size, size, pointer, pointer,
-                                        pointer, pointer, real, real, size, pointer, pointer,
-                                        pointer, ctypes.c_int]
+                                        pointer, pointer, real, real, size, pointer, ctypes.c_int]
     lib.normmatters_backward.argtypes = [ctypes.c_int, ctypes.c_int, size, size, pointer, pointer,
-                                         pointer, pointer, pointer, pointer, real, real, size,
-                                         pointer, pointer, pointer, ctypes.c_int]
+                                         pointer, pointer, real, real, size, pointer, pointer,
+                                         pointer, ctypes.c_int]
     return lib
 
 
@@ -102,18 +101,18 @@ def as_compute(tensor, dtype):
 
 
 def forward_rows(x, weight, bias, kind, constant, eps, k):
-    """rows.forward_rows, natively: (y, statistics)."""
+    """rows.forward_rows, natively: (y, (statistics,)), statistics one (count, rows) tensor:
+    1/rms for rms, else mean, m, t."""
     x = x.contiguous()
     dtype = compute_dtype(x)
     weight, bias = as_compute(weight, dtype), as_compute(bias, dtype)
     y = torch.empty_like(x)
-    statistics = torch.empty((1 if kind == "rms" else 3, x.shape[0], 1), dtype=dtype).unbind(0)
-    mean, m, t = (statistics + (None, None))[:3]
+    statistics = torch.empty((1 if kind == "rms" else 3, x.shape[0]), dtype=dtype)
     check(library().normmatters_forward(
         DTYPES[x.dtype], KINDS[kind], x.shape[0], x.shape[1], x.data_ptr(), y.data_ptr(),
-        pointer(weight), pointer(bias), constant, eps, k, mean.data_ptr(), pointer(m), pointer(t),
+        pointer(weight), pointer(bias), constant, eps, k, statistics.data_ptr(),
         torch.get_num_threads()), "forward", kind)
-    return y, statistics
+    return y, (statistics,)
 
 
 def backward_rows(grad, x, weight, statistics, kind, constant, eps, k, needs_weight_grad,
@@ -122,14 +121,11 @@ def backward_rows(grad, x, weight, statistics, kind, constant, eps, k, needs_wei
     grad, x = grad.contiguous(), x.contiguous()
     dtype = compute_dtype(x)
     weight = as_compute(weight, dtype)
-    mean, m, t = (tuple(s.contiguous() for s in statistics) + (None, None))[:3]
     dx = torch.empty_like(x)
-    wanted = int(needs_weight_grad) + int(needs_bias_grad)
-    sums = torch.empty((wanted, x.shape[1]), dtype=dtype).unbind(0) if wanted else ()
-    dweight = sums[0] if needs_weight_grad else None
-    dbias = sums[-1] if needs_bias_grad else None
+    dweight = torch.empty(x.shape[1], dtype=dtype) if needs_weight_grad else None
+    dbias = torch.empty(x.shape[1], dtype=dtype) if needs_bias_grad else None
     check(library().normmatters_backward(
         DTYPES[x.dtype], KINDS[kind], x.shape[0], x.shape[1], grad.data_ptr(), x.data_ptr(),
-        pointer(weight), mean.data_ptr(), pointer(m), pointer(t), constant, eps, k, dx.data_ptr(),
+        pointer(weight), statistics[0].data_ptr(), constant, eps, k, dx.data_ptr(),
         pointer(dweight), pointer(dbias), torch.get_num_threads()), "backward", kind)
     return dx, dweight, dbias

@@ -447,53 +447,67 @@ Status check(int kind, int64_t n, int64_t k, Options<Acc>* options, double const
   return OK;
 }
 
+// The rows of `statistics` (count x rows, count 1 for rms: 1/rms; else 3: mean, m, t).
+template <typename T>
+void split_statistics(void* statistics, int kind, int64_t rows, void* stats[3]) {
+  auto* first = static_cast<typename T::Acc*>(statistics);
+  bool rms = kind == RMS;
+  stats[0] = first;
+  stats[1] = rms ? nullptr : first + rows;
+  stats[2] = rms ? nullptr : first + 2 * rows;
+}
+
 template <typename T>
 int forward_typed(int kind, int64_t rows, int64_t n, const void* x, void* y, const void* weight,
-                  const void* bias, double constant, double eps, int64_t k, void* stats[3],
+                  const void* bias, double constant, double eps, int64_t k, void* statistics,
                   int threads) {
   Options<typename T::Acc> options;
   Status status = check(kind, n, k, &options, constant, eps);
-  if (status == OK) forward_rows<T>(x, y, weight, bias, rows, n, options, stats, threads);
-  return status;
+  if (status != OK) return status;
+  void* stats[3];
+  split_statistics<T>(statistics, kind, rows, stats);
+  forward_rows<T>(x, y, weight, bias, rows, n, options, stats, threads);
+  return OK;
 }
 
 template <typename T>
 int backward_typed(int kind, int64_t rows, int64_t n, const void* grad, const void* x,
-                   const void* weight, void* const stats[3], double constant, double eps, int64_t k,
+                   const void* weight, void* statistics, double constant, double eps, int64_t k,
                    void* dx, void* dweight, void* dbias, int threads) {
   Options<typename T::Acc> options;
   Status status = check(kind, n, k, &options, constant, eps);
-  if (status == OK) backward_rows<T>(grad, x, weight, stats, rows, n, options, dx, dweight, dbias, threads);
-  return status;
+  if (status != OK) return status;
+  void* stats[3];
+  split_statistics<T>(statistics, kind, rows, stats);
+  backward_rows<T>(grad, x, weight, stats, rows, n, options, dx, dweight, dbias, threads);
+  return OK;
 }
 
 }  // namespace
 
-// x, y, grad, dx: rows x n in `dtype`; weight, bias, statistics, dweight, dbias: its compute type
-// (float32 for bfloat16). Null weight / bias / dweight / dbias: absent or not wanted.
-// Returns 0, or 1 unknown dtype, 2 unknown kind, 3 k outside 1..n.
+// x, y, grad, dx: rows x n in `dtype`; weight, bias, dweight, dbias: n, and statistics: count x
+// rows (count 1 for rms, else 3), in its compute type (float32 for bfloat16). Null weight / bias
+// / dweight / dbias: absent or not wanted. Returns 0, or 1 unknown dtype, 2 unknown kind, 3 k
+// outside 1..n.
 extern "C" int normmatters_forward(int dtype, int kind, int64_t rows, int64_t n, const void* x,
                                    void* y, const void* weight, const void* bias, double constant,
-                                   double eps, int64_t k, void* mean, void* m, void* t,
-                                   int threads) {
-  void* stats[3] = {mean, m, t};
+                                   double eps, int64_t k, void* statistics, int threads) {
   switch (dtype) {
-    case FLOAT32: return forward_typed<Float32>(kind, rows, n, x, y, weight, bias, constant, eps, k, stats, threads);
-    case FLOAT64: return forward_typed<Float64>(kind, rows, n, x, y, weight, bias, constant, eps, k, stats, threads);
-    case BFLOAT16: return forward_typed<BFloat16>(kind, rows, n, x, y, weight, bias, constant, eps, k, stats, threads);
+    case FLOAT32: return forward_typed<Float32>(kind, rows, n, x, y, weight, bias, constant, eps, k, statistics, threads);
+    case FLOAT64: return forward_typed<Float64>(kind, rows, n, x, y, weight, bias, constant, eps, k, statistics, threads);
+    case BFLOAT16: return forward_typed<BFloat16>(kind, rows, n, x, y, weight, bias, constant, eps, k, statistics, threads);
     default: return BAD_DTYPE;
   }
 }
 
 extern "C" int normmatters_backward(int dtype, int kind, int64_t rows, int64_t n, const void* grad,
-                                    const void* x, const void* weight, void* mean, void* m, void* t,
+                                    const void* x, const void* weight, void* statistics,
                                     double constant, double eps, int64_t k, void* dx,
                                     void* dweight, void* dbias, int threads) {
-  void* const stats[3] = {mean, m, t};
   switch (dtype) {
-    case FLOAT32: return backward_typed<Float32>(kind, rows, n, grad, x, weight, stats, constant, eps, k, dx, dweight, dbias, threads);
-    case FLOAT64: return backward_typed<Float64>(kind, rows, n, grad, x, weight, stats, constant, eps, k, dx, dweight, dbias, threads);
-    case BFLOAT16: return backward_typed<BFloat16>(kind, rows, n, grad, x, weight, stats, constant, eps, k, dx, dweight, dbias, threads);
+    case FLOAT32: return backward_typed<Float32>(kind, rows, n, grad, x, weight, statistics, constant, eps, k, dx, dweight, dbias, threads);
+    case FLOAT64: return backward_typed<Float64>(kind, rows, n, grad, x, weight, statistics, constant, eps, k, dx, dweight, dbias, threads);
+    case BFLOAT16: return backward_typed<BFloat16>(kind, rows, n, grad, x, weight, statistics, constant, eps, k, dx, dweight, dbias, threads);
     default: return BAD_DTYPE;
   }
 }
