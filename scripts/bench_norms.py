@@ -9,6 +9,7 @@ ratio and the achieved GB/s (5 passes over the tensor: read x, write y, read x a
 dx) beside torch's copy bandwidth.
 
     python scripts/bench_norms.py [--device cpu|cuda] [--quick] [--backend auto] [--kinds ...]
+                                  [--shapes 64x512 ...] [--dtypes ...] [--threads N]
                                   [--kernels-only] [--json FILE]
 """
 
@@ -147,6 +148,18 @@ def print_record(r):
     print(line, flush=True)
 
 
+def shape_argument(text: str):
+    """"ROWSxFEATURES" -> (rows, features), both positive."""
+    try:
+        rows, features = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        rows = features = 0
+    if rows < 1 or features < 1:
+        raise argparse.ArgumentTypeError(f"shape {text!r} is not ROWSxFEATURES with positive "
+                                         "integers, e.g. 4096x512")
+    return rows, features
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -154,6 +167,11 @@ def main(argv=None):
     parser.add_argument("--backend", choices=kernels.BACKENDS,
                         help=f"norm backend of l1/linf/topk (default: ${kernels.BACKEND_VARIABLE} or auto)")
     parser.add_argument("--kinds", nargs="+", choices=tuple(KINDS), default=list(KINDS))
+    parser.add_argument("--shapes", nargs="+", type=shape_argument, metavar="ROWSxFEATURES",
+                        help="shapes instead of the default list (e.g. 64x512 4096x512)")
+    parser.add_argument("--dtypes", nargs="+", choices=DTYPES["cuda"],
+                        help="dtypes instead of the device's default list")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads(N) first (CPU)")
     parser.add_argument("--kernels-only", action="store_true",
                         help="time each backend's forward/backward functions and aten's layer norm "
                              "ops directly, without the modules and autograd around them")
@@ -163,8 +181,12 @@ def main(argv=None):
         raise SystemExit("bench_norms.py: --device cuda but torch sees no CUDA device")
     if args.backend:
         kernels.set_backend(args.backend)
-    shapes = [(4096, 512)] if args.quick else CUDA_SHAPES if args.device == "cuda" else SHAPES
-    dtypes = ["float32"] if args.quick else DTYPES[args.device]
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"bench_norms.py: --threads {args.threads}: needs at least 1")
+        torch.set_num_threads(args.threads)
+    shapes = args.shapes or ([(4096, 512)] if args.quick else CUDA_SHAPES if args.device == "cuda" else SHAPES)
+    dtypes = args.dtypes or (["float32"] if args.quick else DTYPES[args.device])
     repeats, inner = (5, 2) if args.quick else (15, 10 if args.device == "cuda" else 3)
     print(f"torch {torch.__version__}, {args.device}, threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} cores" + (f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""))

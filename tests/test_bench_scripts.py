@@ -18,7 +18,10 @@ REPO = Path(__file__).resolve().parents[1]
 def test_bench_norms_quick_writes_records_with_ratios(tmp_path, scope):
     out = tmp_path / "norms.json"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    flags = ["--kernels-only"] if scope == "kernels" else []
+    # the kernels run also picks its own shape, dtype and thread count
+    flags = (["--kernels-only", "--shapes", "256x96", "--dtypes", "bfloat16", "--threads", "2"]
+             if scope == "kernels" else [])
+    dtype, shape = ("bfloat16", [256, 96]) if scope == "kernels" else ("float32", [4096, 512])
     result = subprocess.run([sys.executable, str(REPO / "scripts/bench_norms.py"), "--quick",
                              "--kinds", "l1", "rms", "--json", str(out), *flags],
                             capture_output=True, text=True, env=env, timeout=300)
@@ -27,10 +30,11 @@ def test_bench_norms_quick_writes_records_with_ratios(tmp_path, scope):
     assert [r["kind"] for r in records] == ["l1", "rms"]
     for r in records:
         assert {"kind", "device", "dtype", "shape", "ms", "layernorm_ms", "ratio"} <= set(r)
-        assert (r["device"], r["dtype"], r["shape"], r["backend"]) == ("cpu", "float32", [4096, 512], "native")
+        assert (r["device"], r["dtype"], r["shape"], r["backend"]) == ("cpu", dtype, shape, "native")
         assert r["scope"] == scope and r["ms"] > 0 and len(r["round_ratios"]) == 5  # --quick: 5 rounds
         assert r["ratio"] == statistics.median(r["round_ratios"]) > 0
     assert "ratio" in result.stdout and "worst ratio" in result.stdout
+    assert ("threads 2," in result.stdout) == (scope == "kernels")  # OMP_NUM_THREADS=1 above
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
@@ -40,3 +44,11 @@ def test_bench_norms_rejects_cuda_without_a_gpu():
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode != 0
     assert "--device cuda but torch sees no CUDA device" in result.stderr
+
+
+def test_bench_norms_names_a_malformed_shape():
+    result = subprocess.run([sys.executable, str(REPO / "scripts/bench_norms.py"), "--shapes", "64x"],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            timeout=120)
+    assert result.returncode == 2
+    assert "shape '64x' is not ROWSxFEATURES with positive integers, e.g. 4096x512" in result.stderr
