@@ -262,7 +262,7 @@ void write_affine(const typename T::Storage* x, typename T::Storage* y, int64_t 
 }
 
 // One row's forward: writes y and the statistics (mean, m, t), or (1/rms) for rms. next_x:
-// the row this thread reads next (or null), fetched into cache during top-k's selection.
+// the following row (null after the last), fetched into cache during top-k's selection.
 template <typename T>
 void forward_row(const typename T::Storage* x, typename T::Storage* y, int64_t n,
                  const typename T::Acc* weight, const typename T::Acc* bias,
