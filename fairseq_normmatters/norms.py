@@ -62,7 +62,7 @@ def deviation_norm(x, kind, normalized_shape, weight=None, bias=None, eps=1e-5,
     backend: "eager" (deviation_norm_reference), "native", "compiled", "triton" or "auto";
     None = the process-wide choice (see fairseq_normmatters.kernels).
     """
-    size = normalized_size(x, normalized_shape)
+    size = normalized_size(x, normalized_shape, weight, bias)
     name = kernels.backend_for(x, backend, kind)
     if name == "eager":
         return deviation_norm_reference(x, kind, normalized_shape, weight, bias, eps, constant, k)
@@ -82,7 +82,7 @@ def deviation_norm_reference(x, kind, normalized_shape, weight=None, bias=None, 
 
 def rms_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, backend=None):
     """Functional RMSNorm: gamma * x / sqrt(mean(x^2) + eps) + beta (backend as deviation_norm)."""
-    size = normalized_size(x, normalized_shape)
+    size = normalized_size(x, normalized_shape, weight, bias)
     name = kernels.backend_for(x, backend, "rms")
     if name == "eager":
         return rms_norm_reference(x, normalized_shape, weight, bias, eps)
@@ -107,14 +107,19 @@ def _as_shape(normalized_shape: Shape) -> tuple:
     return shape
 
 
-def normalized_size(x: torch.Tensor, normalized_shape: Shape) -> int:
+def normalized_size(x: torch.Tensor, normalized_shape: Shape, weight=None, bias=None) -> int:
     """The number of features a norm over normalized_shape reduces, once x is known to end with
-    that shape (as torch's LayerNorm requires: the fast paths would otherwise cut the
-    flattened input into rows across the boundaries of its own rows)."""
+    that shape and gamma/beta to have it (as torch's layer_norm requires: the fast paths would
+    otherwise cut the flattened input into rows across the boundaries of its own rows, or read
+    gamma/beta past their end)."""
     shape = _as_shape(normalized_shape)
     if tuple(x.shape[max(x.dim() - len(shape), 0):]) != shape or x.dim() < len(shape):
         raise ValueError(f"a norm over normalized_shape {list(shape)} needs input of shape "
                          f"[*, {', '.join(map(str, shape))}]; got {list(x.shape)}")
+    for name, parameter in (("weight", weight), ("bias", bias)):
+        if parameter is not None and tuple(parameter.shape) != shape:
+            raise ValueError(f"a norm over normalized_shape {list(shape)} needs {name} of that "
+                             f"shape; got {list(parameter.shape)}")
     return math.prod(shape)
 
 

@@ -5,6 +5,7 @@ The norms run eager here (the formulas); tests/test_kernels.py holds the fast pa
 and test_module_matches_reference_formula runs the default path too.
 """
 
+import functools
 import math
 
 import pytest
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from fairseq_normmatters import NORM_KINDS, build_norm, kernels
 from fairseq_normmatters.calibration import measured_scale_over_sigma
 from fairseq_normmatters.constants import LINF_LOWER_BOUND, LINF_UPPER_BOUND, resolve_constant
-from fairseq_normmatters.norms import SCALE_FUNCTIONS, deviation_norm
+from fairseq_normmatters.norms import SCALE_FUNCTIONS, deviation_norm, rms_norm
 
 OPTIONS = {"topk": {"k": 3}}
 
@@ -158,6 +159,19 @@ def test_input_that_does_not_end_with_the_normalized_shape_is_refused(kind, back
         with pytest.raises(ValueError, match=r"normalized_shape \[.*\] needs input of shape "
                                              r"\[\*, .*\]; got \[.*\]"):
             module(x)
+
+
+@pytest.mark.parametrize("backend", ["eager", "auto"])
+@pytest.mark.parametrize("kind", ["l1", "topk", "rms"])
+@pytest.mark.parametrize("wrong", ["weight", "bias"])
+def test_affine_parameters_of_another_shape_are_refused(kind, backend, wrong):
+    # a 16-value gamma for 512 features: the native kernel would read past its end
+    kernels.set_backend(backend)
+    parameters = {"weight": torch.ones(512), "bias": torch.zeros(512), wrong: torch.ones(16)}
+    norm = rms_norm if kind == "rms" else functools.partial(deviation_norm, kind=kind, k=3)
+    with pytest.raises(ValueError, match=rf"normalized_shape \[512\] needs {wrong} of that "
+                                         r"shape; got \[16\]"):
+        norm(torch.randn(4, 512), normalized_shape=512, **parameters)
 
 
 def test_l2_is_torch_layer_norm():
