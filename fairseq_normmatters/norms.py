@@ -109,17 +109,22 @@ def _as_shape(normalized_shape: Shape) -> tuple:
 
 def normalized_size(x: torch.Tensor, normalized_shape: Shape, weight=None, bias=None) -> int:
     """The number of features a norm over normalized_shape reduces, once x is known to end with
-    that shape and gamma/beta to have it (as torch's layer_norm requires: the fast paths would
-    otherwise cut the flattened input into rows across the boundaries of its own rows, or read
-    gamma/beta past their end)."""
+    that shape and gamma/beta to have it, on x's device (as torch's layer_norm requires: the
+    fast paths would otherwise cut the flattened input into rows across the boundaries of its
+    own rows, or read gamma/beta past their end or from another device's memory)."""
     shape = _as_shape(normalized_shape)
     if tuple(x.shape[max(x.dim() - len(shape), 0):]) != shape or x.dim() < len(shape):
         raise ValueError(f"a norm over normalized_shape {list(shape)} needs input of shape "
                          f"[*, {', '.join(map(str, shape))}]; got {list(x.shape)}")
     for name, parameter in (("weight", weight), ("bias", bias)):
-        if parameter is not None and tuple(parameter.shape) != shape:
+        if parameter is None:
+            continue
+        if tuple(parameter.shape) != shape:
             raise ValueError(f"a norm over normalized_shape {list(shape)} needs {name} of that "
                              f"shape; got {list(parameter.shape)}")
+        if parameter.device != x.device:
+            raise ValueError(f"the norm's {name} is on {parameter.device} but its input on "
+                             f"{x.device}; move both to one device")
     return math.prod(shape)
 
 

@@ -172,6 +172,10 @@ def test_affine_parameters_of_another_shape_are_refused(kind, backend, wrong):
     with pytest.raises(ValueError, match=rf"normalized_shape \[512\] needs {wrong} of that "
                                          r"shape; got \[16\]"):
         norm(torch.randn(4, 512), normalized_shape=512, **parameters)
+    parameters[wrong] = torch.ones(512, device="meta")  # the native kernel took it for no gamma
+    with pytest.raises(ValueError, match=rf"the norm's {wrong} is on meta but its input on cpu; "
+                                         "move both to one device"):
+        norm(torch.randn(4, 512), normalized_shape=512, **parameters)
 
 
 def test_l2_is_torch_layer_norm():
