@@ -108,11 +108,14 @@ def _as_shape(normalized_shape: Shape) -> tuple:
 
 
 def normalized_size(x: torch.Tensor, normalized_shape: Shape, weight=None, bias=None) -> int:
-    """The number of features a norm over normalized_shape reduces, once x is known to end with
-    that shape and gamma/beta to have it, on x's device (as torch's layer_norm requires: the
-    fast paths would otherwise cut the flattened input into rows across the boundaries of its
-    own rows, or read gamma/beta past their end or from another device's memory)."""
+    """The number of features a norm over normalized_shape reduces, once x is known to be
+    floating point and to end with that shape and gamma/beta to have it, on x's device (as
+    torch's layer_norm requires: the fast paths would otherwise cut the flattened input into
+    rows across the boundaries of its own rows, or read gamma/beta past their end or from
+    another device's memory)."""
     shape = _as_shape(normalized_shape)
+    if not x.is_floating_point():
+        raise ValueError(f"a norm needs floating-point input; got {x.dtype}")
     if tuple(x.shape[max(x.dim() - len(shape), 0):]) != shape or x.dim() < len(shape):
         raise ValueError(f"a norm over normalized_shape {list(shape)} needs input of shape "
                          f"[*, {', '.join(map(str, shape))}]; got {list(x.shape)}")

@@ -150,7 +150,7 @@ def test_multi_dimensional_normalized_shape():
 
 @pytest.mark.parametrize("backend", ["eager", "auto"])
 @pytest.mark.parametrize("kind", ["l1", "linf", "topk", "rms"])
-def test_input_that_does_not_end_with_the_normalized_shape_is_refused(kind, backend):
+def test_input_of_another_shape_or_an_integer_dtype_is_refused(kind, backend):
     # (4, 256) would flatten into two rows of 512 that straddle the input's own rows
     kernels.set_backend(backend)
     for normalized_shape, x in [(512, torch.randn(4, 256)), ((4, 8), torch.randn(3, 8, 4)),
@@ -159,6 +159,8 @@ def test_input_that_does_not_end_with_the_normalized_shape_is_refused(kind, back
         with pytest.raises(ValueError, match=r"normalized_shape \[.*\] needs input of shape "
                                              r"\[\*, .*\]; got \[.*\]"):
             module(x)
+    with pytest.raises(ValueError, match="a norm needs floating-point input; got torch.int64"):
+        make(kind, 8)(torch.arange(16).reshape(2, 8))  # was computed in float, cast back to int
 
 
 @pytest.mark.parametrize("backend", ["eager", "auto"])
