@@ -166,7 +166,7 @@ def test_input_of_another_shape_or_an_integer_dtype_is_refused(kind, backend):
 @pytest.mark.parametrize("backend", ["eager", "auto"])
 @pytest.mark.parametrize("kind", ["l1", "topk", "rms"])
 @pytest.mark.parametrize("wrong", ["weight", "bias"])
-def test_affine_parameters_of_another_shape_are_refused(kind, backend, wrong):
+def test_affine_parameters_of_another_shape_or_device_are_refused(kind, backend, wrong):
     # a 16-value gamma for 512 features: the native kernel would read past its end
     kernels.set_backend(backend)
     parameters = {"weight": torch.ones(512), "bias": torch.zeros(512), wrong: torch.ones(16)}
