@@ -1,6 +1,7 @@
 """The benchmark scripts run as the README says and write the records it documents (their
 timings are not asserted: benchmarks are not timed tests)."""
 
+import importlib.util
 import json
 import os
 import statistics
@@ -46,9 +47,11 @@ def test_bench_norms_rejects_cuda_without_a_gpu():
     assert "--device cuda but torch sees no CUDA device" in result.stderr
 
 
-def test_bench_norms_names_a_malformed_shape():
-    result = subprocess.run([sys.executable, str(REPO / "scripts/bench_norms.py"), "--shapes", "64x"],
-                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            timeout=120)
-    assert result.returncode == 2
-    assert "shape '64x' is not ROWSxFEATURES with positive integers, e.g. 4096x512" in result.stderr
+def test_bench_norms_names_a_malformed_shape(capsys):
+    spec = importlib.util.spec_from_file_location("bench_norms", REPO / "scripts/bench_norms.py")
+    bench_norms = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_norms)  # in this process: the package is imported already
+    with pytest.raises(SystemExit) as exit_:
+        bench_norms.main(["--shapes", "64x"])
+    assert exit_.value.code == 2
+    assert "shape '64x' is not ROWSxFEATURES with positive integers, e.g. 4096x512" in capsys.readouterr().err
