@@ -116,7 +116,7 @@ def normalized_size(x: torch.Tensor, normalized_shape: Shape, weight=None, bias=
     shape = _as_shape(normalized_shape)
     if not x.is_floating_point():
         raise ValueError(f"a norm needs floating-point input; got {x.dtype}")
-    if tuple(x.shape[max(x.dim() - len(shape), 0):]) != shape or x.dim() < len(shape):
+    if tuple(x.shape[max(x.dim() - len(shape), 0):]) != shape:  # shorter input: a shorter tuple
         raise ValueError(f"a norm over normalized_shape {list(shape)} needs input of shape "
                          f"[*, {', '.join(map(str, shape))}]; got {list(x.shape)}")
     for name, parameter in (("weight", weight), ("bias", bias)):
