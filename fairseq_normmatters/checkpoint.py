@@ -2,7 +2,9 @@
 
 A fairseq checkpoint pickles its training options as an argparse.Namespace, the one global
 outside torch's weights-only allow-list that fairseq needs. Importing the plugin registers
-exactly that class; every other global is still refused by torch.
+exactly that class; every other global is still refused by torch. fairseq's checkpoint_utils
+leaves weights_only to torch's default (unsafe before torch 2.6, and switched off by
+TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1): the plugin makes it explicit there.
 """
 
 import argparse
@@ -19,6 +21,30 @@ FAIRSEQ_CHECKPOINT_GLOBALS = (argparse.Namespace,)
 def allow_fairseq_checkpoints() -> None:
     """Add argparse.Namespace to torch's weights-only allow-list (idempotent)."""
     torch.serialization.add_safe_globals(list(FAIRSEQ_CHECKPOINT_GLOBALS))
+
+
+class WeightsOnlyTorch:
+    """The torch module, except that load() always passes weights_only=True: whatever the torch
+    version's default or the environment says, a checkpoint cannot run code when it is read."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def __getattr__(self, name):
+        return getattr(self.module, name)
+
+    def load(self, *args, **kwargs):
+        return self.module.load(*args, **{**kwargs, "weights_only": True})
+
+
+def load_fairseq_checkpoints_weights_only() -> None:
+    """Give fairseq's checkpoint_utils (load_checkpoint_to_cpu: resume, --restore-file,
+    fairseq-generate, -validate, -interactive, hub loading; and its EMA loader) a torch whose
+    load() is weights-only (idempotent). The rest of fairseq is untouched."""
+    from fairseq import checkpoint_utils
+
+    if not isinstance(checkpoint_utils.torch, WeightsOnlyTorch):
+        checkpoint_utils.torch = WeightsOnlyTorch(checkpoint_utils.torch)
 
 
 class UnreadableCheckpointError(RuntimeError):
@@ -82,3 +108,35 @@ def copy_checkpoints_atomically() -> None:
             return True
 
     checkpoint_utils.PathManager = AtomicCopyPathManager
+
+
+def resume_with_the_runs_own_batches() -> None:
+    """Make a run resumed in epoch E > 1 train on the batches the uninterrupted run trains on.
+
+    fairseq makes the training batches once per run, when the trainer first builds its epoch
+    iterator: `dataset.ordered_indices()` under numpy seed (seed + epoch) breaks ties among
+    sentences of equal length at random, then the sorted indices are cut into batches that every
+    later epoch only reorders. An uninterrupted run builds them in epoch 1; a run resumed from a
+    checkpoint of epoch E builds them with seed + E, so its batches hold other sentences (the
+    same sizes) and every loss after the resume differs. Wrap Trainer.get_train_iterator so that
+    an iterator it builds for a later epoch is built with epoch 1's seed, then set to epoch E.
+    Sharded data and tasks that rebuild their batches every epoch are left as they are: their
+    batches already follow the epoch in both runs."""
+    from fairseq.trainer import Trainer
+
+    build = Trainer.get_train_iterator
+    if getattr(build, "builds_the_first_epochs_batches", False):
+        return
+
+    @functools.wraps(build)
+    def get_train_iterator(self, epoch, *args, **kwargs):
+        train_subset = self.cfg.dataset.train_subset
+        if epoch == 1 or self.task.has_sharded_data(train_subset) or getattr(self.task.cfg, "rebuild_batches", False):
+            return build(self, epoch, *args, **kwargs)
+        iterator = build(self, 1, *args, **kwargs)
+        if iterator.next_epoch_idx != epoch:  # a new iterator, not the run's cached one about to start epoch E
+            iterator.epoch = epoch
+        return iterator
+
+    get_train_iterator.builds_the_first_epochs_batches = True
+    Trainer.get_train_iterator = get_train_iterator

@@ -1,15 +1,21 @@
-"""Training killed mid-run and resumed from its last checkpoint continues exactly as if never stopped."""
+"""A run stopped anywhere and resumed from its last checkpoint continues exactly as if never stopped.
+
+The stop is deterministic: a kill leaves the last checkpoint fairseq wrote as checkpoint_last.pt,
+so each resume starts from a copy of one checkpoint of the uninterrupted run, named by the update
+it was written at (600 toy pairs at --max-tokens 500 make 9 batches an epoch).
+"""
 
 import re
-import signal
+import shutil
 import subprocess
-import time
 
 import pytest
 
 from cli import BIN, SUBPROCESS_ENV, TINY_TRANSFORMER, TRAINING, USER_DIR, preprocess, write_parallel_text
 
 UPDATES = 24
+UPDATES_PER_EPOCH = 9
+MID_EPOCH_1, END_OF_EPOCH_1, MID_EPOCH_2 = "checkpoint_1_8.pt", "checkpoint1.pt", "checkpoint_2_12.pt"
 
 
 @pytest.fixture(scope="module")
@@ -18,11 +24,12 @@ def data(tmp_path_factory):
     return preprocess(write_parallel_text(root / "raw"), root / "bin")
 
 
-def command(data, save_dir, arch, updates=UPDATES):
+def command(data, save_dir, arch, updates=UPDATES, epoch_checkpoints=False):
+    training = [a for a in TRAINING if not (epoch_checkpoints and a == "--no-epoch-checkpoints")]
     return [str(BIN / "fairseq-train"), str(data), "--user-dir", USER_DIR, "--arch", arch,
-            "--save-dir", str(save_dir), *TINY_TRANSFORMER, *TRAINING, "--dropout", "0.1",
+            "--save-dir", str(save_dir), *TINY_TRANSFORMER, *training, "--dropout", "0.1",
             "--max-tokens", "500", "--max-update", str(updates), "--save-interval-updates", "4",
-            "--no-epoch-checkpoints", "--disable-validation", "--log-interval", "1"]
+            "--disable-validation", "--log-interval", "1"]
 
 
 def losses_by_update(log):
@@ -30,34 +37,40 @@ def losses_by_update(log):
             re.findall(r"\| train_inner \|[^\n]*? loss=([\d.]+),[^\n]*?num_updates=(\d+)", log)}
 
 
-def kill_after_checkpoint(cmd, save_dir, name):
-    """Start training, SIGKILL it once `name` has been written; returns the update it resumes from."""
-    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=SUBPROCESS_ENV)
-    deadline = time.time() + 240
-    while not (save_dir / name).exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert (save_dir / name).exists(), "training ended before the checkpoint to kill after"
+def train(cmd):
+    result = subprocess.run(cmd, capture_output=True, text=True, env=SUBPROCESS_ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
 
 
-@pytest.mark.parametrize("arch", ["norm_transformer_l1_iwslt_de_en", "norm_transformer_bwn_iwslt_de_en"])
-def test_killed_and_resumed_run_matches_uninterrupted_run(data, tmp_path, arch):
-    reference = subprocess.run(command(data, tmp_path / "reference", arch), capture_output=True, text=True,
-                              env=SUBPROCESS_ENV)
-    assert reference.returncode == 0, reference.stderr[-3000:]
-    expected = losses_by_update(reference.stdout)
-    assert len(expected) == UPDATES
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory):
+    """arch -> (losses by update, folder with every interval and epoch checkpoint) of one run."""
+    runs = {}
 
-    save_dir = tmp_path / "killed"
-    kill_after_checkpoint(command(data, save_dir, arch), save_dir, "checkpoint_1_8.pt")
-    resumed = subprocess.run(command(data, save_dir, arch), capture_output=True, text=True,
-                              env=SUBPROCESS_ENV)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    start = int(re.search(r"Loaded checkpoint .*?\(epoch \d+ @ (\d+) updates\)", resumed.stdout).group(1))
-    assert 4 <= start < UPDATES  # checkpoint_last.pt is the update-4 or a later one, never truncated
-    after = losses_by_update(resumed.stdout)
-    assert sorted(after) == list(range(start + 1, UPDATES + 1))
+    def run(arch):
+        if arch not in runs:
+            save_dir = tmp_path_factory.mktemp(arch)
+            losses = losses_by_update(train(command(data, save_dir, arch, epoch_checkpoints=True)))
+            assert sorted(losses) == list(range(1, UPDATES + 1))
+            runs[arch] = losses, save_dir
+        return runs[arch]
+    return run
+
+
+@pytest.mark.parametrize("arch, checkpoint, epoch, update", [
+    ("norm_transformer_l1_iwslt_de_en", MID_EPOCH_1, 1, 8),
+    ("norm_transformer_l1_iwslt_de_en", END_OF_EPOCH_1, 2, UPDATES_PER_EPOCH),
+    ("norm_transformer_l1_iwslt_de_en", MID_EPOCH_2, 2, 12),
+    ("norm_transformer_bwn_iwslt_de_en", END_OF_EPOCH_1, 2, UPDATES_PER_EPOCH),
+])
+def test_resumed_run_matches_uninterrupted_run(data, uninterrupted, tmp_path, arch, checkpoint, epoch, update):
+    expected, checkpoints = uninterrupted(arch)
+    shutil.copyfile(checkpoints / checkpoint, tmp_path / "checkpoint_last.pt")
+    log = train(command(data, tmp_path, arch))
+    assert f"checkpoint_last.pt (epoch {epoch} @ {update} updates)" in log
+    after = losses_by_update(log)
+    assert sorted(after) == list(range(update + 1, UPDATES + 1))
     assert after == pytest.approx({u: expected[u] for u in after}, abs=1e-3)
 
 
