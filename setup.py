@@ -4,9 +4,9 @@ import sys
 
 from setuptools import find_packages, setup
 
-if not (3, 8) <= sys.version_info[:2] <= (3, 12):
+if not (3, 9) <= sys.version_info[:2] <= (3, 12):
     sys.exit(
-        "fairseq_normmatters supports Python 3.8 to 3.12 (fairseq 0.12.2 on 3.8-3.10, "
+        "fairseq_normmatters supports Python 3.9 to 3.12 (fairseq 0.12.2 on 3.9-3.10, "
         f"ve-fairseq 0.12.3 on 3.11-3.12); this is Python {sys.version.split()[0]}."
     )
 
@@ -18,9 +18,9 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["fairseq_normmatters", "fairseq_normmatters.*"]),
     package_data={"fairseq_normmatters.kernels": ["native_rows.cpp"]},  # built on first use
-    python_requires=">=3.8,<3.13",
+    python_requires=">=3.9,<3.13",
     install_requires=[
-        "torch>=2.4",
+        "torch>=2.6",  # the first torch whose torch.load is weights-only by default
         "ve-fairseq==0.12.3; python_version >= '3.11'",
         "fairseq==0.12.2; python_version < '3.11'",
         "sacrebleu>=2",

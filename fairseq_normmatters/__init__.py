@@ -1,17 +1,26 @@
 """fairseq_normmatters: the normalization schemes of "Norm matters" (Hoffer et al., 2018).
 
 Importing the package (or `--user-dir fairseq_normmatters`) allow-lists fairseq checkpoints
-for torch.load(weights_only=True), makes fairseq name an unreadable checkpoint
-and copy checkpoint_last.pt atomically, checks translation data directories before fairseq
-reads them, and exports the norm core and weight normalization.
+for torch.load(weights_only=True) and makes fairseq load them so; makes fairseq name an
+unreadable checkpoint, copy checkpoint_last.pt atomically and resume on the uninterrupted run's
+batches; checks translation data directories before fairseq reads them; and exports the norm
+core and weight normalization.
 """
 
-from .checkpoint import allow_fairseq_checkpoints, copy_checkpoints_atomically, explain_unreadable_checkpoints
+from .checkpoint import (
+    allow_fairseq_checkpoints,
+    copy_checkpoints_atomically,
+    explain_unreadable_checkpoints,
+    load_fairseq_checkpoints_weights_only,
+    resume_with_the_runs_own_batches,
+)
 from .data_dir import check_data_dirs_before_setup
 
 allow_fairseq_checkpoints()
+load_fairseq_checkpoints_weights_only()
 explain_unreadable_checkpoints()
 copy_checkpoints_atomically()
+resume_with_the_runs_own_batches()
 check_data_dirs_before_setup()
 
 from .constants import l1_constant, linf_constant, topk_constant  # noqa: E402

@@ -2,7 +2,8 @@
 # Create (or reuse) the repo's virtual environment .venv and install the package into it.
 # Idempotent: when setup.py and the torch requirement are unchanged, it only checks and exits.
 #   NORMMATTERS_TORCH                 torch requirement (default torch==2.13.0, a CPU wheel here);
-#                                     e.g. NORMMATTERS_TORCH="torch==2.5.1" for a CUDA build.
+#                                     >= 2.6; e.g. NORMMATTERS_TORCH="torch==2.11.0" (PyPI's Linux
+#                                     wheels are CUDA builds).
 #   NORMMATTERS_SYSTEM_SITE_PACKAGES=1  create .venv with --system-site-packages, so a torch
 #                                     (or fairseq) already installed system-wide is reused.
 #   NORMMATTERS_EXTRAS                extras to install (default "test,plot").

@@ -42,10 +42,10 @@ def checkpoints_to_average(save_dir: Path, count: int):
 
 def average_checkpoints(paths, output: Path) -> dict:
     """Mean of every floating-point tensor of the models' state dicts; the rest of the newest
-    checkpoint (config, integer buffers, the normalization flags) is kept. weights_only=True."""
+    checkpoint (config, integer buffers, the normalization flags) is kept. Loaded weights-only."""
     total, newest = None, None
     for path in paths:
-        state = torch.load(path, map_location="cpu")
+        state = torch.load(path, map_location="cpu", weights_only=True)
         model = state["model"]
         if total is None:
             total = {k: v.double() if is_float_tensor(v) else v for k, v in model.items()}
