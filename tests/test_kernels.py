@@ -245,6 +245,38 @@ def test_broken_backend_falls_back_with_one_warning(monkeypatch, caplog):
     kernels._broken.clear()
 
 
+@pytest.mark.parametrize("kind", KINDS + ("rms",))
+@pytest.mark.parametrize("failing_step", ["forward", "backward"])
+def test_backend_failing_in_one_step_gives_the_reference_result(monkeypatch, caplog, kind, failing_step):
+    """A native forward followed by the plain backward (or the reverse) reads the same
+    statistics: one warning and the reference's values and gradients."""
+    def fail(*args):
+        raise RuntimeError("kernel crashed")
+    steps = {"forward": native.forward_rows, "backward": native.backward_rows, failing_step: fail}
+    monkeypatch.setitem(kernels._implementations, "native",
+                        kernels.Implementation("native", steps["forward"], steps["backward"]))
+    x, weight, bias = inputs(9, 16, torch.float32, "cpu")
+    with caplog.at_level(logging.WARNING, logger=kernels.__name__):
+        assert_matches_reference("native", kind, x, weight, bias)
+    warnings = [r.getMessage() for r in caplog.records if r.name == kernels.__name__]
+    assert warnings == ["norm backend 'native' unavailable (RuntimeError: kernel crashed); using "
+                        "the next choice of auto (eager if it was forced)"]
+    kernels._broken.clear()
+
+
+def test_input_that_the_reference_refuses_too_raises_its_error_and_keeps_the_backend():
+    """A failure that is the input's (here a gamma of the wrong size, past the checks of
+    deviation_norm) is raised as the plain formula's error, unchained; the backend stays."""
+    def refuse(*args):
+        raise RuntimeError("native forward of the l1 norm refused its input")
+    impl = kernels.Implementation("native", refuse, refuse)
+    x, wrong_weight = torch.randn(4, 8), torch.randn(5)
+    with pytest.raises(RuntimeError, match="size of tensor a .8. must match the size of tensor b .5.") as raised:
+        kernels.run_or_fall_back(impl, "forward", x, wrong_weight, None, "l1", 1.25, 1e-5, 0)
+    assert raised.value.__context__ is None
+    assert "native" not in kernels._broken
+
+
 def test_native_build_failure_warns_once_and_auto_moves_on(monkeypatch, caplog, tmp_path):
     """A machine without a working C++ compiler: one warning with the compiler's command, the
     result of the plain formula, and auto's next choice (compiled) from then on."""

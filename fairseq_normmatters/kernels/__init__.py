@@ -1,7 +1,7 @@
 """Fast l1 / linf / topk / rms layer norms: one autograd Function, several implementations of its math.
 
 `RowNormFunction` runs the analytic forward and backward of `rows.py` (saving the input and
-one to three floats per row, like LayerNorm). Its implementation ("backend") is chosen per
+one to three floats per row, like LayerNorm, in one layout for every backend). Its implementation ("backend") is chosen per
 call:
 
     eager     the reference: torch's autograd through the plain formula
@@ -164,15 +164,20 @@ def implementation(name: str) -> Implementation:
 
 
 def run_or_fall_back(impl: Implementation, step: str, *args):
-    """impl.<step>(*args); if the backend fails to build or run, warn once and use rows.py plainly."""
-    if impl.name not in _broken:
-        try:
-            return getattr(impl, step)(*args)
-        except torch.OutOfMemoryError:
-            raise  # the input's size, not the backend: eager would need more memory still
-        except Exception as error:  # a compiler or kernel failure, not a user error: see tests
-            _mark_broken(impl.name, f"{type(error).__name__}: {error}")
-    return getattr(UNCOMPILED, step)(*args)
+    """impl.<step>(*args). If the backend fails (to build or to run), the same step runs in rows.py
+    plainly: when that succeeds, the backend was at fault and is skipped from then on (one
+    warning); when it fails too, the input was, and its error is raised with the backend kept."""
+    if impl.name in _broken:
+        return getattr(UNCOMPILED, step)(*args)
+    try:
+        return getattr(impl, step)(*args)
+    except torch.OutOfMemoryError:
+        raise  # the input's size, not the backend: eager would need more memory still
+    except Exception as error:
+        failure = f"{type(error).__name__}: {error}"
+    result = getattr(UNCOMPILED, step)(*args)  # outside the except: the input's error unchained
+    _mark_broken(impl.name, failure)
+    return result
 
 
 class RowNormFunction(torch.autograd.Function):
@@ -181,7 +186,7 @@ class RowNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, kind, constant, eps, k, impl):
         y, statistics = run_or_fall_back(impl, "forward", x, weight, bias, kind, constant, eps, k)
-        ctx.save_for_backward(x, weight, *statistics)
+        ctx.save_for_backward(x, weight, statistics)
         ctx.options = (kind, constant, eps, k, impl)
         ctx.bias_dtype = None if bias is None else bias.dtype
         return y
@@ -189,10 +194,10 @@ class RowNormFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        x, weight, *statistics = ctx.saved_tensors
+        x, weight, statistics = ctx.saved_tensors
         kind, constant, eps, k, impl = ctx.options
         dx, dweight, dbias = run_or_fall_back(
-            impl, "backward", grad, x, weight, tuple(statistics), kind, constant, eps, k,
+            impl, "backward", grad, x, weight, statistics, kind, constant, eps, k,
             ctx.needs_input_grad[1], ctx.needs_input_grad[2])
         dweight = None if dweight is None else dweight.to(weight.dtype)
         dbias = None if dbias is None else dbias.to(ctx.bias_dtype)

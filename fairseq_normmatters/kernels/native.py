@@ -101,8 +101,7 @@ def as_compute(tensor, dtype):
 
 
 def forward_rows(x, weight, bias, kind, constant, eps, k):
-    """rows.forward_rows, natively: (y, (statistics,)), statistics one (count, rows) tensor:
-    1/rms for rms, else mean, m, t."""
+    """rows.forward_rows, natively: (y, statistics) in rows.py's layout."""
     x = x.contiguous()
     dtype = compute_dtype(x)
     weight, bias = as_compute(weight, dtype), as_compute(bias, dtype)
@@ -112,13 +111,13 @@ def forward_rows(x, weight, bias, kind, constant, eps, k):
         DTYPES[x.dtype], KINDS[kind], x.shape[0], x.shape[1], x.data_ptr(), y.data_ptr(),
         pointer(weight), pointer(bias), constant, eps, k, statistics.data_ptr(),
         torch.get_num_threads()), "forward", kind)
-    return y, (statistics,)
+    return y, statistics
 
 
 def backward_rows(grad, x, weight, statistics, kind, constant, eps, k, needs_weight_grad,
                   needs_bias_grad):
     """rows.backward_rows, natively: (dL/dx, dL/dgamma, dL/dbeta) in the compute dtype."""
-    grad, x = grad.contiguous(), x.contiguous()
+    grad, x, statistics = grad.contiguous(), x.contiguous(), statistics.contiguous()
     dtype = compute_dtype(x)
     weight = as_compute(weight, dtype)
     dx = torch.empty_like(x)
@@ -126,6 +125,6 @@ def backward_rows(grad, x, weight, statistics, kind, constant, eps, k, needs_wei
     dbias = torch.empty(x.shape[1], dtype=dtype) if needs_bias_grad else None
     check(library().normmatters_backward(
         DTYPES[x.dtype], KINDS[kind], x.shape[0], x.shape[1], grad.data_ptr(), x.data_ptr(),
-        pointer(weight), statistics[0].data_ptr(), constant, eps, k, dx.data_ptr(),
+        pointer(weight), statistics.data_ptr(), constant, eps, k, dx.data_ptr(),
         pointer(dweight), pointer(dbias), torch.get_num_threads()), "backward", kind)
     return dx, dweight, dbias

@@ -12,8 +12,10 @@ k largest |d|), s = C * m + eps and y = gamma * d / s + beta. With g = dL/dy, h 
             = sign(d_j) w_j / k,  w_j = 1 if |d_j| > t,       (topk; t = k-th largest |d|,
                                   (k - #{|d| > t}) / #{|d| = t} if |d_j| = t, else 0)
 
-The forward saves the input, mean, m and (topk) t: per row two or three floats, like LayerNorm's
-mean and rstd. rms (no centering, eps inside the root) takes the same path with one statistic.
+The forward saves the input and the statistics of each row, like LayerNorm's mean and rstd, in
+one layout that every backend (rows.py, native, Triton) writes and reads, so that a backward of
+one backend can follow the forward of another: a (count, rows) tensor in the compute dtype,
+rows [mean, m, t] (t = m for l1/linf), or [1/rms] for rms (no centering, eps inside the root).
 Everything is computed in float32 (or float64) and returned in the input dtype. These are
 plain torch functions: the "compiled" backend hands them to torch.compile, and native_rows.cpp
 implements the same formulas for CPU.
@@ -47,15 +49,16 @@ def row_statistics(d: Tensor, kind: str, k: int) -> Tuple[Tensor, Tensor]:
 def forward_rows(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], kind: str,
                  constant: float, eps: float, k: int):
     """(y, statistics) for the rows of x (2-D). l1/linf/topk: y = gamma * d / (C m + eps) + beta,
-    statistics (mean, m, t); rms: y = gamma * x / sqrt(mean(x^2) + eps) + beta, statistics (1/rms,)."""
+    statistics [mean, m, t]; rms: y = gamma * x / sqrt(mean(x^2) + eps) + beta, statistics [1/rms]."""
     xf = x.to(compute_dtype(x))
     if kind == "rms":
         inv_rms = torch.rsqrt((xf * xf).mean(-1, keepdim=True) + eps)
-        return affine(xf * inv_rms, weight, bias).to(x.dtype), (inv_rms,)
+        return affine(xf * inv_rms, weight, bias).to(x.dtype), inv_rms.view(1, -1)
     mean = xf.mean(-1, keepdim=True)
     d = xf - mean
     m, t = row_statistics(d, kind, k)
-    return affine(d / (constant * m + eps), weight, bias).to(x.dtype), (mean, m, t)
+    statistics = torch.cat((mean, m, t), dim=1).t().contiguous()
+    return affine(d / (constant * m + eps), weight, bias).to(x.dtype), statistics
 
 
 def affine(y: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]) -> Tensor:
@@ -81,7 +84,7 @@ def scale_derivative(d: Tensor, m: Tensor, t: Tensor, kind: str, k: int) -> Tens
     return sign * (above + at_t * share) / k
 
 
-def backward_rows(grad: Tensor, x: Tensor, weight: Optional[Tensor], statistics: Tuple[Tensor, ...],
+def backward_rows(grad: Tensor, x: Tensor, weight: Optional[Tensor], statistics: Tensor,
                   kind: str, constant: float, eps: float, k: int, needs_weight_grad: bool,
                   needs_bias_grad: bool):
     """(dL/dx, dL/dgamma, dL/dbeta) for the rows of x from dL/dy (2-D); statistics from forward_rows.
@@ -90,11 +93,11 @@ def backward_rows(grad: Tensor, x: Tensor, weight: Optional[Tensor], statistics:
     g = grad.to(dtype)
     h = g * weight.to(dtype) if weight is not None else g
     if kind == "rms":
-        (inv_s,) = statistics
+        (inv_s,) = statistics.unsqueeze(-1)
         d = x.to(dtype)
         dx = inv_s * h - inv_s ** 3 * d * (h * d).mean(-1, keepdim=True)
     else:
-        mean, m, t = statistics
+        mean, m, t = statistics.unsqueeze(-1)
         d = x.to(dtype) - mean
         inv_s = 1.0 / (constant * m + eps)
         coupling = constant * inv_s * inv_s * (h * d).sum(-1, keepdim=True)

@@ -130,19 +130,20 @@ def _multiprocessors(device: torch.device) -> int:
 
 
 def forward_rows(x, weight, bias, kind, constant, eps, k):
-    """rows.forward_rows on CUDA (l1/linf/topk): (y, (mean, m, t))."""
+    """rows.forward_rows on CUDA (l1/linf/topk): (y, statistics) in rows.py's layout."""
     if x.shape[0] == 0:
         return rows_math.forward_rows(x, weight, bias, kind, constant, eps, k)
     x = _row_major(x)
     rows, n = x.shape
     block, warps = _launch_options(n)
     y = torch.empty((rows, n), dtype=x.dtype, device=x.device)
-    mean, m, t = (torch.empty((rows, 1), dtype=torch.float32, device=x.device) for _ in range(3))
+    statistics = torch.empty((3, rows), dtype=torch.float32, device=x.device)
+    mean, m, t = statistics
     _forward_kernel[(rows,)](x, weight if weight is not None else x, bias if bias is not None else x,
                              y, mean, m, t, x.stride(0), y.stride(0), n, constant, eps,
                              KIND=KIND_CODES[kind], K=max(k, 1), HAS_W=weight is not None,
                              HAS_B=bias is not None, BLOCK=block, num_warps=warps)
-    return y, (mean, m, t)
+    return y, statistics
 
 
 def backward_rows(grad, x, weight, statistics, kind, constant, eps, k, needs_weight_grad,
@@ -151,7 +152,7 @@ def backward_rows(grad, x, weight, statistics, kind, constant, eps, k, needs_wei
     if x.shape[0] == 0:
         return rows_math.backward_rows(grad, x, weight, statistics, kind, constant, eps, k,
                                        needs_weight_grad, needs_bias_grad)
-    mean, m, t = statistics
+    mean, m, t = statistics.contiguous()
     grad, x = _row_major(grad), _row_major(x)
     rows, n = x.shape
     block, warps = _launch_options(n)
