@@ -2,14 +2,15 @@
 
 Importing the package (or `--user-dir fairseq_normmatters`) allow-lists fairseq checkpoints
 for torch.load(weights_only=True) and makes fairseq load them so; makes fairseq name an
-unreadable checkpoint, copy checkpoint_last.pt atomically and resume on the uninterrupted run's
-batches; checks translation data directories before fairseq reads them; and exports the norm
-core and weight normalization.
+unreadable checkpoint and a failed save, copy checkpoint_last.pt atomically and resume on the
+uninterrupted run's batches; checks translation data directories before fairseq reads them;
+and exports the norm core and weight normalization.
 """
 
 from .checkpoint import (
     allow_fairseq_checkpoints,
     copy_checkpoints_atomically,
+    explain_failed_checkpoint_saves,
     explain_unreadable_checkpoints,
     load_fairseq_checkpoints_weights_only,
     resume_with_the_runs_own_batches,
@@ -19,6 +20,7 @@ from .data_dir import check_data_dirs_before_setup
 allow_fairseq_checkpoints()
 load_fairseq_checkpoints_weights_only()
 explain_unreadable_checkpoints()
+explain_failed_checkpoint_saves()
 copy_checkpoints_atomically()
 resume_with_the_runs_own_batches()
 check_data_dirs_before_setup()

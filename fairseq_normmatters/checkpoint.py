@@ -140,3 +140,56 @@ def resume_with_the_runs_own_batches() -> None:
 
     get_train_iterator.builds_the_first_epochs_batches = True
     Trainer.get_train_iterator = get_train_iterator
+
+
+class CheckpointSaveError(OSError):
+    """A checkpoint that could not be written (a full disk, a quota, a vanished directory)."""
+
+
+def explain_failed_checkpoint_saves() -> None:
+    """fairseq writes a checkpoint to NAME.tmp and renames it; when the write fails (on a full
+    disk torch says only "file write failed"), it tries twice more, logs a traceback and leaves
+    the partial NAME.tmp behind. Make checkpoint_utils.torch_persistent_save remove that file
+    and raise one CheckpointSaveError naming the checkpoint, the space left and the checkpoints
+    that are intact (idempotent)."""
+    from fairseq import checkpoint_utils
+
+    save = checkpoint_utils.torch_persistent_save
+    if getattr(save, "explains_failures", False):
+        return
+
+    @functools.wraps(save)
+    def torch_persistent_save(obj, filename, *args, **kwargs):
+        try:
+            return save(obj, filename, *args, **kwargs)
+        except Exception as error:
+            if "://" in str(filename):
+                raise
+            written = remove_partial_file(f"{filename}.tmp")
+            raise CheckpointSaveError(describe_failed_save(filename, error, written)) from None
+
+    torch_persistent_save.explains_failures = True
+    checkpoint_utils.torch_persistent_save = torch_persistent_save
+
+
+def remove_partial_file(path: str) -> int:
+    """Delete `path` if it exists; how many bytes it held (0 if none)."""
+    try:
+        size = os.path.getsize(path)
+        os.remove(path)
+        return size
+    except OSError:
+        return 0
+
+
+def describe_failed_save(path, error, written: int) -> str:
+    folder, name = os.path.split(os.path.abspath(path))
+    try:
+        free = f"{shutil.disk_usage(folder).free / 1e6:.0f} MB are free there"
+        intact = sorted(f for f in os.listdir(folder) if f.endswith(".pt"))
+    except OSError:
+        free, intact = "its folder cannot be read", []
+    return (f"checkpoint {path} could not be saved ({type(error).__name__}: {error}): {written / 1e6:.0f} MB "
+            f"were written before it failed and are removed; {free}. The checkpoints saved before are intact "
+            f"({', '.join(intact) or 'none'}): free space (or give another --save-dir) and rerun the same "
+            "command to resume from checkpoint_last.pt.")

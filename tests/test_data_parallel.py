@@ -33,19 +33,25 @@ def command(data, arch, *extra):
 
 
 @pytest.mark.parametrize("arch", ["norm_transformer_l1_iwslt_de_en", "norm_transformer_bwn_iwslt_de_en"])
-def test_two_gloo_ranks_match_one_process_with_update_freq_2(data, arch):
+def test_two_gloo_ranks_match_one_process_with_update_freq_2(data, arch, tmp_path):
     env = SUBPROCESS_ENV
     init = f"tcp://127.0.0.1:{free_port()}"
+    # each rank logs to a file: with pipes read one after the other, a rank whose unread pipe
+    # fills would block, and with it the other rank's next collective
+    outputs = [open(tmp_path / f"rank{r}.log", "w") for r in range(2)]
     ranks = [subprocess.Popen(command(data, arch, "--distributed-world-size", "2", "--distributed-rank", str(r),
                                       "--distributed-no-spawn", "--distributed-init-method", init,
                                       "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp",
                                       "--device-id", "0"),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                              stdout=outputs[r], stderr=subprocess.STDOUT, env=env)
              for r in range(2)]
-    logs = [p.communicate(timeout=300)[0] for p in ranks]
+    for process, output in zip(ranks, outputs):
+        process.wait(timeout=600)  # a guard against a hang, not a time limit of the test
+        output.close()
+    logs = [(tmp_path / f"rank{r}.log").read_text() for r in range(2)]
     assert [p.returncode for p in ranks] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
     single = subprocess.run(command(data, arch, "--update-freq", "2"), capture_output=True, text=True,
-                            env=env, timeout=300)
+                            env=env, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
     parallel, serial = losses_per_update(logs[0]), losses_per_update(single.stdout)
     assert len(parallel) == len(serial) == UPDATES

@@ -298,6 +298,30 @@ def test_native_build_failure_warns_once_and_auto_moves_on(monkeypatch, caplog, 
         kernels._broken.clear()
 
 
+@pytest.mark.parametrize("problem", ["unwritable cache", "no compiler"])
+def test_native_build_problem_is_named_in_the_one_warning(monkeypatch, caplog, tmp_path, problem):
+    """A cache directory that cannot be written (here: under a file; root ignores read-only
+    modes) or no compiler at all: the warning says what to set, and the result is the reference's."""
+    if problem == "unwritable cache":
+        (tmp_path / "a-file").write_text("")
+        monkeypatch.setenv("NORMMATTERS_CACHE_DIR", str(tmp_path / "a-file" / "cache"))
+        expected = f"cannot write the cache directory {tmp_path}/a-file/cache ("
+        hint = "set NORMMATTERS_CACHE_DIR to a writable directory"
+    else:
+        monkeypatch.setenv("NORMMATTERS_CACHE_DIR", str(tmp_path))
+        monkeypatch.setenv("CXX", "no-such-compiler-here")
+        expected, hint = "no C++ compiler: no-such-compiler-here is not installed", "set CXX"
+    native.library.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger=kernels.__name__):
+            assert_matches_reference("native", "l1", *inputs(9, 16, torch.float32, "cpu"))
+        warnings = [r.getMessage() for r in caplog.records if r.name == kernels.__name__]
+        assert len(warnings) == 1 and expected in warnings[0] and hint in warnings[0]
+    finally:
+        native.library.cache_clear()
+        kernels._broken.clear()
+
+
 def test_native_library_is_built_once_per_source_and_cpu(monkeypatch, tmp_path):
     monkeypatch.setenv("NORMMATTERS_CACHE_DIR", str(tmp_path))
     native.library.cache_clear()

@@ -2,6 +2,7 @@
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -99,6 +100,64 @@ def test_prepare_refuses_foreign_output_and_writes_nothing(prepared, tmp_path):
     assert result.returncode == 1
     assert f"{tmp_path} is not empty and was not made by this script" in result.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["precious.txt"]
+
+
+def test_prepare_interrupted_says_so_in_one_line_and_the_rerun_completes(prepared, tmp_path, monkeypatch, capsys):
+    """Ctrl-C while sentencepiece trains: the raw files are whole, prepare.json says in progress,
+    and the same command prepares OUT as an uninterrupted run does."""
+    from fairseq_normmatters.recipes import prepare, run_main
+    raw, reference = prepared
+    out = tmp_path / "out"
+    argv = ["--raw-dir", str(raw), "--vocab-size", "300", "--workers", "1", str(out)]
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(prepare, "train_sentencepiece", ctrl_c)
+    with pytest.raises(SystemExit) as stopped:
+        run_main(lambda: prepare.main(argv), "prepare_wmt14_de_en.sh")
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err.startswith("prepare_wmt14_de_en.sh: interrupted; every file it writes is written whole")
+    assert json.loads((out / "prepare.json").read_text())["status"] == "in progress"
+    assert not list(out.rglob("*.tmp"))
+    monkeypatch.undo()
+    prepare.main(argv)
+    assert json.loads((out / "prepare.json").read_text())["status"] == "done"
+    for name in ("raw/train.de", "spm/test.en", "bin/dict.en.txt"):
+        assert (out / name).read_bytes() == (reference / name).read_bytes()
+
+
+def test_train_and_evaluate_refuse_a_half_prepared_directory(prepared, tmp_path):
+    _, out = prepared
+    half = shutil.copytree(out, tmp_path / "half")
+    (half / "prepare.json").write_text(json.dumps({"status": "in progress", "settings": {}}))
+    for result in (script("train_wmt14.sh", "transformer_l1", half, tmp_path / "save", check=False),
+                   script("evaluate.sh", tmp_path / "save", half, check=False)):
+        assert result.returncode == 1
+        assert f"{half} is half prepared ({half}/prepare.json says the preparation did not finish): rerun " \
+               "scripts/prepare_wmt14_de_en.sh with the same arguments first" in result.stderr
+    assert not (tmp_path / "save").exists()
+
+
+def test_a_failed_write_names_the_file_and_keeps_the_old_one(tmp_path):
+    from fairseq_normmatters.recipes import RecipeError, write_atomically
+    results = tmp_path / "results.json"
+    results.write_text("old")
+
+    def disk_full(temporary):
+        temporary.write_text("half")
+        raise OSError(28, "No space left on device")
+    with pytest.raises(RecipeError, match=rf"writing {results} failed \(OSError: \[Errno 28\] No space left on "
+                                          r"device\); \d+\.\d GB free on its disk"):
+        write_atomically(results, disk_full)
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"] and results.read_text() == "old"
+
+
+def test_collect_plot_without_matplotlib_says_what_to_install_and_writes_nothing(tmp_path, monkeypatch):
+    from fairseq_normmatters.recipes import RecipeError, collect
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    with pytest.raises(RecipeError, match=r"--plot needs matplotlib, which is not installed: pip install matplotlib"):
+        collect.main([str(tmp_path), "--out", str(tmp_path / "results.md"), "--plot", str(tmp_path / "curves.png")])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_prepare_names_a_missing_file_and_where_it_looked(prepared, tmp_path):

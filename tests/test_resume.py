@@ -10,6 +10,7 @@ import shutil
 import subprocess
 
 import pytest
+import torch
 
 from cli import BIN, SUBPROCESS_ENV, TINY_TRANSFORMER, TRAINING, USER_DIR, preprocess, write_parallel_text
 
@@ -110,6 +111,30 @@ def test_checkpoint_last_is_replaced_atomically(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert checkpoint_utils.PathManager.copy(str(new), str(last), overwrite=True)
     assert last.read_bytes() == b"new complete checkpoint"
+
+
+def test_failed_checkpoint_save_names_the_file_and_space_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    """A full disk: torch.save writes part of the file, then fails ("file write failed")."""
+    from fairseq import checkpoint_utils
+
+    from fairseq_normmatters.checkpoint import CheckpointSaveError
+    last = tmp_path / "checkpoint_last.pt"
+    last.write_bytes(b"old complete checkpoint")
+
+    def disk_full(obj, f, *args, **kwargs):
+        f.write(b"x" * 3_000_000)
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    monkeypatch.setattr(checkpoint_utils.time, "sleep", lambda seconds: None)  # fairseq's retries
+    with pytest.raises(CheckpointSaveError) as raised:
+        checkpoint_utils.torch_persistent_save({"model": {}}, str(tmp_path / "checkpoint_2_12.pt"))
+    message = str(raised.value)
+    assert f"checkpoint {tmp_path}/checkpoint_2_12.pt could not be saved (RuntimeError: " in message
+    assert re.search(r"[1-9]\d* MB were written before it failed and are removed; \d+ MB are free there", message)
+    assert "intact (checkpoint_last.pt)" in message and "rerun the same command to resume" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_last.pt"]
+    assert last.read_bytes() == b"old complete checkpoint"
 
 
 def test_resuming_with_another_norm_type_is_refused_and_touches_nothing(data, tmp_path):

@@ -73,12 +73,22 @@ def library() -> ctypes.CDLL:
 
 
 def build(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scratch_dir = tempfile.TemporaryDirectory(dir=path.parent)
+    except OSError as error:
+        raise RuntimeError(f"cannot write the cache directory {path.parent} ({error}); set "
+                           "NORMMATTERS_CACHE_DIR to a writable directory") from None
+    with scratch_dir as scratch:
         built = Path(scratch) / path.name
-        result = subprocess.run(compile_command(built), capture_output=True, text=True)
+        command = compile_command(built)
+        try:
+            result = subprocess.run(command, capture_output=True, text=True)
+        except FileNotFoundError:
+            raise RuntimeError(f"no C++ compiler: {command[0]} is not installed (set CXX to "
+                               "another one)") from None
         if result.returncode != 0:
-            raise RuntimeError(f"building {SOURCE.name} failed ({' '.join(compile_command(built))}):"
+            raise RuntimeError(f"building {SOURCE.name} failed ({' '.join(command)}):"
                                f" {result.stderr.strip()[-2000:]}")
         os.replace(built, path)
 

@@ -1,9 +1,12 @@
 """The WMT14 de-en recipe: prepare, train, evaluate, collect (driven by the scripts/*.sh)."""
 
+import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 
 class RecipeError(Exception):
@@ -32,8 +35,52 @@ def run_tool(tool, *args, quiet=False) -> str:
 
 
 def run_main(main, program: str) -> None:
-    """Run a recipe's main(); a RecipeError becomes one line on stderr and exit status 1."""
+    """Run a recipe's main(); a RecipeError becomes one line on stderr and exit status 1, Ctrl-C
+    one line and exit status 130."""
     try:
         main()
     except RecipeError as error:
         sys.exit(f"{program}: error: {error}")
+    except KeyboardInterrupt:
+        print(f"{program}: interrupted; every file it writes is written whole or not at all, so "
+              "rerunning the same command redoes what was not finished", file=sys.stderr)
+        sys.exit(130)
+
+
+def check_not_half_prepared(prepared: Path) -> None:
+    """Raise RecipeError if prepare_wmt14_de_en.sh started PREPARED and did not finish it (its
+    prepare.json says "in progress"). A directory prepared by other means passes."""
+    marker = Path(prepared) / "prepare.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("status") != "done":
+        raise RecipeError(f"{prepared} is half prepared ({marker} says the preparation did not finish): "
+                          "rerun scripts/prepare_wmt14_de_en.sh with the same arguments first")
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """write(temporary) next to `path`, then rename it to `path`: `path` is the old file or the
+    whole new one, never a part of one (Ctrl-C, a full disk). A failed write removes the
+    temporary and raises RecipeError naming `path` and the space left on its disk."""
+    path = Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException as error:
+        temporary.unlink(missing_ok=True)
+        if not isinstance(error, Exception) or isinstance(error, RecipeError):
+            raise
+        raise RecipeError(f"writing {path} failed ({type(error).__name__}: {error}); "
+                          f"{free_space(path.parent)} free on its disk") from None
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Path(path).write_text(text) through write_atomically."""
+    write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
+def free_space(directory: Path) -> str:
+    """The space left on the disk of `directory`, e.g. '1.2 GB', as a phrase."""
+    try:
+        return f"{shutil.disk_usage(directory).free / 1e9:.1f} GB"
+    except OSError:
+        return "unknown space"

@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from . import RecipeError, run_main
+from . import RecipeError, run_main, write_atomically, write_text_atomically
 
 # config -> (BLEU, perplexity) reported by Hoffer et al. 2018 on WMT14 de-en
 PAPER = {"transformer_l2": (27.3, 5.1), "transformer_l1": (None, 5.2), "transformer_bwn": (26.5, None),
@@ -52,6 +52,15 @@ def table(runs) -> str:
         "\nPaper: Hoffer et al. 2018, WMT14 de-en (Transformer base, 2-layer LSTM).\n"
 
 
+def require_matplotlib() -> None:
+    """Raise RecipeError, before anything is written, if --plot cannot work here."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise RecipeError("--plot needs matplotlib, which is not installed: pip install matplotlib "
+                          "(or the package's extra: pip install 'fairseq_normmatters[plot]'), or leave --plot out") from None
+
+
 def plot(runs, path: Path) -> None:
     import logging
 
@@ -69,7 +78,7 @@ def plot(runs, path: Path) -> None:
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=120, format=path.suffix[1:] or "png"))
 
 
 def main(argv=None):
@@ -78,11 +87,13 @@ def main(argv=None):
     parser.add_argument("--out", help="write the Markdown table here too")
     parser.add_argument("--plot", help="PNG of validation loss per update")
     args = parser.parse_args(argv)
+    if args.plot:
+        require_matplotlib()
     runs = [load_run(Path(d)) for d in args.save_dirs]
     text = table(runs)
     print(text)
     if args.out:
-        Path(args.out).write_text(text)
+        write_text_atomically(Path(args.out), text)
     if args.plot:
         plot(runs, Path(args.plot))
         print(f"plot: {args.plot}")

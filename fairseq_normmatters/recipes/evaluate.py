@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from . import RecipeError, run_main, run_tool
+from . import RecipeError, check_not_half_prepared, run_main, run_tool, write_atomically, write_text_atomically
 
 USER_DIR = str(Path(__file__).resolve().parent.parent)
 
@@ -59,7 +59,7 @@ def average_checkpoints(paths, output: Path) -> dict:
     newest["model"] = {k: (v / len(paths)).to(newest["model"][k].dtype) if is_float_tensor(v) else v
                        for k, v in total.items()}
     newest["last_optimizer_state"] = None
-    torch.save(newest, output)
+    write_atomically(output, lambda temporary: torch.save(newest, temporary))
     return newest
 
 
@@ -110,6 +110,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     save_dir, prepared = Path(args.save_dir), Path(args.prepared_dir)
+    check_not_half_prepared(prepared)
     data, reference = prepared / "bin", prepared / "raw" / "test.en"
     for needed in (data / "dict.de.txt", reference):
         if not needed.is_file():
@@ -129,7 +130,7 @@ def main(argv=None):
     references = reference.read_text(encoding="utf-8").splitlines()
     if len(hypotheses) != len(references):
         raise RecipeError(f"fairseq-generate gave {len(hypotheses)} translations for {len(references)} references")
-    (save_dir / "test.hyp").write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+    write_text_atomically(save_dir / "test.hyp", "".join(h + "\n" for h in hypotheses))
     bleu, signature, bleu_tok = bleu_scores(hypotheses, references)
     print("[evaluate] fairseq-validate on valid and test", flush=True)
     ppl = perplexities(run_tool("fairseq-validate", *common, "--task", "translation",
@@ -141,7 +142,7 @@ def main(argv=None):
                "checkpoints_averaged": [p.name for p in paths],
                "num_updates": state["optimizer_history"][-1]["num_updates"],
                "beam": args.beam, "lenpen": args.lenpen}
-    (save_dir / "results.json").write_text(json.dumps(results, indent=1))
+    write_text_atomically(save_dir / "results.json", json.dumps(results, indent=1))
     print(f"[evaluate] {results['config']}: BLEU {bleu:.2f} ({signature}), tokenized BLEU {bleu_tok:.2f}, "
           f"valid ppl {results['valid_ppl']}, test ppl {results['test_ppl']}")
 

@@ -21,7 +21,7 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-from . import RecipeError, run_main, run_tool
+from . import RecipeError, run_main, run_tool, write_text_atomically
 
 WMT14_ARCHIVES = {
     "training-parallel-europarl-v7.tgz": "https://www.statmt.org/europarl/v7/de-en.tgz",
@@ -79,7 +79,7 @@ def claim_output(out: Path, settings: dict) -> bool:
         raise RecipeError(f"{out} is not empty and was not made by this script (no prepare.json); "
                           "nothing was written: choose a new or empty output directory")
     out.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"status": "in progress", "settings": settings}, indent=1))
+    write_text_atomically(marker, json.dumps({"status": "in progress", "settings": settings}, indent=1))
     return False
 
 
@@ -158,7 +158,7 @@ def clean_pairs(de, en, max_len, max_ratio):
 
 
 def write_lines(path: Path, lines):
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    write_text_atomically(path, "".join(line + "\n" for line in lines))
 
 
 def train_sentencepiece(train_de, train_en, spm_dir: Path, vocab_size: int, sample: int):
@@ -207,7 +207,7 @@ def main(argv=None):
              "--trainpref", out / "spm" / "train", "--validpref", out / "spm" / "valid",
              "--testpref", out / "spm" / "test", "--destdir", out / "bin", "--joined-dictionary",
              "--workers", args.workers, quiet=True)
-    (out / "prepare.json").write_text(json.dumps({"status": "done", "settings": settings}, indent=1))
+    write_text_atomically(out / "prepare.json", json.dumps({"status": "done", "settings": settings}, indent=1))
     print(f"[prepare] done: {out / 'bin'}")
 
 

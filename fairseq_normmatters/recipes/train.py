@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import RecipeError, run_main, tool_path
+from . import RecipeError, check_not_half_prepared, run_main, tool_path, write_text_atomically
 
 TRANSFORMER = ["--lr", "0.0007", "--dropout", "0.1"]
 LSTM = ["--lr", "0.001", "--dropout", "0.2", "--clip-norm", "1.0"]
@@ -60,6 +60,7 @@ def command(config, prepared, save_dir, extra, gpus, precision="fp16"):
     """The fairseq-train command line of CONFIG (a list)."""
     if config not in CONFIGS:
         raise RecipeError(f"unknown CONFIG {config!r}; known: {', '.join(CONFIGS)}")
+    check_not_half_prepared(prepared)
     data = Path(prepared) / "bin"
     if not (data / "dict.de.txt").is_file():
         raise RecipeError(f"{data} holds no fairseq data (dict.de.txt): run scripts/prepare_wmt14_de_en.sh first")
@@ -84,7 +85,7 @@ def main(argv=None):
     config, prepared, save_dir, extra = argv[0], argv[1], argv[2], argv[3:]
     cmd = command(config, prepared, save_dir, extra, visible_gpus(), os.environ.get("PRECISION", "fp16"))
     Path(save_dir).mkdir(parents=True, exist_ok=True)
-    (Path(save_dir) / "run.json").write_text(json.dumps({"config": config, "command": cmd}, indent=1))
+    write_text_atomically(Path(save_dir) / "run.json", json.dumps({"config": config, "command": cmd}, indent=1))
     print("[train] " + " ".join(cmd), flush=True)
     os.execv(cmd[0], cmd)
 
