@@ -1,32 +1,21 @@
 """fairseq_normmatters: the normalization schemes of "Norm matters" (Hoffer et al., 2018).
 
-Importing the package (or `--user-dir fairseq_normmatters`) allow-lists fairseq checkpoints
-for torch.load(weights_only=True) and makes fairseq load them so; makes fairseq name an
-unreadable checkpoint and a failed save, copy checkpoint_last.pt atomically and resume on the
-uninterrupted run's batches; checks translation data directories before fairseq reads them;
-and exports the norm core and weight normalization.
+The norm core (layer and batch norms, their constants, weight normalization, the layer-norm
+swap for any model) works in any PyTorch model and does not import fairseq:
+
+    >>> from fairseq_normmatters import build_norm, apply_weight_norm, replace_layer_norms
+
+The fairseq side (the models, and the fixes of `fairseq_plugin`) is installed when fairseq
+loads the plugin (`--user-dir`): fairseq is then already imported. A Python user of fairseq
+who imports this package before fairseq calls `install_fairseq_plugin()`.
 """
 
-from .checkpoint import (
-    allow_fairseq_checkpoints,
-    copy_checkpoints_atomically,
-    explain_failed_checkpoint_saves,
-    explain_unreadable_checkpoints,
-    load_fairseq_checkpoints_weights_only,
-    resume_with_the_runs_own_batches,
-)
-from .data_dir import check_data_dirs_before_setup
+import sys
 
-allow_fairseq_checkpoints()
-load_fairseq_checkpoints_weights_only()
-explain_unreadable_checkpoints()
-explain_failed_checkpoint_saves()
-copy_checkpoints_atomically()
-resume_with_the_runs_own_batches()
-check_data_dirs_before_setup()
-
-from .constants import l1_constant, linf_constant, topk_constant  # noqa: E402
-from .norms import (  # noqa: E402
+from .checkpoint import allow_fairseq_checkpoints
+from .constants import l1_constant, linf_constant, topk_constant
+from .convert import replace_layer_norms
+from .norms import (
     BATCH_NORM_KINDS,
     NORM_KINDS,
     DeviationBatchNorm,
@@ -36,18 +25,28 @@ from .norms import (  # noqa: E402
     build_batch_norm,
     build_norm,
 )
-from .weight_norm import (  # noqa: E402
+from .weight_norm import (
     WEIGHT_NORM_MODES,
     apply_weight_norm,
+    bake_weight_norms,
     bounded_weight_norm,
     remove_weight_norm,
 )
 
 __all__ = [
     "BATCH_NORM_KINDS", "NORM_KINDS", "WEIGHT_NORM_MODES", "DeviationBatchNorm", "DeviationNorm",
-    "L2Norm", "RMSNorm", "allow_fairseq_checkpoints", "apply_weight_norm", "bounded_weight_norm",
-    "build_batch_norm", "build_norm", "l1_constant", "linf_constant", "remove_weight_norm",
-    "topk_constant",
+    "L2Norm", "RMSNorm", "allow_fairseq_checkpoints", "apply_weight_norm", "bake_weight_norms",
+    "bounded_weight_norm", "build_batch_norm", "build_norm", "install_fairseq_plugin", "l1_constant",
+    "linf_constant", "remove_weight_norm", "replace_layer_norms", "topk_constant",
 ]
 
-from . import models  # noqa: E402,F401  (registers norm_transformer / norm_lstm with fairseq)
+
+def install_fairseq_plugin() -> None:
+    """Register the plugin's fairseq models and make its fairseq fixes (see fairseq_plugin);
+    idempotent. fairseq's --user-dir does this by itself."""
+    from .fairseq_plugin import install
+    install()
+
+
+if "fairseq" in sys.modules:  # fairseq is loading the plugin (--user-dir), or was imported first
+    install_fairseq_plugin()

@@ -10,8 +10,12 @@ from .norms import build_norm
 
 
 def is_layer_norm(module: nn.Module) -> bool:
-    """torch LayerNorm and its subclasses (fairseq's Fp32LayerNorm, ours) or apex FusedLayerNorm."""
-    return isinstance(module, nn.LayerNorm) or type(module).__name__ == "FusedLayerNorm"
+    """torch LayerNorm and its subclasses (fairseq's Fp32LayerNorm, ours) or apex FusedLayerNorm.
+    apex is recognized by its class's name and module, not by isinstance: importing apex to get
+    the class would import it (and its CUDA extensions) in every process, or fail where it is
+    not installed."""
+    cls = type(module)
+    return isinstance(module, nn.LayerNorm) or (cls.__name__ == "FusedLayerNorm" and cls.__module__.startswith("apex"))
 
 
 def find_layer_norms(model: nn.Module) -> List[Tuple[nn.Module, str, nn.Module]]:

@@ -46,10 +46,10 @@ def check_data_dirs(data: str, source=None, target=None) -> None:
         if not os.path.isdir(path):
             problem = "is a file, not a directory" if os.path.exists(path) else "does not exist"
             raise DataDirError(f"data directory {path} {problem}; {expected(source, target)}")
-    check_dictionaries(paths[0], source, target)
+    check_dictionary_files(paths[0], source, target)
 
 
-def check_dictionaries(path: str, source=None, target=None) -> None:
+def check_dictionary_files(path: str, source=None, target=None) -> None:
     """Raise DataDirError unless directory `path` holds the dictionaries of the language pair."""
     from fairseq.data.data_utils import infer_language_pair
 

@@ -235,6 +235,8 @@ NORM_BUILDERS: Dict[str, Callable[..., nn.Module]] = {
     "none": _identity,
 }
 NORM_KINDS = tuple(NORM_BUILDERS)
+#: The options each kind takes beyond shape, eps and affine.
+NORM_OPTIONS: Dict[str, tuple] = {"l1": ("constant",), "linf": ("constant",), "topk": ("constant", "k")}
 
 
 def build_norm(kind: str, normalized_shape: Shape, eps=1e-5, elementwise_affine=True, **options):
@@ -245,10 +247,12 @@ def build_norm(kind: str, normalized_shape: Shape, eps=1e-5, elementwise_affine=
     builder = NORM_BUILDERS.get(kind)
     if builder is None:
         raise ValueError(f"norm kind {kind!r} is unknown; known kinds: {', '.join(NORM_KINDS)}")
-    try:
-        return builder(normalized_shape, eps, elementwise_affine, **options)
-    except TypeError as error:
-        raise ValueError(f"norm kind {kind!r} does not take options {sorted(options)}: {error}") from None
+    allowed = NORM_OPTIONS.get(kind, ())
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"norm kind {kind!r} does not take options {unknown}; it takes "
+                         f"{', '.join(allowed) or 'no options'}")
+    return builder(normalized_shape, eps, elementwise_affine, **options)
 
 
 class DeviationBatchNorm(nn.Module):

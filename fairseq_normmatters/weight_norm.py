@@ -18,6 +18,7 @@ stays bounded and activation normalization can be removed.
 """
 
 import math
+import warnings
 from typing import Callable, List, Optional
 
 import torch
@@ -64,7 +65,7 @@ class BoundedWeightNorm(nn.Module):
         return f"p={self.p}, rho={'scalar' if self.rho.dim() == 0 else 'per row'}"
 
 
-class WeightNorm(nn.Module):
+class GainWeightNorm(nn.Module):
     """Parametrization w = g * v / ||v||_p per row, g trainable (original0), v (original1)."""
 
     def __init__(self, p=2):
@@ -106,7 +107,7 @@ def _register(module, name, mode, p, rho="layer"):
     if mode == "bwn":
         parametrization = BoundedWeightNorm(weight, p, rho)
     else:
-        parametrization = WeightNorm(p)
+        parametrization = GainWeightNorm(p)
     parametrize.register_parametrization(module, name, parametrization)
     return module
 
@@ -134,14 +135,23 @@ def apply_weight_norm(model: nn.Module, mode: str, p=2, rho="layer",
     return done
 
 
-def remove_weight_norm(model: nn.Module) -> List[str]:
-    """Bake every WN/BWN weight back into a plain parameter (w as currently computed)."""
+def bake_weight_norms(model: nn.Module) -> List[str]:
+    """Bake every WN/BWN weight of `model` back into a plain parameter (w as currently
+    computed); returns their names."""
     removed = []
     for module_name, module in list(model.named_modules()):
         if not parametrize.is_parametrized(module):
             continue
         for name, chain in list(module.parametrizations.items()):
-            if any(isinstance(t, (BoundedWeightNorm, WeightNorm)) for t in chain):
+            if any(isinstance(t, (BoundedWeightNorm, GainWeightNorm)) for t in chain):
                 parametrize.remove_parametrizations(module, name, leave_parametrized=True)
                 removed.append(f"{module_name}.{name}" if module_name else name)
     return removed
+
+
+def remove_weight_norm(model: nn.Module) -> List[str]:
+    """Deprecated name of bake_weight_norms (torch's remove_weight_norm takes one module and a
+    weight name; this walks a whole model)."""
+    warnings.warn("fairseq_normmatters.remove_weight_norm is now bake_weight_norms", DeprecationWarning,
+                  stacklevel=2)
+    return bake_weight_norms(model)

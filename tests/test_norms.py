@@ -10,9 +10,10 @@ import math
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-from fairseq_normmatters import NORM_KINDS, build_norm, kernels
+from fairseq_normmatters import NORM_KINDS, DeviationNorm, build_norm, kernels
 from fairseq_normmatters.calibration import measured_scale_over_sigma
 from fairseq_normmatters.constants import LINF_LOWER_BOUND, LINF_UPPER_BOUND, resolve_constant
 from fairseq_normmatters.norms import SCALE_FUNCTIONS, deviation_norm, rms_norm
@@ -203,10 +204,30 @@ def test_without_affine_has_no_parameters():
     (lambda: build_norm("l2", 8, eps=-1e-5), "eps must be > 0, got eps=-1e-05"),
     (lambda: build_norm("l1", 8, constant="exact"), "constant 'exact' is unknown; allowed: paper, gaussian"),
     (lambda: build_norm("l1", 8, constant=-1.0), "positive finite float, got -1.0"),
-    (lambda: build_norm("l2", 8, k=3), "norm kind 'l2' does not take options ['k']"),
+    (lambda: build_norm("l2", 8, k=3), "norm kind 'l2' does not take options ['k']; it takes no options"),
+    (lambda: build_norm("l1", 8, k=3, beta=1), "norm kind 'l1' does not take options ['beta', 'k']; it takes constant"),
     (lambda: build_norm("l1", 0), "normalized_shape must be positive integers, got 0"),
 ])
 def test_bad_input_raises_value_error_naming_the_value(call, message):
     with pytest.raises(ValueError) as error:
         call()
     assert message in str(error.value)
+
+
+def fused_layer_norm_class(module_name):
+    """A stand-in for apex's FusedLayerNorm (same class name, attributes and module path)."""
+    def init(self, n):
+        nn.Module.__init__(self)
+        self.normalized_shape, self.eps = (n,), 1e-5
+        self.weight, self.bias = nn.Parameter(torch.randn(n)), nn.Parameter(torch.randn(n))
+    return type("FusedLayerNorm", (nn.Module,), {"__init__": init, "__module__": module_name})
+
+
+def test_apex_fused_layer_norm_is_swapped_keeping_its_weights_and_a_namesake_is_not():
+    from fairseq_normmatters import replace_layer_norms
+    apex = fused_layer_norm_class("apex.normalization.fused_layer_norm")(8)
+    model = nn.Sequential(apex, fused_layer_norm_class("my_project.layers")(8))
+    assert replace_layer_norms(model, "l1") == 1
+    assert isinstance(model[0], DeviationNorm) and model[1].__class__.__module__ == "my_project.layers"
+    torch.testing.assert_close(model[0].weight, apex.weight)
+    torch.testing.assert_close(model[0].bias, apex.bias)

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
-from fairseq_normmatters import apply_weight_norm, bounded_weight_norm, remove_weight_norm
+from fairseq_normmatters import apply_weight_norm, bake_weight_norms, bounded_weight_norm, remove_weight_norm
 from fairseq_normmatters.weight_norm import BoundedWeightNorm, row_norms
 
 ORDERS = [1, 2, math.inf]
@@ -123,16 +123,24 @@ def test_lstm_weights_really_change_after_a_step(factory, mode):
             torch.testing.assert_close(rows(getattr(lstm, n), 2), bounds[n])
 
 
-def test_remove_bakes_current_weights():
+def test_bake_weight_norms_keeps_the_current_weights():
     model = nn.Sequential(nn.Linear(4, 8), nn.LSTM(8, 3))
     apply_weight_norm(model, "bwn")
     x = torch.randn(2, 5, 4)
     expected = model[1](model[0](x))[0]
-    removed = remove_weight_norm(model)
-    assert len(removed) == 3
+    baked = bake_weight_norms(model)
+    assert baked == ["0.weight", "1.weight_ih_l0", "1.weight_hh_l0"]
     assert not any(parametrize.is_parametrized(m) for m in model.modules())
     assert type(model[0]) is nn.Linear
     torch.testing.assert_close(model[1](model[0](x))[0], expected)
+
+
+def test_remove_weight_norm_is_the_deprecated_name_of_bake_weight_norms():
+    model = nn.Sequential(nn.Linear(4, 8))
+    apply_weight_norm(model, "wn")
+    with pytest.warns(DeprecationWarning, match="remove_weight_norm is now bake_weight_norms"):
+        assert remove_weight_norm(model) == ["0.weight"]
+    assert not parametrize.is_parametrized(model[0])
 
 
 def test_include_selects_modules():

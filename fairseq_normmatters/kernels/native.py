@@ -9,6 +9,15 @@ compiler is $CXX or g++; $NORMMATTERS_NATIVE_FLAGS (default -march=native) adds 
 -march=x86-64-v2 for one library that every node of a mixed cluster can run. It takes
 contiguous float32, float64 and bfloat16 rows; other dtypes go to the compiled backend
 (kernels.backend_for).
+
+Why g++ and ctypes rather than torch.utils.cpp_extension or a torch.library op (measured on a
+2-core build VM, g++ 12, torch 2.13): the source includes only the C++ standard library, so it
+builds in 1.4 s, against 6.0 s to compile the same source with <torch/library.h> as a
+TORCH_LIBRARY op and 17 s with <torch/extension.h> and pybind11 (which also needs Python's
+headers, absent from many minimal images, and ninja for cpp_extension.load). The library does
+not depend on torch's C++ ABI, so a torch upgrade does not rebuild it, and one call through
+ctypes costs 1.7 us (the native forward on one row of 8). The price: autograd and dtype
+dispatch stay in Python (kernels.RowNormFunction), and torch.compile sees the plain formula.
 """
 
 import ctypes

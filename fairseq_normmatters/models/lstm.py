@@ -10,8 +10,9 @@ steps nn.LSTMCell over time, so its forward caches each normalized weight once p
 
 from fairseq.models.lstm import LSTMModel, base_architecture, lstm_luong_wmt_en_de, lstm_wiseman_iwslt_de_en
 
-from .common import (WEIGHT_NORM_DEFAULTS, NormalizedModel, register_architectures, register_model_once,
-                     set_defaults, with_defaults)
+from .flags import WEIGHT_NORM_DEFAULTS, set_defaults
+from .normalized_model import NormalizedModel
+from .registry import register_architectures, register_model_once, with_defaults
 
 
 def norm_lstm_base(args):

@@ -12,8 +12,9 @@ from fairseq.models.transformer import TransformerModel
 from fairseq.models.transformer.transformer_legacy import (
     base_architecture, transformer_iwslt_de_en, transformer_vaswani_wmt_en_de_big, transformer_wmt_en_de)
 
-from .common import (NORM_DEFAULTS, WEIGHT_NORM_DEFAULTS, NormalizedModel, add_norm_args, register_architectures,
-                     register_model_once, set_defaults)
+from .flags import NORM_DEFAULTS, WEIGHT_NORM_DEFAULTS, add_norm_args, set_defaults
+from .normalized_model import NormalizedModel
+from .registry import register_architectures, register_model_once
 
 
 def norm_transformer_base(args):

@@ -62,9 +62,6 @@ def require_matplotlib() -> None:
 
 
 def plot(runs, path: Path) -> None:
-    import logging
-
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's import sets the root to DEBUG
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import allow_fairseq_checkpoints
 from . import RecipeError, check_not_half_prepared, run_main, run_tool, write_atomically, write_text_atomically
 
 USER_DIR = str(Path(__file__).resolve().parent.parent)
@@ -43,6 +44,7 @@ def checkpoints_to_average(save_dir: Path, count: int):
 def average_checkpoints(paths, output: Path) -> dict:
     """Mean of every floating-point tensor of the models' state dicts; the rest of the newest
     checkpoint (config, integer buffers, the normalization flags) is kept. Loaded weights-only."""
+    allow_fairseq_checkpoints()  # not torch.serialization.safe_globals(): it disallows them again on exit
     total, newest = None, None
     for path in paths:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,62 @@
+"""The flags of norm_transformer / norm_lstm, their defaults, and the ones a checkpoint keeps."""
+
+import argparse
+
+from ..constants import CONSTANT_MODES, check_constant
+from ..norms import NORM_KINDS, SCALE_FUNCTIONS
+from ..weight_norm import RHO_MODES, WEIGHT_NORM_MODES
+
+NORM_DEFAULTS = {"norm_type": "l2", "norm_topk": 8, "norm_constant": "paper"}
+WEIGHT_NORM_DEFAULTS = {"weight_norm": "none", "weight_norm_p": "2", "weight_norm_rho": "layer"}
+
+
+def constant_option(text: str):
+    """argparse type of --norm-constant: "paper", "gaussian" or a positive float."""
+    try:
+        return check_constant(float(text)) if text not in CONSTANT_MODES else text
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid --norm-constant {text!r}; allowed: {', '.join(CONSTANT_MODES)} or a positive float"
+        ) from None
+
+
+def add_norm_args(parser) -> None:
+    parser.add_argument("--norm-type", choices=NORM_KINDS,
+                        help="layer norm kind replacing every LayerNorm (none removes them)")
+    parser.add_argument("--norm-topk", type=int, metavar="K",
+                        help="k of --norm-type topk (1 <= K <= embedding dim)")
+    parser.add_argument("--norm-constant", type=constant_option, metavar="{paper,gaussian,FLOAT}",
+                        help="calibration constant of l1/linf/topk")
+
+
+def add_weight_norm_args(parser) -> None:
+    parser.add_argument("--weight-norm", choices=WEIGHT_NORM_MODES,
+                        help="weight normalization of every Linear/LSTM weight but the output projection")
+    parser.add_argument("--weight-norm-p", choices=("1", "2", "inf"),
+                        help="norm of the weight rows for --weight-norm")
+    parser.add_argument("--weight-norm-rho", choices=RHO_MODES,
+                        help="BWN bound: one per layer (mean initial row norm) or per row")
+
+
+def add_precision_args(parser) -> None:
+    parser.add_argument("--autocast-bf16", action="store_true",
+                        help="train with the forward under torch.autocast(bfloat16) and float32 weights, "
+                             "gradients and optimizer (fairseq's --bf16 implies --tpu); validation and "
+                             "generation run in float32. Not saved with the normalization flags")
+
+
+def set_defaults(args, defaults: dict) -> None:
+    """Set each option of `defaults` that args lacks (or holds as None)."""
+    for key, value in defaults.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+
+
+def normalization_signature(args) -> dict:
+    """The flags that decide what the model computes, as strings (irrelevant ones left out)."""
+    norm_type, weight_norm = getattr(args, "norm_type", "l2"), args.weight_norm
+    keys = ["weight_norm"] + (["norm_type"] if hasattr(args, "norm_type") else [])
+    keys += ["norm_constant"] if norm_type in SCALE_FUNCTIONS else []
+    keys += ["norm_topk"] if norm_type == "topk" else []
+    keys += ["weight_norm_p", "weight_norm_rho"] if weight_norm != "none" else []
+    return {key: str(getattr(args, key)) for key in keys}

@@ -1,0 +1,39 @@
+"""Apply --norm-type and --weight-norm to a model fairseq has built."""
+
+import logging
+
+from ..convert import cache_weights_per_forward, replace_layer_norms
+from ..norms import SCALE_FUNCTIONS
+from ..weight_norm import DEFAULT_TYPES, apply_weight_norm
+
+logger = logging.getLogger(__name__)
+
+#: The vocabulary projections (tied to the embeddings when shared) keep plain weights.
+OUTPUT_PROJECTIONS = ("output_projection", "fc_out")
+
+
+def weight_norm_target(name: str, module) -> bool:
+    """Every Linear / LSTM / LSTMCell / Conv except the vocabulary projection."""
+    return isinstance(module, DEFAULT_TYPES) and name.rsplit(".", 1)[-1] not in OUTPUT_PROJECTIONS
+
+
+def normalize_model(model, args):
+    """Apply --norm-type (if the model has the flag) and --weight-norm to a built fairseq model."""
+    if getattr(args, "norm_type", "l2") != "l2":
+        options = {"constant": args.norm_constant} if args.norm_type in SCALE_FUNCTIONS else {}
+        if args.norm_type == "topk":
+            options["k"] = args.norm_topk
+        try:
+            count = replace_layer_norms(model, args.norm_type, **options)
+        except ValueError as error:
+            raise ValueError(f"--norm-type {args.norm_type} --norm-topk {args.norm_topk} "
+                             f"--norm-constant {args.norm_constant}: {error}") from None
+        logger.info("replaced %d layer norms by %s", count, args.norm_type)
+    if args.weight_norm != "none":
+        names = apply_weight_norm(model, args.weight_norm, p=args.weight_norm_p,
+                                  rho=args.weight_norm_rho, include=weight_norm_target)
+        logger.info("%s (p=%s) on %d weights", args.weight_norm, args.weight_norm_p, len(names))
+        decoder = getattr(model, "decoder", None)
+        if decoder is not None:
+            cache_weights_per_forward(decoder)
+    return model
