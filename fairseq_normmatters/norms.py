@@ -146,13 +146,55 @@ class L2Norm(nn.LayerNorm):
         super().__init__(_as_shape(normalized_shape), _check_eps(eps), elementwise_affine)
 
 
-class RMSNorm(nn.Module):
+class PlannedRowNorm(nn.Module):
+    """Base of the norm modules that run as kernels.RowNormFunction (DeviationNorm, RMSNorm).
+
+    The first call on a (device, dtype) checks the input, gamma and beta as the functional API
+    does and decides the backend: a kernels.RowNormPlan, or None for the eager reference.
+    Later calls check the input's trailing shape and run the plan. Moving or casting the module,
+    replacing its gain or bias, or changing the backend (kernels.generation) forgets the plans.
+    Inside the user's torch.compile the plain formula runs, for the compiler to trace."""
+
+    def __setattr__(self, name, value):
+        if name in ("weight", "bias"):
+            self.__dict__.get("_plans", {}).clear()
+        super().__setattr__(name, value)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.__dict__.get("_plans", {}).clear()
+        return super()._apply(fn, *args, **kwargs)
+
+    def __getstate__(self):
+        return {**super().__getstate__(), "_plans": {}}  # plans hold compiled functions: not pickled
+
+    def _plan(self, x):
+        if x.shape[-len(self.normalized_shape):] != self.normalized_shape:
+            normalized_size(x, self.normalized_shape)  # raises the shape error
+        key = (x.device, x.dtype, kernels.generation)
+        plans = self.__dict__.setdefault("_plans", {})
+        if key not in plans:
+            size = normalized_size(x, self.normalized_shape, self.weight, self.bias)
+            backend = kernels.backend_for(x, None, self.kind)
+            plans[key] = None if backend == "eager" else kernels.RowNormPlan(
+                self.kind, size, self.constant_value, self.eps, self.k, kernels.implementation(backend),
+                flat_parameters=len(self.normalized_shape) == 1)
+        return plans[key]
+
+    def forward(self, x):
+        plan = None if torch.compiler.is_compiling() else self._plan(x)
+        if plan is None:
+            return self.reference(x)
+        return plan.run(x, self.weight, self.bias)
+
+
+class RMSNorm(PlannedRowNorm):
     """RMSNorm (uncentered): y = gamma * x / sqrt(mean(x^2) + eps) + beta, eps inside the root.
 
     beta is kept (unlike Zhang & Sennrich) so that a LayerNorm's state_dict keys carry over.
     """
 
     kind = "rms"
+    constant_value, k = 1.0, None  # no calibration constant
 
     def __init__(self, normalized_shape: Shape, eps=1e-5, elementwise_affine=True):
         super().__init__()
@@ -161,8 +203,8 @@ class RMSNorm(nn.Module):
         self.elementwise_affine = elementwise_affine
         _init_affine(self, elementwise_affine)
 
-    def forward(self, x):
-        return rms_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+    def reference(self, x):
+        return rms_norm_reference(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
@@ -178,7 +220,7 @@ def _init_affine(module: nn.Module, affine: bool, shape=None) -> None:
         module.register_parameter("bias", None)
 
 
-class DeviationNorm(nn.Module):
+class DeviationNorm(PlannedRowNorm):
     """Layer norm with a cheap scale: y = gamma * d / (C * scale(d) + eps) + beta, d = x - mean(x).
 
     scale is mean|d| (kind "l1"), max|d| ("linf") or the mean of the k largest |d| ("topk");
@@ -200,9 +242,9 @@ class DeviationNorm(nn.Module):
         self.constant_value = resolve_constant(kind, math.prod(self.normalized_shape), constant, k)
         _init_affine(self, elementwise_affine)
 
-    def forward(self, x):
-        return deviation_norm(x, self.kind, self.normalized_shape, self.weight, self.bias,
-                              self.eps, self.constant_value, self.k)
+    def reference(self, x):
+        return deviation_norm_reference(x, self.kind, self.normalized_shape, self.weight, self.bias,
+                                        self.eps, self.constant_value, self.k)
 
     def extra_repr(self):
         k = f", k={self.k}" if self.kind == "topk" else ""

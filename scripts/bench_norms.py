@@ -2,15 +2,18 @@
 """Forward+backward speed of the plugin's layer norms as ratios to torch.nn.LayerNorm, one run.
 
 For each dtype and shape (rows x features) it times nn.LayerNorm and each kind (l1, linf,
-topk k=8, rms) on the same input and output gradient, in rounds of LayerNorm then every kind:
+topk k=8, rms) on the same input and output gradient, in rounds that time each of them on a
+few single calls (the round's value is their median, so a call that the machine interrupts
+does not count; each round starts with the next one, so none always follows LayerNorm):
 median ms of fwd+bwd, the ratio to LayerNorm (the median of the ratios within a round; JSON:
 round_ratios), the first call's extra time (compilation) separately, and on CUDA the peak-memory
 ratio and the achieved GB/s (5 passes over the tensor: read x, write y, read x and dy, write
-dx) beside torch's copy bandwidth.
+dx) beside torch's copy bandwidth. --overhead times a tiny input (8x512), where the kernels
+take a few microseconds, and prints microseconds: the cost of each call's Python and launches.
 
-    python scripts/bench_norms.py [--device cpu|cuda] [--quick] [--backend auto] [--kinds ...]
-                                  [--shapes 64x512 ...] [--dtypes ...] [--threads N]
-                                  [--kernels-only] [--json FILE]
+    python scripts/bench_norms.py [--device cpu|cuda] [--quick | --overhead] [--backend auto]
+                                  [--kinds ...] [--shapes 64x512 ...] [--dtypes ...]
+                                  [--threads N] [--kernels-only] [--json FILE]
 """
 
 import argparse
@@ -28,6 +31,7 @@ from fairseq_normmatters.recipes import run_main
 KINDS = {"l1": {}, "linf": {}, "topk": {"k": 8}, "rms": {}}
 SHAPES = [(4096, 512), (4096, 1024), (16384, 512), (16384, 1024)]
 CUDA_SHAPES = SHAPES + [(65536, 1024)]
+OVERHEAD_SHAPE = (8, 512)
 DTYPES = {"cpu": ["float32", "bfloat16"], "cuda": ["float32", "bfloat16", "float16"]}
 
 
@@ -39,13 +43,16 @@ class Timer:
         if self.cuda:
             torch.cuda.synchronize()
 
-    def seconds(self, step, repeats=1):
-        self.sync()
-        start = time.perf_counter()
-        for _ in range(repeats):
+    def seconds(self, step, calls=1):
+        """The median time of `calls` single calls of step()."""
+        times = []
+        for _ in range(calls):
+            self.sync()
+            start = time.perf_counter()
             step()
-        self.sync()
-        return (time.perf_counter() - start) / repeats
+            self.sync()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
 
 
 def fwd_bwd(module, x, grad):
@@ -105,12 +112,12 @@ def bench_shape(kinds, rows, features, dtype, device, repeats, inner, kernels_on
              else {name: fwd_bwd(m, x, grad) for name, m in modules.items()})
     first = {name: timer.seconds(step) for name, step in steps.items()}
     times = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            times[name].append(timer.seconds(step, inner))
+    names = list(steps)
+    for round_ in range(repeats):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            times[name].append(timer.seconds(steps[name], inner))
     ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
-    # each round times LayerNorm and then every kind: a ratio within a round cancels the drift
-    # of a shared machine between rounds
+    # a ratio within a round cancels the drift of a shared machine between rounds
     round_ratios = {kind: [a / b for a, b in zip(times[kind], times["layernorm"])] for kind in kinds}
     peaks = {name: peak_bytes(step, device) for name, step in steps.items()}
     copy_gbps = copy_bandwidth(x, timer, inner) if device == "cuda" else None
@@ -139,6 +146,11 @@ def copy_bandwidth(x, timer, inner):
 
 
 def print_record(r):
+    if r["shape"][0] * r["shape"][1] <= OVERHEAD_SHAPE[0] * OVERHEAD_SHAPE[1]:
+        print(f"{r['kind']:5s} {r['dtype']:8s} {r['shape'][0]:6d}x{r['shape'][1]:<5d} "
+              f"{1e3 * r['ms']:7.1f} us  LayerNorm {1e3 * r['layernorm_ms']:7.1f} us  "
+              f"{1e3 * (r['ms'] - r['layernorm_ms']):+7.1f} us  ratio {r['ratio']:5.2f}x  [{r['backend']}]", flush=True)
+        return
     line = (f"{r['kind']:5s} {r['dtype']:8s} {r['shape'][0]:6d}x{r['shape'][1]:<5d} "
             f"{r['ms']:9.3f} ms  LayerNorm {r['layernorm_ms']:9.3f} ms  ratio {r['ratio']:5.2f}x  "
             f"first call +{r['compile_s']:6.2f} s  [{r['backend']}{', kernels only' if r['scope'] == 'kernels' else ''}]")
@@ -163,7 +175,10 @@ def shape_argument(text: str):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--quick", action="store_true", help="one small shape, fp32 (< 60 s on 2 cores)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="one small shape, fp32 (< 60 s on 2 cores)")
+    mode.add_argument("--overhead", action="store_true",
+                      help="the per-call cost in microseconds: fwd+bwd of 8x512, many calls")
     parser.add_argument("--backend", choices=kernels.BACKENDS,
                         help=f"norm backend of l1/linf/topk (default: ${kernels.BACKEND_VARIABLE} or auto)")
     parser.add_argument("--kinds", nargs="+", choices=tuple(KINDS), default=list(KINDS))
@@ -185,9 +200,10 @@ def main(argv=None):
         if args.threads < 1:
             raise SystemExit(f"bench_norms.py: --threads {args.threads}: needs at least 1")
         torch.set_num_threads(args.threads)
-    shapes = args.shapes or ([(4096, 512)] if args.quick else CUDA_SHAPES if args.device == "cuda" else SHAPES)
+    shapes = args.shapes or ([(4096, 512)] if args.quick else [OVERHEAD_SHAPE] if args.overhead
+                             else CUDA_SHAPES if args.device == "cuda" else SHAPES)
     dtypes = args.dtypes or (["float32"] if args.quick else DTYPES[args.device])
-    repeats, inner = (5, 2) if args.quick else (15, 10 if args.device == "cuda" else 3)
+    repeats, inner = (5, 3) if args.quick else (30, 51) if args.overhead else (15, 5)
     print(f"torch {torch.__version__}, {args.device}, threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} cores" + (f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""))
     records = []

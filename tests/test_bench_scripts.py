@@ -4,6 +4,7 @@ timings are not asserted: benchmarks are not timed tests)."""
 import importlib.util
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -59,3 +60,12 @@ def test_bench_norms_names_a_malformed_shape(bench_norms, capsys):
         bench_norms.main(["--shapes", "64x"])
     assert exit_.value.code == 2
     assert "shape '64x' is not ROWSxFEATURES with positive integers, e.g. 4096x512" in capsys.readouterr().err
+
+
+def test_bench_norms_overhead_times_a_tiny_input_in_microseconds(bench_norms, capsys, tmp_path):
+    bench_norms.main(["--overhead", "--kinds", "l1", "rms", "--dtypes", "float32", "--json", str(tmp_path / "o.json")])
+    records = json.loads((tmp_path / "o.json").read_text())
+    assert [(r["kind"], r["shape"]) for r in records] == [("l1", [8, 512]), ("rms", [8, 512])]
+    assert all(len(r["round_ratios"]) == 30 for r in records)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("l1 ", "rms "))]
+    assert len(lines) == 2 and all(re.search(r" us  LayerNorm +[\d.]+ us +[-+][\d.]+ us  ratio", line) for line in lines)

@@ -127,7 +127,8 @@ def test_native_topk_on_wide_rows_and_ties(dtype):
         grad = torch.randn_like(x)
         results = []
         for impl in (kernels.implementation("native"), kernels.UNCOMPILED):
-            y = kernels.RowNormFunction.apply(x, weight, bias, "topk", 1.2533, 1e-5, k, impl)
+            plan = kernels.RowNormPlan("topk", x.shape[1], 1.2533, 1e-5, k, impl)
+            y = kernels.RowNormFunction.apply(x, weight, bias, plan)
             results.append([y, *torch.autograd.grad(y, (x, weight, bias), grad)])
         for name, a, b in zip(("y", "dx", "dweight", "dbias"), *results):
             error = (a.double() - b.double()).abs().max() / b.double().abs().max()
@@ -153,8 +154,8 @@ def test_analytic_backward_gradcheck_float64(implementation, kind):
     impl = kernels.implementation("native") if implementation == "native" else kernels.UNCOMPILED
     x, weight, bias = inputs(6, 11, torch.float64, "cpu")
     constant = 0.0 if kind == "rms" else 1.2533
-    assert torch.autograd.gradcheck(
-        lambda *t: kernels.RowNormFunction.apply(*t, kind, constant, 1e-5, 3, impl), (x, weight, bias))
+    plan = kernels.RowNormPlan(kind, x.shape[1], constant, 1e-5, 3, impl)
+    assert torch.autograd.gradcheck(lambda *t: kernels.RowNormFunction.apply(*t, plan), (x, weight, bias))
 
 
 @pytest.mark.parametrize("kind", KINDS + ("rms",))
@@ -381,3 +382,19 @@ def test_triton_forced_on_cpu_falls_back_once(monkeypatch, caplog):
         assert kernels.backend_for(torch.randn(2, 4)) == "eager"
         assert kernels.backend_for(torch.randn(2, 4)) == "eager"
     assert len([r for r in caplog.records if r.name == kernels.__name__]) == 1
+
+
+def test_double_backward_through_a_fast_path_is_refused_with_a_message():
+    x, weight, bias = inputs(4, 16, torch.float32, "cpu")
+    y = deviation_norm(x, "l1", 16, weight, bias, backend="native")
+    with pytest.raises(RuntimeError, match="fast backward is not differentiable .no double backward.; run them "
+                                           "with the eager backend"):
+        torch.autograd.grad(y.square().sum(), x, create_graph=True)
+
+
+def test_without_gradients_the_forward_runs_alone_and_matches():
+    x, weight, bias = inputs(4, 16, torch.float32, "cpu")
+    expected = deviation_norm(x, "l1", 16, weight, bias, backend="native")
+    with torch.no_grad():
+        y = deviation_norm(x, "l1", 16, weight, bias, backend="native")
+    assert y.grad_fn is None and torch.equal(y, expected.detach())

@@ -5,6 +5,7 @@ The norms run eager here (the formulas); tests/test_kernels.py holds the fast pa
 and test_module_matches_reference_formula runs the default path too.
 """
 
+import copy
 import functools
 import math
 
@@ -231,3 +232,52 @@ def test_apex_fused_layer_norm_is_swapped_keeping_its_weights_and_a_namesake_is_
     assert isinstance(model[0], DeviationNorm) and model[1].__class__.__module__ == "my_project.layers"
     torch.testing.assert_close(model[0].weight, apex.weight)
     torch.testing.assert_close(model[0].bias, apex.bias)
+
+
+@pytest.mark.parametrize("kind", ["l1", "linf", "topk", "rms"])
+def test_a_compiled_model_with_these_norms_gives_the_eager_result_without_graph_breaks(kind):
+    """torch.compile(fullgraph=True) fails on any graph break; inside it the norms run their
+    plain formula (the default backend's kernels are opaque to the compiler)."""
+    kernels.set_backend(None)  # the default backend outside the compiled model
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), build_norm(kind, 32, **OPTIONS.get(kind, {})), nn.ReLU(),
+                          nn.Linear(32, 8))
+    x = torch.randn(6, 16)
+    expected = model(x)
+    expected_grads = torch.autograd.grad(expected.square().sum(), list(model.parameters()))
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    y = compiled(x)
+    grads = torch.autograd.grad(y.square().sum(), list(model.parameters()))
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+    for g, e in zip(grads, expected_grads):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+
+
+def test_a_norm_module_keeps_its_decisions_per_device_and_dtype_and_forgets_them_when_changed(tmp_path):
+    """The plan made at the first call serves later calls; a cast, a new gain or another
+    backend makes a new one; a pickled or copied module carries none."""
+    kernels.set_backend(None)
+    norm = build_norm("l1", 16)
+    x = torch.randn(4, 16)
+    y = norm(x)
+    [plan] = norm._plans.values()
+    torch.testing.assert_close(norm(x), y)
+    assert list(norm._plans.values()) == [plan]
+    norm.to(torch.float64)
+    assert norm._plans == {}
+    norm(x.double())
+    norm.weight = nn.Parameter(torch.full((16,), 2.0, dtype=torch.float64))
+    assert norm._plans == {}
+    torch.testing.assert_close(norm(x.double()), 2 * y.double(), rtol=1e-5, atol=1e-5)
+    kernels.set_backend("eager")
+    try:
+        norm(x.double())
+        assert None in norm._plans.values()  # the eager reference, decided anew
+    finally:
+        kernels.set_backend(None)
+    copied = copy.deepcopy(norm)
+    torch.save(norm, tmp_path / "norm.pt")
+    assert copied._plans == {} and norm._plans != {}
+    with pytest.raises(ValueError, match=r"needs input of shape \[\*, 16\]; got \[4, 8\]"):
+        norm(torch.randn(4, 8, dtype=torch.float64))

@@ -17,9 +17,13 @@ call:
 The environment variable NORMMATTERS_NORM_BACKEND (or `set_backend`) forces one. A backend that
 cannot run here (no Triton, no C++ compiler, ...) falls back with one logged warning: to eager
 when it was forced, else to the next choice of auto.
+
+A norm module decides once per (device, dtype) what it runs: a `RowNormPlan` (the backend's
+implementation and the numeric options; its `run` is a reshape and one Function.apply), made
+when it first sees that input and made again after `set_backend` or a backend failure
+(`generation` counts those). The environment variable is read then, not per call.
 """
 
-import contextlib
 import importlib
 import logging
 import os
@@ -35,6 +39,7 @@ BACKENDS = ("auto", "eager", "native", "compiled", "triton")
 BACKEND_VARIABLE = "NORMMATTERS_NORM_BACKEND"
 _forced_backend: Optional[str] = None
 _broken = {}  # backend -> reason it cannot run in this process
+generation = 0  # bumped whenever the backend a norm would choose may change: plans made before are stale
 
 
 def check_backend(name: str) -> str:
@@ -46,8 +51,9 @@ def check_backend(name: str) -> str:
 
 def set_backend(name: Optional[str]) -> None:
     """Force a backend for this process (None: back to $NORMMATTERS_NORM_BACKEND or auto)."""
-    global _forced_backend
+    global _forced_backend, generation
     _forced_backend = None if name is None else check_backend(name)
+    generation += 1
 
 
 def requested_backend() -> str:
@@ -102,8 +108,10 @@ def _warn_wrong_device(name: str, device: str) -> None:
 
 
 def _mark_broken(name: str, reason: str) -> None:
+    global generation
     if name not in _broken:
         _broken[name] = reason
+        generation += 1
         logger.warning("norm backend %r unavailable (%s); using the next choice of auto (eager if "
                        "it was forced)", name, reason)
 
@@ -116,30 +124,30 @@ class Implementation:
 
 
 #: Each kind x dtype x affine x feature size is its own graph: torch's default of 8 graphs per
-#: function is raised (once, process-wide); past it torch runs the function uncompiled and
-#: logs a warning.
+#: function is raised while these functions run (not for the rest of the process); past it torch
+#: runs the function uncompiled and logs a warning.
 RECOMPILE_LIMIT = 64
 
 
-def _compile(function: Callable) -> Callable:
-    """function compiled for a fixed feature size and any number of rows (dim 0 of the 2-D
-    tensor arguments): one graph per size, however fairseq's batches vary. (A dynamic feature
-    size too compiles to 1.2-1.5x slower CPU code.)"""
-    config = torch._dynamo.config
-    config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
+def _compile(function: Callable, row_dims: dict) -> Callable:
+    """function compiled for a fixed feature size and any number of rows (row_dims: argument
+    position -> the dimension that counts rows): one graph per size, however fairseq's batches
+    vary. (A dynamic feature size too compiles to 1.2-1.5x slower CPU code.)"""
     compiled = torch.compile(function, dynamic=False, fullgraph=True)
 
     def run(*args):
-        for arg in args:
-            for tensor in arg if isinstance(arg, tuple) else (arg,):
-                if isinstance(tensor, torch.Tensor) and tensor.dim() == 2:
-                    torch._dynamo.maybe_mark_dynamic(tensor, 0)
-        return compiled(*args)
+        for position, dim in row_dims.items():
+            torch._dynamo.maybe_mark_dynamic(args[position], dim)
+        with torch._dynamo.config.patch(recompile_limit=max(torch._dynamo.config.recompile_limit,
+                                                            RECOMPILE_LIMIT)):
+            return compiled(*args)
     return run
 
 
 def _compiled() -> Implementation:
-    return Implementation("compiled", _compile(rows.forward_rows), _compile(rows.backward_rows))
+    # forward_rows(x, ...); backward_rows(grad, x, weight, statistics (count, rows), ...)
+    return Implementation("compiled", _compile(rows.forward_rows, {0: 0}),
+                          _compile(rows.backward_rows, {0: 0, 1: 0, 3: 1}))
 
 
 def _native() -> Implementation:
@@ -180,45 +188,85 @@ def run_or_fall_back(impl: Implementation, step: str, *args):
     return result
 
 
+class RowNormPlan:
+    """A norm of `kind` over rows of `size` features by `impl` (an Implementation), decided once:
+    run(x, gamma, beta) is a reshape and one RowNormFunction.apply (constant: C of
+    l1/linf/topk, ignored by rms; flat_parameters: gamma and beta are 1-D)."""
+
+    __slots__ = ("kind", "size", "constant", "eps", "k", "impl", "flat_parameters")
+
+    def __init__(self, kind: str, size: int, constant: float, eps: float, k: Optional[int], impl: Implementation,
+                 flat_parameters: bool = False):
+        self.kind, self.size, self.constant, self.eps, self.k = kind, size, float(constant), float(eps), k or 0
+        self.impl, self.flat_parameters = impl, flat_parameters
+
+    def run(self, x, weight, bias):
+        x2d = x if x.dim() == 2 else x.reshape(-1, self.size)
+        if not self.flat_parameters:
+            weight = None if weight is None else weight.reshape(-1)
+            bias = None if bias is None else bias.reshape(-1)
+        if torch.is_autocast_enabled(x.device.type):  # the kernels choose their own precision
+            with torch.autocast(x.device.type, enabled=False):
+                y = self.apply(x2d, weight, bias)
+        else:
+            y = self.apply(x2d, weight, bias)
+        return y if x2d is x else y.view(x.shape)
+
+    def apply(self, x, weight, bias):
+        """RowNormFunction.apply, or the forward alone where no gradient is recorded (generation)."""
+        if torch.is_grad_enabled():
+            return RowNormFunction.apply(x, weight, bias, self)
+        return self.forward(x, weight, bias)[0]
+
+    def forward(self, x, weight, bias):
+        if self.impl.name in _broken:
+            return run_or_fall_back(self.impl, "forward", x, weight, bias, self.kind, self.constant, self.eps, self.k)
+        try:
+            return self.impl.forward(x, weight, bias, self.kind, self.constant, self.eps, self.k)
+        except Exception:  # the fallback and its warning, or the input's own error
+            return run_or_fall_back(self.impl, "forward", x, weight, bias, self.kind, self.constant, self.eps, self.k)
+
+    def backward(self, grad, x, weight, statistics, needs_weight_grad, needs_bias_grad):
+        args = (grad, x, weight, statistics, self.kind, self.constant, self.eps, self.k, needs_weight_grad,
+                needs_bias_grad)
+        if self.impl.name in _broken:
+            return run_or_fall_back(self.impl, "backward", *args)
+        try:
+            return self.impl.backward(*args)
+        except Exception:
+            return run_or_fall_back(self.impl, "backward", *args)
+
+
 class RowNormFunction(torch.autograd.Function):
-    """A norm of `kind` over the rows of a 2-D x (rows.py's formulas), with the analytic backward."""
+    """A norm over the rows of a 2-D x (rows.py's formulas) as `plan` runs it, with the analytic
+    backward (once differentiable: a double backward is refused)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, kind, constant, eps, k, impl):
-        y, statistics = run_or_fall_back(impl, "forward", x, weight, bias, kind, constant, eps, k)
+    def forward(ctx, x, weight, bias, plan):
+        y, statistics = plan.forward(x, weight, bias)
         ctx.save_for_backward(x, weight, statistics)
-        ctx.options = (kind, constant, eps, k, impl)
+        ctx.plan = plan
         ctx.bias_dtype = None if bias is None else bias.dtype
         return y
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
+        if torch.is_grad_enabled():  # create_graph=True: the kernels' gradients have no graph
+            raise RuntimeError("the l1/linf/topk/rms norms' fast backward is not differentiable (no double "
+                               "backward); run them with the eager backend for that")
         x, weight, statistics = ctx.saved_tensors
-        kind, constant, eps, k, impl = ctx.options
-        dx, dweight, dbias = run_or_fall_back(
-            impl, "backward", grad, x, weight, statistics, kind, constant, eps, k,
-            ctx.needs_input_grad[1], ctx.needs_input_grad[2])
-        dweight = None if dweight is None else dweight.to(weight.dtype)
-        dbias = None if dbias is None else dbias.to(ctx.bias_dtype)
-        return dx, dweight, dbias, None, None, None, None, None
+        needs = ctx.needs_input_grad
+        dx, dweight, dbias = ctx.plan.backward(grad, x, weight, statistics, needs[1], needs[2])
+        if dweight is not None and dweight.dtype != weight.dtype:
+            dweight = dweight.to(weight.dtype)
+        if dbias is not None and dbias.dtype != ctx.bias_dtype:
+            dbias = dbias.to(ctx.bias_dtype)
+        return dx, dweight, dbias, None
 
 
 def fused_norm(x, kind, normalized_size, weight, bias, eps, constant, k, backend):
-    """The `kind` norm of x over its last `normalized_size` elements by `backend` (constant:
-    C of l1/linf/topk, ignored by rms)."""
-    shape = x.shape
-    x2d = x if x.dim() == 2 and shape[1] == normalized_size else x.reshape(-1, normalized_size)
-    weight = weight if weight is None or weight.dim() == 1 else weight.reshape(-1)
-    bias = bias if bias is None or bias.dim() == 1 else bias.reshape(-1)
-    with outside_autocast(x):
-        y = RowNormFunction.apply(x2d, weight, bias, kind, float(constant), float(eps), k or 0,
-                                  implementation(backend))
-    return y if x2d is x else y.view(shape)
-
-
-def outside_autocast(x: torch.Tensor):
-    """A context without autocast for x's device (the kernels choose their own precision)."""
-    if torch.is_autocast_enabled(x.device.type):
-        return torch.autocast(x.device.type, enabled=False)
-    return contextlib.nullcontext()
+    """The `kind` norm of x over its last `normalized_size` elements by `backend`, planned for
+    this one call (the functional API; norm modules keep their plans)."""
+    plan = RowNormPlan(kind, normalized_size, constant, eps, k, implementation(backend),
+                       flat_parameters=all(p is None or p.dim() == 1 for p in (weight, bias)))
+    return plan.run(x, weight, bias)

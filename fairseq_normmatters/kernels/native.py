@@ -31,7 +31,6 @@ from pathlib import Path
 
 import torch
 
-from .rows import compute_dtype
 
 SOURCE = Path(__file__).with_name("native_rows.cpp")
 FLAGS = ("-O3", "-fopenmp", "-std=c++17", "-shared", "-fPIC")
@@ -107,9 +106,12 @@ def pointer(tensor) -> int:
     return None if tensor is None else tensor.data_ptr()
 
 
-def check(status: int, step: str, kind: str) -> None:
-    if status != 0:
-        raise RuntimeError(f"native {step} of the {kind} norm refused its input: {ERRORS.get(status, status)}")
+def refused(step: str, kind: str, status: int):
+    raise RuntimeError(f"native {step} of the {kind} norm refused its input: {ERRORS.get(status, status)}")
+
+
+#: input dtype -> the dtype the kernels compute in and take gamma, beta and statistics in
+COMPUTE_DTYPES = {torch.float32: torch.float32, torch.float64: torch.float64, torch.bfloat16: torch.float32}
 
 
 def as_compute(tensor, dtype):
@@ -122,14 +124,16 @@ def as_compute(tensor, dtype):
 def forward_rows(x, weight, bias, kind, constant, eps, k):
     """rows.forward_rows, natively: (y, statistics) in rows.py's layout."""
     x = x.contiguous()
-    dtype = compute_dtype(x)
+    dtype = COMPUTE_DTYPES[x.dtype]
     weight, bias = as_compute(weight, dtype), as_compute(bias, dtype)
+    rows, n = x.shape
     y = torch.empty_like(x)
-    statistics = torch.empty((1 if kind == "rms" else 3, x.shape[0]), dtype=dtype)
-    check(library().normmatters_forward(
-        DTYPES[x.dtype], KINDS[kind], x.shape[0], x.shape[1], x.data_ptr(), y.data_ptr(),
-        pointer(weight), pointer(bias), constant, eps, k, statistics.data_ptr(),
-        torch.get_num_threads()), "forward", kind)
+    statistics = torch.empty((1 if kind == "rms" else 3, rows), dtype=dtype)
+    status = library().normmatters_forward(
+        DTYPES[x.dtype], KINDS[kind], rows, n, x.data_ptr(), y.data_ptr(), pointer(weight), pointer(bias),
+        constant, eps, k, statistics.data_ptr(), torch.get_num_threads())
+    if status:
+        refused("forward", kind, status)
     return y, statistics
 
 
@@ -137,13 +141,16 @@ def backward_rows(grad, x, weight, statistics, kind, constant, eps, k, needs_wei
                   needs_bias_grad):
     """rows.backward_rows, natively: (dL/dx, dL/dgamma, dL/dbeta) in the compute dtype."""
     grad, x, statistics = grad.contiguous(), x.contiguous(), statistics.contiguous()
-    dtype = compute_dtype(x)
+    dtype = COMPUTE_DTYPES[x.dtype]
     weight = as_compute(weight, dtype)
+    rows, n = x.shape
     dx = torch.empty_like(x)
-    dweight = torch.empty(x.shape[1], dtype=dtype) if needs_weight_grad else None
-    dbias = torch.empty(x.shape[1], dtype=dtype) if needs_bias_grad else None
-    check(library().normmatters_backward(
-        DTYPES[x.dtype], KINDS[kind], x.shape[0], x.shape[1], grad.data_ptr(), x.data_ptr(),
-        pointer(weight), statistics.data_ptr(), constant, eps, k, dx.data_ptr(),
-        pointer(dweight), pointer(dbias), torch.get_num_threads()), "backward", kind)
+    dweight = torch.empty(n, dtype=dtype) if needs_weight_grad else None
+    dbias = torch.empty(n, dtype=dtype) if needs_bias_grad else None
+    status = library().normmatters_backward(
+        DTYPES[x.dtype], KINDS[kind], rows, n, grad.data_ptr(), x.data_ptr(), pointer(weight),
+        statistics.data_ptr(), constant, eps, k, dx.data_ptr(), pointer(dweight), pointer(dbias),
+        torch.get_num_threads())
+    if status:
+        refused("backward", kind, status)
     return dx, dweight, dbias
