@@ -11,12 +11,20 @@
 #  6. Whether fairseq's spawned workers import the user dir (fairseq#2143, #4875): one GPU, a
 #     tcp init method makes fairseq-train spawn its worker process.
 #  7. A torch profile of a small l1 call: CPU (Python, launch) against GPU time.
+#  8. scripts/bench_norms.py --device cuda --overhead: the per-call cost in microseconds (8x512).
 # PARTS="1 2 3" selects parts (default 1 2 3; PRECISIONS and CONFIGS narrow part 2, BASE part 3).
+# PARTS=speed is every GPU speed number of docs/performance.md in one run (under 8 minutes on an
+# H200): parts 5 (at 4096x512, 16384x1024, 65536x1024), 8, and 3 with l2, l1, none and bwn, whose
+# words/s ratios (l1 / l2, bwn / none) it prints.
 # The summary goes to stdout and $OUT/summary.txt, the training logs to
 # $OUT/logs; data and checkpoints stay in $WORK (default /tmp/device_work).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/device_out}" WORK="${WORK:-/tmp/device_work}" PARTS="${PARTS:-1 2 3}"
+if [ "$PARTS" = speed ]; then
+    PARTS="5 8 3" BASE="${BASE:-transformer_l2 transformer_l1 transformer_none transformer_bwn}"
+    BENCH_ARGS="${BENCH_ARGS:---shapes 4096x512 16384x1024 65536x1024}"
+fi
 mkdir -p "$OUT/logs" "$WORK"
 exec > >(tee -a "$OUT/summary.txt") 2>&1
 want() { [[ " $PARTS " == *" $1 "* ]]; }
@@ -54,6 +62,11 @@ echo "== 5. norms vs nn.LayerNorm on CUDA"
 timeout 300 python3 scripts/bench_norms.py --device cuda --json "$OUT/bench_norms_cuda.json" ${BENCH_ARGS:-} 2>&1 | grep -v tensorboardX
 fi
 
+if want 8; then
+echo "== 8. per-call cost on CUDA (8x512 fwd+bwd, microseconds)"
+timeout 120 python3 scripts/bench_norms.py --device cuda --overhead --json "$OUT/bench_overhead_cuda.json" 2>&1 | grep -v tensorboardX
+fi
+
 if want 2 || want 3 || want 6; then
     scripts/prepare_wmt14_de_en.sh --raw-dir data/demo --vocab-size 1000 --workers 8 "$WORK/data" 2>&1 | grep '^\[prepare\]'
 fi
@@ -87,7 +100,10 @@ for config in ${BASE:-transformer_l2 transformer_l1 transformer_bwn}; do
     rc=$?
     wps=$(grep -o '"wps": "[^"]*"' "$log" | tail -1 | grep -o '[0-9.]*')
     echo "$config rc=$rc train_wps=$wps hours_for_100k_updates_of_8x4096=$(python3 -c "print(round(100000*8*4096/float('${wps:-0}' or 1)/3600, 1))")"
+    declare "WPS_$config=${wps:-0}"
 done
+ratio() { python3 -c "a, b = float('${!1:-0}' or 0), float('${!2:-0}' or 0); print(f'{a / b:.3f}x' if b else 'n/a')"; }
+echo "words/s ratios: l1 / l2 $(ratio WPS_transformer_l1 WPS_transformer_l2), bwn / none $(ratio WPS_transformer_bwn WPS_transformer_none)"
 fi
 
 if want 6; then

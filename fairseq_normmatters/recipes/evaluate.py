@@ -7,12 +7,13 @@
    into SAVE_DIR/checkpoint_avg.pt. fairseq's own averaging script is not shipped in its
    wheels; this is the same computation (parameter-wise mean).
 2. fairseq-generate on test (beam 4, lenpen 0.6), sentencepiece-decoded.
-3. sacreBLEU on the detokenized output against PREPARED_DIR/raw/test.en (signature kept), and
+3. sacreBLEU on the detokenized output against PREPARED_DIR/raw/test.en (signature kept),
    tokenized BLEU (13a tokens, compounds split at hyphens as ##AT##-##AT##) for comparison
-   with papers.
+   with WMT14 papers, and lowercased tokenized BLEU (13a) as IWSLT14 papers quote it.
 4. fairseq-validate on valid and test: perplexity (base 2 of the label-free nll).
 
-Writes SAVE_DIR/results.json and SAVE_DIR/test.hyp.
+Writes SAVE_DIR/results.json (with the run's seed and the paths of its translations and of the
+reference, for collect_results.py's significance tests) and SAVE_DIR/test.hyp.
 """
 
 import argparse
@@ -65,6 +66,12 @@ def average_checkpoints(paths, output: Path) -> dict:
     return newest
 
 
+def training_seed(command) -> int:
+    """The --seed of a fairseq-train command line (its last one; fairseq's default 1)."""
+    seeds = [command[i + 1] for i, arg in enumerate(command[:-1]) if arg == "--seed"]
+    return int(seeds[-1]) if seeds else 1
+
+
 def is_float_tensor(value) -> bool:
     return isinstance(value, torch.Tensor) and value.is_floating_point()
 
@@ -80,7 +87,8 @@ def split_compounds(line: str) -> str:
 
 
 def bleu_scores(hypotheses, references):
-    """(sacreBLEU score, its signature, tokenized BLEU with compound splitting)."""
+    """(sacreBLEU score, its signature, tokenized BLEU with compound splitting (WMT14 papers),
+    lowercased tokenized BLEU (IWSLT14 papers, as fairseq's example reports it))."""
     from sacrebleu.metrics import BLEU
     from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
     bleu = BLEU()
@@ -88,7 +96,8 @@ def bleu_scores(hypotheses, references):
     tokenize = Tokenizer13a()
     tokenized = BLEU(tokenize="none", force=True).corpus_score(
         [split_compounds(tokenize(h)) for h in hypotheses], [[split_compounds(tokenize(r)) for r in references]])
-    return score, str(bleu.get_signature()), tokenized.score
+    lowercased = BLEU(lowercase=True).corpus_score(hypotheses, [references])
+    return score, str(bleu.get_signature()), tokenized.score, lowercased.score
 
 
 def perplexities(validate_log: str):
@@ -133,13 +142,17 @@ def main(argv=None):
     if len(hypotheses) != len(references):
         raise RecipeError(f"fairseq-generate gave {len(hypotheses)} translations for {len(references)} references")
     write_text_atomically(save_dir / "test.hyp", "".join(h + "\n" for h in hypotheses))
-    bleu, signature, bleu_tok = bleu_scores(hypotheses, references)
+    bleu, signature, bleu_tok, bleu_lowercase = bleu_scores(hypotheses, references)
     print("[evaluate] fairseq-validate on valid and test", flush=True)
     ppl = perplexities(run_tool("fairseq-validate", *common, "--task", "translation",
                                 "--valid-subset", "valid,test", quiet=True))
     run = json.loads((save_dir / "run.json").read_text()) if (save_dir / "run.json").is_file() else {}
-    results = {"config": run.get("config", save_dir.name), "bleu": round(bleu, 2),
+    results = {"config": run.get("config", save_dir.name), "benchmark": run.get("benchmark", "wmt14"),
+               "seed": training_seed(run.get("command", [])),
+               "bleu": round(bleu, 2), "hypotheses": str((save_dir / "test.hyp").resolve()),
+               "reference": str(reference.resolve()),
                "sacrebleu_signature": signature, "bleu_tok": round(bleu_tok, 2),
+               "bleu_lowercase": round(bleu_lowercase, 2),
                "valid_ppl": ppl.get("valid"), "test_ppl": ppl.get("test"),
                "checkpoints_averaged": [p.name for p in paths],
                "num_updates": state["optimizer_history"][-1]["num_updates"],

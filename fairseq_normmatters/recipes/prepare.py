@@ -45,15 +45,15 @@ SPLITS = ("train", "valid", "test")
 LANGS = ("de", "en")
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="prepare_wmt14_de_en.sh", description=__doc__.splitlines()[0])
+def parse_args(argv=None, prog="prepare_wmt14_de_en.sh", description=__doc__, vocab_size=32000, max_len=250,
+               raw_help="WMT14 archives / extracted files, or a plain corpus; default: download the WMT14 archives"):
+    parser = argparse.ArgumentParser(prog=prog, description=description.splitlines()[0])
     parser.add_argument("out", help="output directory (new, empty, or an earlier run of this script)")
-    parser.add_argument("--raw-dir", help="WMT14 archives / extracted files, or a plain corpus; "
-                                          "default: download the WMT14 archives")
-    parser.add_argument("--vocab-size", type=int, default=32000, help="joint sentencepiece vocabulary")
+    parser.add_argument("--raw-dir", help=raw_help)
+    parser.add_argument("--vocab-size", type=int, default=vocab_size, help="joint sentencepiece vocabulary")
     parser.add_argument("--spm-sample", type=int, default=2_000_000,
                         help="sentences sampled to train sentencepiece (keeps memory bounded)")
-    parser.add_argument("--max-len", type=int, default=250, help="drop training pairs longer (words)")
+    parser.add_argument("--max-len", type=int, default=max_len, help="drop training pairs longer (words)")
     parser.add_argument("--max-ratio", type=float, default=1.5, help="drop training pairs with a longer length ratio")
     parser.add_argument("--workers", type=int, default=4, help="fairseq-preprocess workers")
     return parser.parse_args(argv)
@@ -84,10 +84,10 @@ def claim_output(out: Path, settings: dict) -> bool:
 
 
 class SourceFinder:
-    """Finds a WMT14 file as an extracted file under RAW or as a member of its archive."""
+    """Finds a file of the benchmark as an extracted file under RAW or as a member of its archive."""
 
-    def __init__(self, raw: Path):
-        self.raw = raw
+    def __init__(self, raw: Path, benchmark: str = "WMT14"):
+        self.raw, self.benchmark = raw, benchmark
 
     def read_lines(self, archive: str, member: str):
         name = Path(member).name
@@ -102,12 +102,12 @@ class SourceFinder:
                     if info.isfile() and (info.name.lstrip("./") == member or Path(info.name).name == name):
                         return self._decode(tar.extractfile(info).read(), name)
         looked = ", ".join(str(p) for p in places) + f", and inside {archive_path}"
-        raise RecipeError(f"missing WMT14 file {name}: looked at {looked}")
+        raise RecipeError(f"missing {self.benchmark} file {name}: looked at {looked}")
 
     @staticmethod
     def _decode(data: bytes, name: str):
         text = data.decode("utf-8", errors="replace")
-        if name.endswith(".sgm"):
+        if name.endswith((".sgm", ".xml")):
             return [html.unescape(m) for m in re.findall(r"<seg[^>]*>(.*?)</seg>", text)]
         return text.splitlines()
 
@@ -178,27 +178,41 @@ def train_sentencepiece(train_de, train_en, spm_dir: Path, vocab_size: int, samp
 
 def main(argv=None):
     args = parse_args(argv)
+    out, settings = start(args)
+    if settings is None:
+        return
+    raw = Path(args.raw_dir).resolve() if args.raw_dir else download(out)
+    print(f"[prepare] reading {raw}", flush=True)
+    corpus = read_corpus(raw)
+    train = clean_pairs(*corpus["train"], args.max_len, args.max_ratio)
+    print(f"[prepare] train: {len(train[0])} of {len(corpus['train'][0])} pairs kept after cleaning", flush=True)
+    finish(out, settings, args, {"train": train, "valid": clean_pairs(*corpus["valid"], 10**9, float("inf")),
+                                 "test": corpus["test"]})
+
+
+def start(args):
+    """(OUT, settings), or (OUT, None) when OUT is already prepared with these settings."""
     out = Path(args.out).resolve()
     settings = settings_of(args)
     if args.raw_dir and not Path(args.raw_dir).is_dir():
         raise RecipeError(f"--raw-dir {args.raw_dir} is not a directory")
     if claim_output(out, settings):
         print(f"[prepare] {out} is already prepared with these settings: nothing to do")
-        return
-    raw = Path(args.raw_dir).resolve() if args.raw_dir else download(out)
-    print(f"[prepare] reading {raw}", flush=True)
-    corpus = read_corpus(raw)
-    train_de, train_en = clean_pairs(*corpus["train"], args.max_len, args.max_ratio)
-    print(f"[prepare] train: {len(train_de)} of {len(corpus['train'][0])} pairs kept after cleaning", flush=True)
-    texts = {"train": (train_de, train_en), "valid": clean_pairs(*corpus["valid"], 10**9, float("inf")),
-             "test": corpus["test"]}
+        return out, None
+    return out, settings
+
+
+def finish(out: Path, settings: dict, args, texts: dict) -> None:
+    """Write texts (split -> (German lines, English lines)) under OUT/raw, train one joint
+    sentencepiece model on the training text, encode every split under OUT/spm, binarize it
+    into OUT/bin with fairseq-preprocess and mark OUT done."""
     for sub in ("raw", "spm"):
         (out / sub).mkdir(exist_ok=True)
     for split, pair in texts.items():
         for lang, lines in zip(LANGS, pair):
             write_lines(out / "raw" / f"{split}.{lang}", lines)
     print(f"[prepare] training a joint sentencepiece model (vocab {args.vocab_size})", flush=True)
-    sp = train_sentencepiece(train_de, train_en, out / "spm", args.vocab_size, args.spm_sample)
+    sp = train_sentencepiece(*texts["train"], out / "spm", args.vocab_size, args.spm_sample)
     for split, pair in texts.items():
         for lang, lines in zip(LANGS, pair):
             write_lines(out / "spm" / f"{split}.{lang}", (" ".join(p) for p in sp.encode(lines, out_type=str)))

@@ -1,6 +1,13 @@
-"""Train one configuration of the paper's WMT14 de-en comparison with fairseq-train.
+"""Train one configuration of the paper's comparison (WMT14 or IWSLT14 de-en) with fairseq-train.
 
     scripts/train_wmt14.sh CONFIG PREPARED_DIR SAVE_DIR [extra fairseq-train args...]
+    scripts/train_iwslt14.sh CONFIG PREPARED_DIR SAVE_DIR [extra fairseq-train args...]
+
+IWSLT14: fairseq's published settings for transformer_iwslt_de_en (examples/translation):
+one GPU, --max-tokens 4096, Adam (0.9, 0.98), lr 5e-4, inverse-sqrt with 4000 warm-up
+updates, dropout 0.3, weight decay 1e-4, label smoothing 0.1, decoder input and output
+embeddings shared; 50 epochs (fairseq's example leaves the length to the user). LSTMs as
+below. The rest of this text is WMT14's.
 
 Paper-like settings (Vaswani et al. base; the authors' seq2seq recipe): Adam (0.9, 0.98),
 inverse-sqrt learning rate with 4000 warm-up updates, label smoothing 0.1, all embeddings
@@ -28,6 +35,7 @@ CONFIGS = {  # name -> (architecture, flags)
     "transformer_linf": ("norm_transformer_linf_wmt_en_de", TRANSFORMER),
     "transformer_topk": ("norm_transformer_topk_wmt_en_de", TRANSFORMER),
     "transformer_bwn": ("norm_transformer_bwn_wmt_en_de", TRANSFORMER),
+    "transformer_none": ("norm_transformer_wmt_en_de", TRANSFORMER + ["--norm-type", "none"]),  # BWN's baseline
     "transformer_l1_c1": ("norm_transformer_l1_c1_wmt_en_de", TRANSFORMER),
     "lstm_nonorm": ("norm_lstm_wmt_en_de", LSTM),
     "lstm_bwn": ("norm_lstm_bwn_wmt_en_de", LSTM),
@@ -39,36 +47,55 @@ COMMON = ["--task", "translation", "--share-all-embeddings", "--optimizer", "ada
           "--max-tokens", "4096", "--max-update", "100000", "--keep-last-epochs", "10",
           "--log-format", "json", "--log-interval", "100", "--seed", "1"]
 REFERENCE_GPUS = 8
+IWSLT14_TRANSFORMER = ["--lr", "5e-4", "--dropout", "0.3", "--weight-decay", "0.0001"]
+IWSLT14_CONFIGS = {  # name -> (architecture, flags)
+    "transformer_l2": ("norm_transformer_iwslt_de_en", IWSLT14_TRANSFORMER),
+    "transformer_l1": ("norm_transformer_l1_iwslt_de_en", IWSLT14_TRANSFORMER),
+    "transformer_linf": ("norm_transformer_linf_iwslt_de_en", IWSLT14_TRANSFORMER),
+    "transformer_bwn": ("norm_transformer_bwn_iwslt_de_en", IWSLT14_TRANSFORMER),
+    "transformer_none": ("norm_transformer_iwslt_de_en", IWSLT14_TRANSFORMER + ["--norm-type", "none"]),
+    "transformer_l1_c1": ("norm_transformer_l1_iwslt_de_en", IWSLT14_TRANSFORMER + ["--norm-constant", "1.0"]),
+    "lstm_nonorm": ("norm_lstm_iwslt_de_en", LSTM),
+    "lstm_bwn": ("norm_lstm_bwn_iwslt_de_en", LSTM),
+}
+IWSLT14_COMMON = ["--task", "translation", "--share-decoder-input-output-embed", "--optimizer", "adam",
+                  "--adam-betas", "(0.9, 0.98)", "--clip-norm", "0.0", "--lr-scheduler", "inverse_sqrt",
+                  "--warmup-updates", "4000", "--criterion", "label_smoothed_cross_entropy",
+                  "--label-smoothing", "0.1", "--max-tokens", "4096", "--max-epoch", "50",
+                  "--keep-last-epochs", "10", "--log-format", "json", "--log-interval", "100", "--seed", "1"]
+# benchmark -> (configs, common flags, GPUs of the reference batch)
+BENCHMARKS = {"wmt14": (CONFIGS, COMMON, REFERENCE_GPUS), "iwslt14": (IWSLT14_CONFIGS, IWSLT14_COMMON, 1)}
 # PRECISION -> fairseq-train flags; bf16 is the plugin's autocast (fairseq's --bf16 implies --tpu)
 PRECISIONS = {"fp16": ["--fp16"], "amp": ["--amp"], "bf16": ["--autocast-bf16"], "fp32": []}
 CUDA_ONLY_PRECISIONS = ("fp16", "amp")  # fairseq's; on CPU they fall back to float32
 
 
-def device_flags(gpus: int, precision: str):
-    """--cpu, or --update-freq for 8 x 4096 tokens per update over `gpus` GPUs, plus the
-    PRECISION's flags (those that need CUDA only on GPUs)."""
+def device_flags(gpus: int, precision: str, reference_gpus: int = REFERENCE_GPUS):
+    """--cpu, or --update-freq for `reference_gpus` x 4096 tokens per update over `gpus` GPUs,
+    plus the PRECISION's flags (those that need CUDA only on GPUs)."""
     if precision not in PRECISIONS:
         raise RecipeError(f"PRECISION={precision!r} is not supported; allowed: {', '.join(PRECISIONS)} "
                           "(bf16 is the plugin's --autocast-bf16: fairseq's --bf16 implies --tpu and crashes)")
     if gpus == 0:
-        cpu = ["--cpu", "--update-freq", str(REFERENCE_GPUS)]
+        cpu = ["--cpu", "--update-freq", str(reference_gpus)]
         return cpu + ([] if precision in CUDA_ONLY_PRECISIONS else PRECISIONS[precision])
-    return ["--update-freq", str(max(1, REFERENCE_GPUS // gpus))] + PRECISIONS[precision]
+    return ["--update-freq", str(max(1, reference_gpus // gpus))] + PRECISIONS[precision]
 
 
-def command(config, prepared, save_dir, extra, gpus, precision="fp16"):
-    """The fairseq-train command line of CONFIG (a list)."""
-    if config not in CONFIGS:
-        raise RecipeError(f"unknown CONFIG {config!r}; known: {', '.join(CONFIGS)}")
+def command(config, prepared, save_dir, extra, gpus, precision="fp16", benchmark="wmt14"):
+    """The fairseq-train command line of CONFIG of `benchmark` (a list)."""
+    configs, common, reference_gpus = BENCHMARKS[benchmark]
+    if config not in configs:
+        raise RecipeError(f"unknown CONFIG {config!r}; known: {', '.join(configs)}")
     check_not_half_prepared(prepared)
     data = Path(prepared) / "bin"
     if not (data / "dict.de.txt").is_file():
-        raise RecipeError(f"{data} holds no fairseq data (dict.de.txt): run scripts/prepare_wmt14_de_en.sh first")
-    arch, flags = CONFIGS[config]
+        raise RecipeError(f"{data} holds no fairseq data (dict.de.txt): run scripts/prepare_{benchmark}_de_en.sh first")
+    arch, flags = configs[config]
     user_dir = str(Path(__file__).resolve().parent.parent)
     return [tool_path("fairseq-train"), str(data), "--user-dir", user_dir, "--arch", arch,
             "--save-dir", str(save_dir), "--log-file", str(Path(save_dir) / "train.log"),
-            *COMMON, *flags, *device_flags(gpus, precision), *extra]
+            *common, *flags, *device_flags(gpus, precision, reference_gpus), *extra]
 
 
 def visible_gpus() -> int:
@@ -77,15 +104,22 @@ def visible_gpus() -> int:
 
 
 def main(argv=None):
+    """[--benchmark wmt14|iwslt14] CONFIG PREPARED_DIR SAVE_DIR [extra...]: exec fairseq-train."""
     argv = sys.argv[1:] if argv is None else argv
+    benchmark = "wmt14"
+    if argv[:1] == ["--benchmark"] and len(argv) > 1:
+        benchmark, argv = argv[1], argv[2:]
+        if benchmark not in BENCHMARKS:
+            raise RecipeError(f"unknown benchmark {benchmark!r}; known: {', '.join(BENCHMARKS)}")
     if len(argv) < 3 or argv[0] in ("-h", "--help"):
         print(__doc__)
-        print("CONFIG is one of: " + ", ".join(CONFIGS))
+        print("CONFIG is one of: " + ", ".join(BENCHMARKS[benchmark][0]))
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
     config, prepared, save_dir, extra = argv[0], argv[1], argv[2], argv[3:]
-    cmd = command(config, prepared, save_dir, extra, visible_gpus(), os.environ.get("PRECISION", "fp16"))
+    cmd = command(config, prepared, save_dir, extra, visible_gpus(), os.environ.get("PRECISION", "fp16"), benchmark)
     Path(save_dir).mkdir(parents=True, exist_ok=True)
-    write_text_atomically(Path(save_dir) / "run.json", json.dumps({"config": config, "command": cmd}, indent=1))
+    write_text_atomically(Path(save_dir) / "run.json",
+                          json.dumps({"config": config, "benchmark": benchmark, "command": cmd}, indent=1))
     print("[train] " + " ".join(cmd), flush=True)
     os.execv(cmd[0], cmd)
 

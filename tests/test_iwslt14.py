@@ -1,0 +1,90 @@
+"""IWSLT14 de-en from an archive of the distributed layout, and the whole comparison in one
+command: prepare -> compare.sh (train x seeds -> evaluate -> collect), on tiny data."""
+
+import json
+
+import pytest
+
+from test_recipes import DEMO, TINY_TRANSFORMER, add_to_tgz, script
+
+TEST_SETS = ("IWSLT14.TED.dev2010", "IWSLT14.TEDX.dev2012", "IWSLT14.TED.tst2010", "IWSLT14.TED.tst2011",
+             "IWSLT14.TED.tst2012")
+
+
+def lines(lang, start, count):
+    return (DEMO / f"train.{lang}").read_text(encoding="utf-8").splitlines()[start:start + count]
+
+
+def train_tags(lang):
+    """Two talks, each with the metadata lines of the real file around its sentences."""
+    talks = []
+    for talk, start in ((1, 0), (2, 230)):
+        talks += [f"<url>http://www.ted.com/talks/talk{talk}.html</url>", f"<keywords>talks, {lang}</keywords>",
+                  f"<talkid>{talk}</talkid>", f"<title>Title {talk} {lang}</title>",
+                  f"<description>About talk {talk} in {lang}</description>", *lines(lang, start, 230)]
+    return "\n".join(talks) + "\n"
+
+
+def xml(name, lang, start, count):
+    segs = "".join(f'<seg id="{i + 1}"> {line} </seg>\n' for i, line in enumerate(lines(lang, start, count)))
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<mteval>\n<refset setid="{name}" srclang="de" trglang="en">\n'
+            f'<doc docid="1" genre="lectures">\n<talkid>1</talkid>\n{segs}</doc>\n</refset>\n</mteval>\n')
+
+
+@pytest.fixture(scope="module")
+def iwslt14(tmp_path_factory):
+    """(raw dir with de-en.tgz, prepared OUT)."""
+    root = tmp_path_factory.mktemp("iwslt14")
+    raw = root / "raw"
+    raw.mkdir()
+    members = {f"de-en/train.tags.de-en.{lang}": train_tags(lang) for lang in ("de", "en")}
+    for number, name in enumerate(TEST_SETS):
+        for lang in ("de", "en"):
+            members[f"de-en/{name}.de-en.{lang}.xml"] = xml(name, lang, 1000 + 12 * number, 12)
+    add_to_tgz(raw / "de-en.tgz", members)
+    out = root / "prepared"
+    script("prepare_iwslt14_de_en.sh", "--raw-dir", raw, "--vocab-size", "300", "--workers", "1", out)
+    return raw, out
+
+
+def test_prepare_makes_the_split_that_users_compare_against(iwslt14):
+    _, out = iwslt14
+    read = lambda name: (out / "raw" / name).read_text(encoding="utf-8").splitlines()  # noqa: E731
+    kept = ["Title 1 de", "About talk 1 in de", *lines("de", 0, 230), "Title 2 de", "About talk 2 in de",
+            *lines("de", 230, 230)]
+    assert read("valid.de") == kept[22::23]  # every 23rd pair, the metadata lines <url> ... gone
+    assert read("train.de") == [line for i, line in enumerate(kept) if (i + 1) % 23]
+    assert not any("<" in line for line in read("train.de") + read("train.en"))
+    assert read("test.en") == [line for n in range(5) for line in lines("en", 1000 + 12 * n, 12)]
+    assert (out / "bin" / "dict.de.txt").is_file() and json.loads((out / "prepare.json").read_text())["status"] == "done"
+
+
+def test_prepare_names_a_missing_test_set(iwslt14, tmp_path):
+    raw, _ = iwslt14
+    result = script("prepare_iwslt14_de_en.sh", "--raw-dir", tmp_path, tmp_path / "out", check=False)
+    assert result.returncode == 1
+    assert "missing IWSLT14 file train.tags.de-en.de: looked at" in result.stderr and "de-en.tgz" in result.stderr
+
+
+def test_compare_trains_every_config_and_seed_then_tabulates_the_differences(iwslt14, tmp_path):
+    _, prepared = iwslt14
+    out = tmp_path / "comparison"
+    short = [*TINY_TRANSFORMER, "--max-update", "16", "--warmup-updates", "8", "--max-tokens", "2000",
+             "--cpu", "--num-workers", "0"]
+    first = script("compare.sh", "iwslt14", prepared, out, "--seeds", "2", "--configs", "transformer_l2",
+                   "transformer_l1", "--", *short)
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
+        "transformer_l1-seed1", "transformer_l1-seed2", "transformer_l2-seed1", "transformer_l2-seed2"]
+    results = json.loads((out / "transformer_l1-seed2" / "results.json").read_text())
+    assert (results["benchmark"], results["seed"], results["config"]) == ("iwslt14", 2, "transformer_l1")
+    assert 0 <= results["bleu_lowercase"] <= 100
+    table = (out / "results.md").read_text()
+    assert "| transformer_l1 | 1, 2 |" in table and " ± " in table
+    assert "seed 1: " in table and "seed 2: " in table and "(p " in table  # paired bootstrap per seed
+    row = next(line for line in table.splitlines() if line.startswith("| transformer_l2-seed1 | transformer_l2 | 1 |"))
+    assert row.endswith("| — | — |")  # the paper's numbers are WMT14's: none beside IWSLT14 runs
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    again = script("compare.sh", "iwslt14", prepared, out, "--seeds", "2", "--configs", "transformer_l2",
+                   "transformer_l1", "--", *short)
+    assert again.stdout.count("done before") == 4 and (out / "results.md").read_text() == table
+    assert "training" in first.stdout
