@@ -6,14 +6,14 @@
 # with the spread that the seeds give (and sacreBLEU's paired bootstrap on the test set).
 #   scripts/demo.sh [OUT]            (default OUT: demo_output)
 #   DEMO_CONFIGS="transformer_l2 transformer_l1 transformer_bwn lstm_nonorm lstm_bwn" DEMO_SEEDS="1 2 3"
-#   DEMO_UPDATES=200
+#   DEMO_UPDATES=250
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup_env.sh
 OUT="${1:-demo_output}"
 CONFIGS=(${DEMO_CONFIGS:-transformer_l2 transformer_l1 transformer_bwn})
 SEEDS=(${DEMO_SEEDS:-1 2})
-UPDATES="${DEMO_UPDATES:-200}"
+UPDATES="${DEMO_UPDATES:-250}"
 SCHEDULE=(--max-update "$UPDATES" --warmup-updates 100 --lr 0.003 --update-freq 1 --max-tokens 4096
           --save-interval-updates 50 --keep-interval-updates 3 --no-epoch-checkpoints
           --validate-interval-updates 50 --log-interval 25 --num-workers 0)

@@ -88,3 +88,12 @@ def test_compare_trains_every_config_and_seed_then_tabulates_the_differences(iws
                    "transformer_l1", "--", *short)
     assert again.stdout.count("done before") == 4 and (out / "results.md").read_text() == table
     assert "training" in first.stdout
+
+
+def test_compare_names_an_unknown_configuration_before_training(capsys, tmp_path):
+    from fairseq_normmatters.recipes import compare
+    with pytest.raises(SystemExit) as exit_:
+        compare.parse_args(["iwslt14", str(tmp_path), str(tmp_path / "out"), "--configs", "transformer_l3"])
+    assert exit_.value.code == 2
+    assert "unknown configuration transformer_l3 for iwslt14; known: transformer_l2, transformer_l1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
