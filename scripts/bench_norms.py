@@ -134,6 +134,29 @@ def bench_shape(kinds, rows, features, dtype, device, repeats, inner, kernels_on
             for kind in kinds]
 
 
+class Identity(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def function_floor(device, timer, repeats, inner) -> float:
+    """Seconds of fwd+bwd of an autograd.Function that does nothing: what any Python Function
+    costs per call, whatever its kernels."""
+    x = torch.randn(*OVERHEAD_SHAPE, device=device, requires_grad=True)
+    grad = torch.randn(*OVERHEAD_SHAPE, device=device)
+
+    def step():
+        x.grad = None
+        Identity.apply(x).backward(grad)
+    timer.seconds(step, inner)
+    return statistics.median(timer.seconds(step, inner) for _ in range(repeats))
+
+
 def backend_label(kind, x):
     return kernels.backend_for(x, kind=kind) if kind != "layernorm" else "torch"
 
@@ -213,6 +236,9 @@ def main(argv=None):
                                       repeats, inner, args.kernels_only):
                 print_record(record)
                 records.append(record)
+    if args.overhead and not args.kernels_only:
+        print(f"floor: an identity torch.autograd.Function, fwd+bwd at {OVERHEAD_SHAPE[0]}x{OVERHEAD_SHAPE[1]}: "
+              f"{1e6 * function_floor(args.device, Timer(args.device), repeats, inner):.1f} us")
     worst = max(records, key=lambda r: r["ratio"])
     print(f"worst ratio {worst['ratio']:.2f}x: {worst['kind']} {worst['dtype']} {worst['shape']}")
     if args.json:

@@ -67,5 +67,7 @@ def test_bench_norms_overhead_times_a_tiny_input_in_microseconds(bench_norms, ca
     records = json.loads((tmp_path / "o.json").read_text())
     assert [(r["kind"], r["shape"]) for r in records] == [("l1", [8, 512]), ("rms", [8, 512])]
     assert all(len(r["round_ratios"]) == 30 for r in records)
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("l1 ", "rms "))]
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith(("l1 ", "rms "))]
     assert len(lines) == 2 and all(re.search(r" us  LayerNorm +[\d.]+ us +[-+][\d.]+ us  ratio", line) for line in lines)
+    assert re.search(r"floor: an identity torch.autograd.Function, fwd\+bwd at 8x512: [\d.]+ us", out)
