@@ -219,22 +219,11 @@ class RowNormPlan:
         return self.forward(x, weight, bias)[0]
 
     def forward(self, x, weight, bias):
-        if self.impl.name in _broken:
-            return run_or_fall_back(self.impl, "forward", x, weight, bias, self.kind, self.constant, self.eps, self.k)
-        try:
-            return self.impl.forward(x, weight, bias, self.kind, self.constant, self.eps, self.k)
-        except Exception:  # the fallback and its warning, or the input's own error
-            return run_or_fall_back(self.impl, "forward", x, weight, bias, self.kind, self.constant, self.eps, self.k)
+        return run_or_fall_back(self.impl, "forward", x, weight, bias, self.kind, self.constant, self.eps, self.k)
 
     def backward(self, grad, x, weight, statistics, needs_weight_grad, needs_bias_grad):
-        args = (grad, x, weight, statistics, self.kind, self.constant, self.eps, self.k, needs_weight_grad,
-                needs_bias_grad)
-        if self.impl.name in _broken:
-            return run_or_fall_back(self.impl, "backward", *args)
-        try:
-            return self.impl.backward(*args)
-        except Exception:
-            return run_or_fall_back(self.impl, "backward", *args)
+        return run_or_fall_back(self.impl, "backward", grad, x, weight, statistics, self.kind, self.constant,
+                                self.eps, self.k, needs_weight_grad, needs_bias_grad)
 
 
 class RowNormFunction(torch.autograd.Function):
