@@ -9,7 +9,7 @@ import torch
 
 from fairseq_normmatters import kernels
 from fairseq_normmatters.kernels import native, rows
-from fairseq_normmatters.norms import deviation_norm, rms_norm
+from fairseq_normmatters.norms import build_norm, deviation_norm, rms_norm
 
 KINDS = ("l1", "linf", "topk")  # the deviation norms; rms is the fourth kind of the same Function
 FAST = ["native", "compiled"] + (["triton"] if torch.cuda.is_available() and kernels.triton_available() else [])
@@ -398,3 +398,21 @@ def test_without_gradients_the_forward_runs_alone_and_matches():
     with torch.no_grad():
         y = deviation_norm(x, "l1", 16, weight, bias, backend="native")
     assert y.grad_fn is None and torch.equal(y, expected.detach())
+
+
+@pytest.mark.parametrize("kind", KINDS + ("rms",))
+def test_a_multi_dimensional_normalized_shape_on_two_dimensional_input(kind):
+    """normalized_shape (4, 8) over x of shape (4, 8): one row of 32 features, not 4 rows of 8."""
+    x, weight, bias = torch.randn(4, 8), torch.randn(4, 8), torch.randn(4, 8)
+    options = {"k": 3} if kind == "topk" else {}
+    fast, eager = (build_norm(kind, (4, 8), **options) for _ in range(2))
+    for module in (fast, eager):
+        with torch.no_grad():
+            module.weight.copy_(weight)
+            module.bias.copy_(bias)
+    kernels.set_backend("eager")
+    try:
+        expected = eager(x)
+    finally:
+        kernels.set_backend(None)
+    torch.testing.assert_close(fast(x), expected, rtol=1e-5, atol=1e-5)

@@ -201,7 +201,7 @@ class RowNormPlan:
         self.impl, self.flat_parameters = impl, flat_parameters
 
     def run(self, x, weight, bias):
-        x2d = x if x.dim() == 2 else x.reshape(-1, self.size)
+        x2d = x if x.dim() == 2 and x.shape[1] == self.size else x.reshape(-1, self.size)
         if not self.flat_parameters:
             weight = None if weight is None else weight.reshape(-1)
             bias = None if bias is None else bias.reshape(-1)
