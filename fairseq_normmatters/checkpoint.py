@@ -3,8 +3,8 @@
 A fairseq checkpoint pickles its training options as an argparse.Namespace, the one global
 outside torch's weights-only allow-list that fairseq needs. Importing the plugin registers
 exactly that class; every other global is still refused by torch. fairseq's checkpoint_utils
-leaves weights_only to torch's default (unsafe before torch 2.6, and switched off by
-TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1): the plugin makes it explicit there.
+leaves weights_only to torch's default (unsafe before torch 2.6, and one that an environment
+variable of torch's can turn off): the plugin makes it explicit there.
 """
 
 import argparse

@@ -11,7 +11,7 @@ and makes these changes to fairseq, each one a wrapper around one fairseq functi
 | change | in fairseq | why |
 |---|---|---|
 | `argparse.Namespace` on torch's weights-only allow-list | `torch.serialization` | fairseq pickles its options as one; every other global stays refused |
-| `weights_only=True` passed explicitly | `checkpoint_utils`' `torch.load` | safe whatever torch's default or `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD` says |
+| `weights_only=True` passed explicitly | `checkpoint_utils`' `torch.load` | safe whatever torch's default or its environment override says |
 | an unreadable checkpoint is named, with the others beside it | `checkpoint_utils.load_checkpoint_to_cpu` | fairseq ends in a bare OSError |
 | a failed save removes its partial `.tmp` and names file, free space, intact checkpoints | `checkpoint_utils.torch_persistent_save` | on a full disk fairseq says only "file write failed" and leaves the part |
 | `checkpoint_last.pt` is replaced by rename, not copied over in place | `checkpoint_utils.PathManager.copy` | a kill during the copy left it truncated |

@@ -176,8 +176,7 @@ class PlannedRowNorm(nn.Module):
             size = normalized_size(x, self.normalized_shape, self.weight, self.bias)
             backend = kernels.backend_for(x, None, self.kind)
             plans[key] = None if backend == "eager" else kernels.RowNormPlan(
-                self.kind, size, self.constant_value, self.eps, self.k, kernels.implementation(backend),
-                flat_parameters=len(self.normalized_shape) == 1)
+                self.kind, size, self.constant_value, self.eps, self.k, kernels.implementation(backend))
         return plans[key]
 
     def forward(self, x):

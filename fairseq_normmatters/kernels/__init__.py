@@ -191,20 +191,18 @@ def run_or_fall_back(impl: Implementation, step: str, *args):
 class RowNormPlan:
     """A norm of `kind` over rows of `size` features by `impl` (an Implementation), decided once:
     run(x, gamma, beta) is a reshape and one RowNormFunction.apply (constant: C of
-    l1/linf/topk, ignored by rms; flat_parameters: gamma and beta are 1-D)."""
+    l1/linf/topk, ignored by rms)."""
 
-    __slots__ = ("kind", "size", "constant", "eps", "k", "impl", "flat_parameters")
+    __slots__ = ("kind", "size", "constant", "eps", "k", "impl")
 
-    def __init__(self, kind: str, size: int, constant: float, eps: float, k: Optional[int], impl: Implementation,
-                 flat_parameters: bool = False):
+    def __init__(self, kind: str, size: int, constant: float, eps: float, k: Optional[int], impl: Implementation):
         self.kind, self.size, self.constant, self.eps, self.k = kind, size, float(constant), float(eps), k or 0
-        self.impl, self.flat_parameters = impl, flat_parameters
+        self.impl = impl
 
     def run(self, x, weight, bias):
         x2d = x if x.dim() == 2 and x.shape[1] == self.size else x.reshape(-1, self.size)
-        if not self.flat_parameters:
-            weight = None if weight is None else weight.reshape(-1)
-            bias = None if bias is None else bias.reshape(-1)
+        weight = weight if weight is None or weight.dim() == 1 else weight.reshape(-1)
+        bias = bias if bias is None or bias.dim() == 1 else bias.reshape(-1)
         if torch.is_autocast_enabled(x.device.type):  # the kernels choose their own precision
             with torch.autocast(x.device.type, enabled=False):
                 y = self.apply(x2d, weight, bias)
@@ -256,6 +254,4 @@ class RowNormFunction(torch.autograd.Function):
 def fused_norm(x, kind, normalized_size, weight, bias, eps, constant, k, backend):
     """The `kind` norm of x over its last `normalized_size` elements by `backend`, planned for
     this one call (the functional API; norm modules keep their plans)."""
-    plan = RowNormPlan(kind, normalized_size, constant, eps, k, implementation(backend),
-                       flat_parameters=all(p is None or p.dim() == 1 for p in (weight, bias)))
-    return plan.run(x, weight, bias)
+    return RowNormPlan(kind, normalized_size, constant, eps, k, implementation(backend)).run(x, weight, bias)

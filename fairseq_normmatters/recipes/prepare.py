@@ -56,7 +56,7 @@ def parse_args(argv=None, prog="prepare_wmt14_de_en.sh", description=__doc__, vo
     parser.add_argument("--max-len", type=int, default=max_len, help="drop training pairs longer (words)")
     parser.add_argument("--max-ratio", type=float, default=1.5, help="drop training pairs with a longer length ratio")
     parser.add_argument("--workers", type=int, default=4, help="fairseq-preprocess workers")
-    return parser.parse_args(argv)
+    return parser.parse_args(argv, argparse.Namespace(script=prog))
 
 
 def settings_of(args):
@@ -65,7 +65,7 @@ def settings_of(args):
             "max_len": args.max_len, "max_ratio": args.max_ratio}
 
 
-def claim_output(out: Path, settings: dict) -> bool:
+def claim_output(out: Path, settings: dict, script: str = "prepare_wmt14_de_en.sh") -> bool:
     """True if OUT is already prepared with these settings; refuse an OUT of something else."""
     marker = out / "prepare.json"
     if marker.exists():
@@ -79,7 +79,7 @@ def claim_output(out: Path, settings: dict) -> bool:
         raise RecipeError(f"{out} is not empty and was not made by this script (no prepare.json); "
                           "nothing was written: choose a new or empty output directory")
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(marker, json.dumps({"status": "in progress", "settings": settings}, indent=1))
+    write_text_atomically(marker, json.dumps({"status": "in progress", "settings": settings, "script": script}, indent=1))
     return False
 
 
@@ -127,12 +127,17 @@ def read_corpus(raw: Path):
         de, en = [], []
         for archive, de_member, en_member in files:
             de_lines, en_lines = finder.read_lines(archive, de_member), finder.read_lines(archive, en_member)
-            if len(de_lines) != len(en_lines):
-                raise RecipeError(f"{de_member} has {len(de_lines)} lines but {en_member} has {len(en_lines)}")
+            check_parallel(de_member, de_lines, en_member, en_lines)
             de += de_lines
             en += en_lines
         corpus[split] = (de, en)
     return corpus
+
+
+def check_parallel(de_name: str, de, en_name: str, en) -> None:
+    """Raise RecipeError unless the German and the English file have as many lines."""
+    if len(de) != len(en):
+        raise RecipeError(f"{de_name} has {len(de)} lines but {en_name} has {len(en)}")
 
 
 def download(out: Path) -> Path:
@@ -196,7 +201,7 @@ def start(args):
     settings = settings_of(args)
     if args.raw_dir and not Path(args.raw_dir).is_dir():
         raise RecipeError(f"--raw-dir {args.raw_dir} is not a directory")
-    if claim_output(out, settings):
+    if claim_output(out, settings, args.script):
         print(f"[prepare] {out} is already prepared with these settings: nothing to do")
         return out, None
     return out, settings
@@ -221,7 +226,8 @@ def finish(out: Path, settings: dict, args, texts: dict) -> None:
              "--trainpref", out / "spm" / "train", "--validpref", out / "spm" / "valid",
              "--testpref", out / "spm" / "test", "--destdir", out / "bin", "--joined-dictionary",
              "--workers", args.workers, quiet=True)
-    write_text_atomically(out / "prepare.json", json.dumps({"status": "done", "settings": settings}, indent=1))
+    write_text_atomically(out / "prepare.json",
+                          json.dumps({"status": "done", "settings": settings, "script": args.script}, indent=1))
     print(f"[prepare] done: {out / 'bin'}")
 
 

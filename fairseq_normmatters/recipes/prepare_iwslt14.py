@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 
 from . import RecipeError, run_main
-from .prepare import LANGS, SourceFinder, clean_pairs, finish, parse_args, start
+from .prepare import LANGS, SourceFinder, check_parallel, clean_pairs, finish, parse_args, start
 
 ARCHIVE = "de-en.tgz"
 TRAIN = "de-en/train.tags.de-en.{}"
@@ -42,20 +42,18 @@ def read_iwslt14(raw):
     """(train pairs, test pairs): each a (German lines, English lines) tuple, from RAW."""
     finder = SourceFinder(raw, "IWSLT14")
     train = [training_text(finder.read_lines(ARCHIVE, TRAIN.format(lang))) for lang in LANGS]
+    check_parallel(TRAIN.format("de"), train[0], TRAIN.format("en"), train[1])
     test = ([], [])
     for name in TEST_SETS:
-        pair = [[seg.strip() for seg in finder.read_lines(ARCHIVE, f"de-en/{name}.de-en.{lang}.xml")]
-                for lang in LANGS]
-        check_parallel(name, *pair)
-        test[0].extend(pair[0])
-        test[1].extend(pair[1])
-    check_parallel("train.tags.de-en", *train)
+        de, en = ([seg.strip() for seg in finder.read_lines(ARCHIVE, xml_file(name, lang))] for lang in LANGS)
+        check_parallel(xml_file(name, "de"), de, xml_file(name, "en"), en)
+        test[0].extend(de)
+        test[1].extend(en)
     return tuple(train), test
 
 
-def check_parallel(name, de, en) -> None:
-    if len(de) != len(en):
-        raise RecipeError(f"{name}: {len(de)} German but {len(en)} English sentences; the files are not parallel")
+def xml_file(test_set: str, lang: str) -> str:
+    return f"de-en/{test_set}.de-en.{lang}.xml"
 
 
 def split_validation(de, en):
