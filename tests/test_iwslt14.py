@@ -97,3 +97,13 @@ def test_compare_names_an_unknown_configuration_before_training(capsys, tmp_path
     assert exit_.value.code == 2
     assert "unknown configuration transformer_l3 for iwslt14; known: transformer_l2, transformer_l1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_half_prepared_iwslt14_directory_names_its_own_prepare_script(iwslt14, tmp_path):
+    from fairseq_normmatters.recipes import RecipeError, check_not_half_prepared
+    _, out = iwslt14
+    marker = json.loads((out / "prepare.json").read_text())
+    assert marker["script"] == "prepare_iwslt14_de_en.sh"
+    (tmp_path / "prepare.json").write_text(json.dumps({**marker, "status": "in progress"}))
+    with pytest.raises(RecipeError, match="rerun scripts/prepare_iwslt14_de_en.sh with the same arguments first"):
+        check_not_half_prepared(tmp_path)

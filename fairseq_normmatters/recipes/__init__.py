@@ -48,12 +48,14 @@ def run_main(main, program: str) -> None:
 
 
 def check_not_half_prepared(prepared: Path) -> None:
-    """Raise RecipeError if prepare_wmt14_de_en.sh started PREPARED and did not finish it (its
-    prepare.json says "in progress"). A directory prepared by other means passes."""
+    """Raise RecipeError if a prepare script started PREPARED and did not finish it (its
+    prepare.json says "in progress"), naming that script. A directory prepared by other means passes."""
     marker = Path(prepared) / "prepare.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("status") != "done":
+    state = json.loads(marker.read_text()) if marker.is_file() else {"status": "done"}
+    if state.get("status") != "done":
+        script = state.get("script", "prepare_wmt14_de_en.sh")
         raise RecipeError(f"{prepared} is half prepared ({marker} says the preparation did not finish): "
-                          "rerun scripts/prepare_wmt14_de_en.sh with the same arguments first")
+                          f"rerun scripts/{script} with the same arguments first")
 
 
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
