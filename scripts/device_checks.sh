@@ -6,7 +6,8 @@
 #     demo corpus: loss goes down, stays finite.
 #  3. Training words/s of the base Transformer (norm_transformer{,_l1,_bwn}_wmt_en_de, fp16,
 #     --max-tokens 4096) and the hours that 100k updates of 8 x 4096 tokens would take on this GPU.
-#  4. The fast norm paths (Triton kernels) against the eager reference on CUDA (tests/test_kernels.py).
+#  4. The fast norm paths (Triton kernels) against the eager reference on CUDA (tests/test_kernels.py
+#     -k triton, and tests/test_triton_kernels.py, compiled for the GPU instead of interpreted).
 #  5. scripts/bench_norms.py --device cuda: every kind against nn.LayerNorm, fp32/bf16/fp16.
 #  6. Whether fairseq's spawned workers import the user dir (fairseq#2143, #4875): one GPU, a
 #     tcp init method makes fairseq-train spawn its worker process.
@@ -55,6 +56,7 @@ fi
 if want 4; then
 echo "== 4. fast norm paths vs the eager reference on CUDA"
 timeout 240 python3 -m pytest -q -x -p no:cacheprovider tests/test_kernels.py -k "${KERNEL_TESTS:-triton}" 2>&1 | tail -5
+timeout 300 python3 -m pytest -q -x -p no:cacheprovider tests/test_triton_kernels.py 2>&1 | tail -5
 fi
 
 if want 5; then

@@ -1,7 +1,15 @@
+import os
+
 import pytest
 import torch
 
-import fairseq_normmatters
+if not torch.cuda.is_available():
+    # No GPU: the Triton kernels run in Triton's interpreter on CPU tensors
+    # (tests/test_triton_kernels.py); read by triton when it is first imported.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import fairseq_normmatters  # noqa: E402
+from fairseq_normmatters import kernels  # noqa: E402
 
 # The tests drive fairseq in this process too, as a Python user of fairseq does; the CLI tests
 # load the plugin through --user-dir. tests/test_core_without_fairseq.py checks the core alone.
@@ -11,3 +19,12 @@ fairseq_normmatters.install_fairseq_plugin()
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def no_backend_broken():
+    """Fails the test if a fast path fell back to rows.py/eager for good (kernels._broken)."""
+    kernels._broken.clear()
+    kernels._wrong_devices_warned.clear()
+    yield
+    assert not kernels._broken, f"a fast path fell back to eager: {kernels._broken}"

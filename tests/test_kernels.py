@@ -11,6 +11,8 @@ from fairseq_normmatters import kernels
 from fairseq_normmatters.kernels import native, rows
 from fairseq_normmatters.norms import build_norm, deviation_norm, rms_norm
 
+from row_inputs import inputs
+
 KINDS = ("l1", "linf", "topk")  # the deviation norms; rms is the fourth kind of the same Function
 FAST = ["native", "compiled"] + (["triton"] if torch.cuda.is_available() and kernels.triton_available() else [])
 DEVICE = {"native": "cpu", "compiled": "cuda" if torch.cuda.is_available() else "cpu", "triton": "cuda"}
@@ -18,33 +20,7 @@ TOLERANCE = {torch.float32: 2e-5, torch.bfloat16: 2e-2, torch.float64: 1e-10}
 DTYPES = tuple(TOLERANCE)
 
 
-@pytest.fixture(autouse=True)
-def _no_backend_broken():
-    kernels._broken.clear()
-    kernels._wrong_devices_warned.clear()
-    yield
-    assert not kernels._broken, f"a fast path fell back to eager: {kernels._broken}"
-
-
-def has_ties(x: torch.Tensor, top: int = 6) -> bool:
-    """Whether any row's `top` largest |x - mean| (as the kernels compute them) repeat a value."""
-    d = x.float() - x.float().mean(-1, keepdim=True)
-    largest = d.abs().topk(min(top, x.shape[-1]), dim=-1).values
-    return bool((largest[:, 1:] == largest[:, :-1]).any())
-
-
-def inputs(rows_, n, dtype, device, contiguous=True, affine=True):
-    """x (rows_, n) in dtype without ties among the top |d| (where eager topk picks arbitrarily
-    and the kernels share: test_ties_share_the_gradient_like_torch), and fp32/fp64 gamma, beta."""
-    x = torch.randn(rows_, 2, n, device=device, dtype=torch.float64) * 3 + 1
-    while has_ties(x[:, 1, :].to(dtype)):
-        x = torch.randn(rows_, 2, n, device=device, dtype=torch.float64) * 3 + 1
-    x = x.to(dtype)[:, 1, :]
-    x = (x if not contiguous else x.contiguous()).requires_grad_()
-    param_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-    weight = torch.randn(n, device=device, dtype=param_dtype, requires_grad=True) if affine else None
-    bias = torch.randn(n, device=device, dtype=param_dtype, requires_grad=True) if affine else None
-    return x, weight, bias
+pytestmark = pytest.mark.usefixtures("no_backend_broken")
 
 
 def norm(x, kind, weight, bias, backend, k=5):

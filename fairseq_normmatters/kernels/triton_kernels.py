@@ -92,15 +92,19 @@ def _backward_kernel(G, X, W, MEAN, M, T, DX, DW_PART, DB_PART, rows, rows_per_p
     db = tl.zeros((BLOCK,), tl.float32)
     for i in range(0, rows_per_program):
         row = program * rows_per_program + i
-        here = valid & (row < rows)
+        # Past the last row (the last program's share may be short) the row's data are masked off
+        # and its statistics read from the last row: tensor masks only (the interpreter refuses
+        # a scalar mask), and nothing of it is stored or summed (g = 0 there).
+        here = cols < tl.where(row < rows, n, 0)
+        statistic = tl.minimum(row, rows - 1)
         g = tl.load(G + row * g_stride + cols, mask=here, other=0.0).to(tl.float32)
         x = tl.load(X + row * x_stride + cols, mask=here, other=0.0).to(tl.float32)
-        m = tl.load(M + row, mask=row < rows, other=1.0)
-        d = tl.where(here, x - tl.load(MEAN + row, mask=row < rows, other=0.0), 0.0)
+        m = tl.load(M + statistic)
+        t = tl.load(T + statistic)
+        d = tl.where(here, x - tl.load(MEAN + statistic), 0.0)
         inv_s = 1.0 / (constant * m + eps)
         h = g * w
         coupling = constant * inv_s * inv_s * tl.sum(h * d, 0)
-        t = tl.load(T + row, mask=row < rows, other=1.0)
         derivative = _scale_derivative(d, tl.abs(d), here, m, t, n, KIND, K)
         dd = tl.where(here, h * inv_s - coupling * derivative, 0.0)
         dx = dd - tl.sum(dd, 0) / n
@@ -112,14 +116,21 @@ def _backward_kernel(G, X, W, MEAN, M, T, DX, DW_PART, DB_PART, rows, rows_per_p
 
 
 def _launch_options(n: int):
-    if n > MAX_FEATURES:
-        raise ValueError(f"the Triton norm kernels take at most {MAX_FEATURES} features, got {n}")
     block = triton.next_power_of_2(n)
     return block, min(max(block // 256, 1), 16)
 
 
-def _row_major(t: torch.Tensor) -> torch.Tensor:
-    return t if t.stride(-1) == 1 else t.contiguous()
+def _takes(x: torch.Tensor) -> bool:
+    """Whether the kernels take these rows: some rows (an empty batch has nothing to launch) of
+    at most MAX_FEATURES features (one row is one block of registers). Other inputs run rows.py,
+    for that input only."""
+    return x.shape[0] > 0 and x.shape[1] <= MAX_FEATURES
+
+
+def _unit_stride(t):
+    """t with unit stride along its last dimension (the kernels index gamma, beta and a row's
+    features as base + column), or None."""
+    return t if t is None or t.stride(-1) == 1 else t.contiguous()
 
 
 @functools.lru_cache(maxsize=None)
@@ -131,9 +142,9 @@ def _multiprocessors(device: torch.device) -> int:
 
 def forward_rows(x, weight, bias, kind, constant, eps, k):
     """rows.forward_rows on CUDA (l1/linf/topk): (y, statistics) in rows.py's layout."""
-    if x.shape[0] == 0:
+    if not _takes(x):
         return rows_math.forward_rows(x, weight, bias, kind, constant, eps, k)
-    x = _row_major(x)
+    x, weight, bias = _unit_stride(x), _unit_stride(weight), _unit_stride(bias)
     rows, n = x.shape
     block, warps = _launch_options(n)
     y = torch.empty((rows, n), dtype=x.dtype, device=x.device)
@@ -149,11 +160,11 @@ def forward_rows(x, weight, bias, kind, constant, eps, k):
 def backward_rows(grad, x, weight, statistics, kind, constant, eps, k, needs_weight_grad,
                   needs_bias_grad):
     """rows.backward_rows on CUDA: (dL/dx, dL/dgamma, dL/dbeta)."""
-    if x.shape[0] == 0:
+    if not _takes(x):
         return rows_math.backward_rows(grad, x, weight, statistics, kind, constant, eps, k,
                                        needs_weight_grad, needs_bias_grad)
     mean, m, t = statistics.contiguous()
-    grad, x = _row_major(grad), _row_major(x)
+    grad, x, weight = _unit_stride(grad), _unit_stride(x), _unit_stride(weight)
     rows, n = x.shape
     block, warps = _launch_options(n)
     programs = max(1, min(triton.cdiv(rows, 16), 4 * _multiprocessors(x.device)))
