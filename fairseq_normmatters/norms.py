@@ -152,11 +152,16 @@ class PlannedRowNorm(nn.Module):
     The first call on a (device, dtype) checks the input, gamma and beta as the functional API
     does and decides the backend: a kernels.RowNormPlan, or None for the eager reference.
     Later calls check the input's trailing shape and run the plan. Moving or casting the module,
-    replacing its gain or bias, or changing the backend (kernels.generation) forgets the plans.
-    Inside the user's torch.compile the plain formula runs, for the compiler to trace."""
+    setting an attribute a plan is made from (PLANNED: gain, bias, eps, k, constant), or changing
+    the backend (kernels.generation) forgets the plans. Inside the user's torch.compile the plain
+    formula runs, for the compiler to trace."""
+
+    PLANNED = ("weight", "bias", "eps", "k", "constant", "constant_value")
 
     def __setattr__(self, name, value):
-        if name in ("weight", "bias"):
+        if name == "eps":
+            value = _check_eps(value)
+        if name in self.PLANNED:
             self.__dict__.get("_plans", {}).clear()
         super().__setattr__(name, value)
 
@@ -198,7 +203,7 @@ class RMSNorm(PlannedRowNorm):
     def __init__(self, normalized_shape: Shape, eps=1e-5, elementwise_affine=True):
         super().__init__()
         self.normalized_shape = _as_shape(normalized_shape)
-        self.eps = _check_eps(eps)
+        self.eps = eps
         self.elementwise_affine = elementwise_affine
         _init_affine(self, elementwise_affine)
 
@@ -234,12 +239,23 @@ class DeviationNorm(PlannedRowNorm):
             raise ValueError(f"DeviationNorm kind {kind!r} is unknown; allowed: {', '.join(SCALE_FUNCTIONS)}")
         self.kind = kind
         self.normalized_shape = _as_shape(normalized_shape)
-        self.eps = _check_eps(eps)
+        self.eps = eps
         self.elementwise_affine = elementwise_affine
-        self.k = k
-        self.constant = constant
-        self.constant_value = resolve_constant(kind, math.prod(self.normalized_shape), constant, k)
+        self._set_scale(constant, k)
         _init_affine(self, elementwise_affine)
+
+    def __setattr__(self, name, value):
+        if name in ("constant", "k") and hasattr(self, "constant_value"):
+            self._set_scale(**{"constant": self.constant, "k": self.k, name: value})
+        else:
+            super().__setattr__(name, value)
+
+    def _set_scale(self, constant, k):
+        """Set the options `constant` and `k` and the C they give (constant_value), all checked
+        before any is set: a refused value changes nothing."""
+        value = resolve_constant(self.kind, math.prod(self.normalized_shape), constant, k)
+        for name, option in (("constant", constant), ("k", k), ("constant_value", value)):
+            super().__setattr__(name, option)
 
     def reference(self, x):
         return deviation_norm_reference(x, self.kind, self.normalized_shape, self.weight, self.bias,

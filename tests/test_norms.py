@@ -281,3 +281,41 @@ def test_a_norm_module_keeps_its_decisions_per_device_and_dtype_and_forgets_them
     assert copied._plans == {} and norm._plans != {}
     with pytest.raises(ValueError, match=r"needs input of shape \[\*, 16\]; got \[4, 8\]"):
         norm(torch.randn(4, 8, dtype=torch.float64))
+
+
+ROW_KINDS = ("l1", "linf", "topk", "rms")  # the kinds that run through kernels.RowNormPlan
+CHANGES = {"l1": {"eps": 1.0, "constant": "gaussian"}, "linf": {"eps": 1.0, "constant": 2.5},
+           "topk": {"eps": 1.0, "k": 7, "constant": "gaussian"}, "rms": {"eps": 1.0}}
+
+
+@pytest.mark.parametrize("kind", ROW_KINDS)
+def test_an_option_set_after_a_call_reaches_the_fast_path(kind):
+    """eps, k or the constant set on a module that already ran (and made its plan) changes what
+    the fast path computes exactly as it changes the reference."""
+    kernels.set_backend(None)
+    norm = with_random_affine(make(kind, 16))
+    x = torch.randn(4, 16) * 3
+    for name, value in CHANGES[kind].items():
+        before = norm(x)
+        setattr(norm, name, value)
+        after = norm(x)
+        assert not torch.allclose(after, before), f"setting {name}={value!r} changed nothing"
+        torch.testing.assert_close(after, norm.reference(x), rtol=1e-5, atol=1e-5)
+    assert norm.eps == 1.0
+
+
+@pytest.mark.parametrize("kind, name, value, message", [
+    ("l1", "eps", 0.0, r"eps must be > 0, got eps=0.0"),
+    ("rms", "eps", -1.0, r"eps must be > 0, got eps=-1.0"),
+    ("topk", "k", 17, r"top-k needs an integer k with 1 <= k <= n=16, got k=17"),
+    ("linf", "constant", "loose", r"constant 'loose' is unknown; allowed: paper, gaussian or a positive float"),
+])
+def test_a_refused_option_changes_nothing(kind, name, value, message):
+    norm = make(kind, 16)
+    x = torch.randn(4, 16)
+    before, options = norm(x), dict(vars(norm))
+    with pytest.raises(ValueError, match=message):
+        setattr(norm, name, value)
+    assert {key: options[key] for key in ("eps", "k", "constant", "constant_value") if key in options} == \
+        {key: vars(norm)[key] for key in ("eps", "k", "constant", "constant_value") if key in options}
+    torch.testing.assert_close(norm(x), before)
