@@ -4,10 +4,11 @@ import sys
 
 from setuptools import find_packages, setup
 
-if not (3, 9) <= sys.version_info[:2] <= (3, 12):
+if not (3, 11) <= sys.version_info[:2] <= (3, 12):
     sys.exit(
-        "fairseq_normmatters supports Python 3.9 to 3.12 (fairseq 0.12.2 on 3.9-3.10, "
-        f"ve-fairseq 0.12.3 on 3.11-3.12); this is Python {sys.version.split()[0]}."
+        "fairseq_normmatters supports Python 3.11 and 3.12 (ve-fairseq 0.12.3 has wheels for those; "
+        f"fairseq 0.12.2 does not import on 3.11+ and 3.9-3.10 are past their end of life); "
+        f"this is Python {sys.version.split()[0]}."
     )
 
 setup(
@@ -18,14 +19,21 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["fairseq_normmatters", "fairseq_normmatters.*"]),
     package_data={"fairseq_normmatters.kernels": ["native_rows.cpp"]},  # built on first use
-    python_requires=">=3.9,<3.13",
+    python_requires=">=3.11,<3.13",
     install_requires=[
-        "torch>=2.6",  # the first torch whose torch.load is weights-only by default
-        "ve-fairseq==0.12.3; python_version >= '3.11'",
-        "fairseq==0.12.2; python_version < '3.11'",
+        # 2.6 made torch.load weights-only by default; 2.7 is the first whose PyPI wheels have the
+        # C++ ABI that ve-fairseq's extensions are built with (2.6's inductor also miscompiles
+        # the compiled backend's column sum: dL/dgamma off by up to 70%)
+        "torch>=2.7",
+        "ve-fairseq==0.12.3",
         "sacrebleu>=2",
         "sentencepiece",
     ],
-    extras_require={"test": ["pytest", "pytest-xdist"], "plot": ["matplotlib"]},
+    extras_require={
+        "test": ["pytest", "pytest-xdist", "transformers>=4.46",
+                 # the Triton kernels' tests (in Triton's interpreter where there is no GPU)
+                 "triton; platform_system == 'Linux' and platform_machine == 'x86_64'"],
+        "plot": ["matplotlib"],
+    },
     license="MIT",
 )

@@ -2,16 +2,19 @@
 # Create (or reuse) the repo's virtual environment .venv and install the package into it.
 # Idempotent: when setup.py and the torch requirement are unchanged, it only checks and exits.
 #   NORMMATTERS_TORCH                 torch requirement (default torch==2.13.0, a CPU wheel here);
-#                                     >= 2.6; e.g. NORMMATTERS_TORCH="torch==2.11.0" (PyPI's Linux
+#                                     >= 2.7; e.g. NORMMATTERS_TORCH="torch==2.11.0" (PyPI's Linux
 #                                     wheels are CUDA builds).
 #   NORMMATTERS_SYSTEM_SITE_PACKAGES=1  create .venv with --system-site-packages, so a torch
 #                                     (or fairseq) already installed system-wide is reused.
 #   NORMMATTERS_EXTRAS                extras to install (default "test,plot").
+#   NORMMATTERS_VENV                  the environment's directory (default .venv in the repository).
+#   NORMMATTERS_BASE_PYTHON           the Python that creates it (default python3; 3.11 or 3.12).
 # Source it (it sets VENV and PY) or run it.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="$REPO/.venv"
+VENV="${NORMMATTERS_VENV:-$REPO/.venv}"
 PY="$VENV/bin/python"
+BASE_PYTHON="${NORMMATTERS_BASE_PYTHON:-python3}"
 TORCH_REQ="${NORMMATTERS_TORCH:-torch==2.13.0}"
 EXTRAS="${NORMMATTERS_EXTRAS:-test,plot}"
 
@@ -28,9 +31,9 @@ quiet_pip() {
 if [ ! -x "$PY" ]; then
     echo "[setup] creating $VENV"
     if [ "${NORMMATTERS_SYSTEM_SITE_PACKAGES:-0}" = 1 ]; then
-        python3 -m venv --system-site-packages "$VENV"
+        "$BASE_PYTHON" -m venv --system-site-packages "$VENV"
     else
-        python3 -m venv "$VENV"
+        "$BASE_PYTHON" -m venv "$VENV"
     fi
 fi
 
@@ -46,7 +49,19 @@ else
         quiet_pip install -q "$TORCH_REQ"
     fi
     echo "[setup] installing fairseq_normmatters[$EXTRAS] and its dependencies (about a minute)"
-    quiet_pip install -q -e "$REPO[$EXTRAS]"
+    # the torch installed stays: a dependency asking for a newer one (torchaudio) gets an older
+    # release of its own instead
+    keep_torch="$(mktemp)"
+    "$PY" -c 'from importlib.metadata import version; print("torch==" + version("torch"))' > "$keep_torch"
+    quiet_pip install -q -c "$keep_torch" -e "$REPO[$EXTRAS]"
+    rm -f "$keep_torch"
+    # ve-fairseq requires torchaudio, which fairseq's translation never imports, and pip takes one
+    # built for another torch (2.11.1, CUDA) that fails to import beside torch 2.13.0+cpu, and with
+    # it every library that imports it (transformers' Marian). Such a torchaudio is removed.
+    if "$PY" -m pip show -q torchaudio >/dev/null 2>&1 && ! "$PY" -c "import torchaudio" >/dev/null 2>&1; then
+        echo "[setup] removing torchaudio: it cannot be imported beside this torch (fairseq does not need it)"
+        quiet_pip uninstall -y -q torchaudio
+    fi
     "$PY" -c "import fairseq, fairseq_normmatters" 2>/dev/null \
         || { echo "[setup] error: the environment in $VENV cannot import fairseq_normmatters" >&2; exit 1; }
     echo "$want" > "$stamp"

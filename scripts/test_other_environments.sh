@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The promised environment that scripts/test.sh's .venv (Python 3.11, torch 2.13.0+cpu) is not:
+# Python 3.12 with the oldest torch the package accepts, torch 2.7.0 (PyPI's Linux wheel, a CUDA
+# build of about 3 GB, run on the CPU), in .venv-py3.12-torch2.7. It installs the package there
+# and runs the smoke tests: the environment imports, the norm core and its native, compiled and
+# Triton (interpreted) paths, a tiny fairseq-train --user-dir + fairseq-generate +
+# fairseq-validate with a checkpoint reload, and checkpoint safety. Extra args go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python312="$(command -v python3.12 2>/dev/null && python3.12 -c '' 2>/dev/null)" \
+    || python312="$(ls -d "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"/versions/3.12*/bin/python3.12 2>/dev/null | tail -1)"
+if [ -z "$python312" ]; then
+    echo "error: no Python 3.12 found (python3.12 on PATH or a pyenv 3.12 version)" >&2
+    exit 1
+fi
+NORMMATTERS_VENV="$PWD/.venv-py3.12-torch2.7" NORMMATTERS_BASE_PYTHON="$python312" \
+    NORMMATTERS_TORCH="torch==2.7.0" NORMMATTERS_EXTRAS="test" source scripts/setup_env.sh
+"$PY" -c 'import sys, torch, fairseq; print(f"[smoke] Python {sys.version.split()[0]}, torch {torch.__version__}, fairseq {fairseq.__version__}")'
+exec "$PY" -m pytest -q -n "${NORMMATTERS_TEST_WORKERS:-auto}" -p no:cacheprovider "$@" \
+    tests/test_environment.py \
+    tests/test_core_without_fairseq.py \
+    tests/test_checkpoint_safety.py \
+    tests/test_norms.py \
+    "tests/test_kernels.py::test_fast_path_matches_eager_reference" \
+    "tests/test_fairseq_models.py::test_train_generate_validate[transformer_l1]" \
+    "tests/test_fairseq_models.py::test_train_generate_validate[lstm_bwn]"
