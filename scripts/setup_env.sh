@@ -37,11 +37,23 @@ if [ ! -x "$PY" ]; then
     fi
 fi
 
+# The stamp: setup.py's hash and the torch requirement on its first line, the extras installed
+# with them on the second. Up to date when both match and every wanted extra is installed.
 stamp="$VENV/.normmatters-stamp"
-want="$(cat "$REPO/setup.py" | sha1sum | cut -c1-16) $TORCH_REQ [$EXTRAS]"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$PY" -c "import fairseq_normmatters" 2>/dev/null; then
+base="$(sha1sum < "$REPO/setup.py" | cut -c1-16) $TORCH_REQ"
+installed=""
+if [ -f "$stamp" ] && [ "$(head -n 1 "$stamp")" = "$base" ]; then
+    installed="$(sed -n 2p "$stamp")"
+fi
+missing=""
+for extra in ${EXTRAS//,/ }; do
+    [[ ",$installed," == *",$extra,"* ]] || missing="$missing,$extra"
+done
+if [ -f "$stamp" ] && [ "$(head -n 1 "$stamp")" = "$base" ] && [ -z "$missing" ] \
+        && "$PY" -c "import fairseq_normmatters" 2>/dev/null; then
     echo "[setup] $VENV is up to date"
 else
+    EXTRAS="$(echo "$installed$missing" | sed 's/^,//')"
     if "$PY" -c "import torch" 2>/dev/null; then
         echo "[setup] reusing torch $("$PY" -c 'import torch; print(torch.__version__)')"
     else
@@ -64,6 +76,6 @@ else
     fi
     "$PY" -c "import fairseq, fairseq_normmatters" 2>/dev/null \
         || { echo "[setup] error: the environment in $VENV cannot import fairseq_normmatters" >&2; exit 1; }
-    echo "$want" > "$stamp"
+    printf '%s\n%s\n' "$base" "$EXTRAS" > "$stamp"
     echo "[setup] done"
 fi

@@ -72,7 +72,7 @@ def test_compare_trains_every_config_and_seed_then_tabulates_the_differences(iws
     short = [*TINY_TRANSFORMER, "--max-update", "16", "--warmup-updates", "8", "--max-tokens", "2000",
              "--cpu", "--num-workers", "0"]
     first = script("compare.sh", "iwslt14", prepared, out, "--seeds", "2", "--configs", "transformer_l2",
-                   "transformer_l1", "--", *short)
+                   "transformer_l1", "--parallel", "2", "--", *short)
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
         "transformer_l1-seed1", "transformer_l1-seed2", "transformer_l2-seed1", "transformer_l2-seed2"]
     results = json.loads((out / "transformer_l1-seed2" / "results.json").read_text())
@@ -87,7 +87,55 @@ def test_compare_trains_every_config_and_seed_then_tabulates_the_differences(iws
     again = script("compare.sh", "iwslt14", prepared, out, "--seeds", "2", "--configs", "transformer_l2",
                    "transformer_l1", "--", *short)
     assert again.stdout.count("done before") == 4 and (out / "results.md").read_text() == table
-    assert "training" in first.stdout
+    # the screen: one line as each run starts and ends, then where the table is; the logs are whole
+    screen = first.stdout.splitlines()
+    for number, run in enumerate(["transformer_l2-seed1", "transformer_l1-seed1", "transformer_l2-seed2",
+                                  "transformer_l1-seed2"], 1):
+        assert sum(line.startswith(f"[compare] {number}/4 {run}: training (") for line in screen) == 1
+        assert sum(line.startswith(f"[compare] {number}/4 {run}: done in ") and ", BLEU " in line
+                   for line in screen) == 1
+        log = (out / run / "compare.log").read_text()
+        assert "== training: " in log and "== evaluation: " in log and "[evaluate] transformer_" in log
+    assert "left)" in "\n".join(screen[2:])  # an estimate once a run has ended
+    assert len(screen) == 9 and screen[-1].startswith("[compare] done in ")
+    assert screen[-1].endswith(f"table {out / 'results.md'}, curves {out / 'curves.png'}")
+
+
+def test_a_failing_run_shows_its_log_tail_and_starts_no_more_runs(iwslt14, tmp_path):
+    _, prepared = iwslt14
+    out = tmp_path / "comparison"
+    failed = script("compare.sh", "iwslt14", prepared, out, "--seeds", "2", "--configs", "transformer_l2",
+                    "--", "--max-tokens", "many", check=False)
+    assert failed.returncode == 1
+    log = out / "transformer_l2-seed1" / "compare.log"
+    assert f"training transformer_l2-seed1 exited with 2; the last lines of {log}:" in failed.stderr
+    assert "--max-tokens: invalid" in failed.stderr and "rerun the same compare.sh command" in failed.stderr
+    assert not (out / "transformer_l2-seed2").exists() and not (out / "results.md").exists()
+
+
+@pytest.mark.parametrize("parallel, gpus, cores, expected", [
+    (1, 0, 2, [{}]),
+    (2, 0, 2, [{"OMP_NUM_THREADS": "1"}] * 2),
+    (3, 0, 16, [{"OMP_NUM_THREADS": "5"}] * 3),
+    (2, 4, 16, [{"CUDA_VISIBLE_DEVICES": "0,1"}, {"CUDA_VISIBLE_DEVICES": "2,3"}]),
+    (3, 8, 16, [{"CUDA_VISIBLE_DEVICES": "0,1"}, {"CUDA_VISIBLE_DEVICES": "2,3"}, {"CUDA_VISIBLE_DEVICES": "4,5"}]),
+])
+def test_parallel_runs_share_the_cores_or_the_gpus(monkeypatch, parallel, gpus, cores, expected):
+    from fairseq_normmatters.recipes.compare import machine_shares
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    shares = machine_shares(parallel, gpus, cores)
+    assert [share.environment for share in shares] == expected
+    assert all(share.gpus == (gpus // parallel) for share in shares)
+
+
+def test_parallel_beyond_the_gpus_is_refused(monkeypatch):
+    from fairseq_normmatters.recipes import RecipeError
+    from fairseq_normmatters.recipes.compare import machine_shares
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert [s.environment for s in machine_shares(2, 2, 8)] == [{"CUDA_VISIBLE_DEVICES": "3"},
+                                                                  {"CUDA_VISIBLE_DEVICES": "5"}]
+    with pytest.raises(RecipeError, match="--parallel 3 needs at least 3 GPUs; 2 are visible"):
+        machine_shares(3, 2, 8)
 
 
 def test_compare_names_an_unknown_configuration_before_training(capsys, tmp_path):

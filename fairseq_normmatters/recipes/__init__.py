@@ -1,6 +1,10 @@
 """The WMT14 de-en recipe: prepare, train, evaluate, collect (driven by the scripts/*.sh)."""
 
+import contextlib
+import importlib
+import io
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -32,6 +36,37 @@ def run_tool(tool, *args, quiet=False) -> str:
         tail = "\n".join(result.stdout.splitlines()[-25:])
         raise RecipeError(f"{tool} exited with {result.returncode}:\n{tail}")
     return result.stdout
+
+
+#: fairseq's console scripts that a recipe runs inside its own process (run_fairseq)
+FAIRSEQ_MAINS = {"fairseq-generate": "fairseq_cli.generate", "fairseq-validate": "fairseq_cli.validate"}
+LOG_FORMAT = logging.Formatter("%(asctime)s | %(levelname)s | %(name)s | %(message)s", "%Y-%m-%d %H:%M:%S")
+
+
+def run_fairseq(tool, *args) -> str:
+    """fairseq's console script `tool` (FAIRSEQ_MAINS) with these arguments, run in this process
+    (a new interpreter would import fairseq again: seconds per call); returns what it printed and
+    logged. A failure raises RecipeError with its last lines."""
+    from .. import install_fairseq_plugin
+    install_fairseq_plugin()  # --user-dir finds the package imported already, so it does not
+    module = importlib.import_module(FAIRSEQ_MAINS[tool])
+    output, root = io.StringIO(), logging.getLogger()
+    saved = root.handlers[:], root.level, sys.argv
+    handler = logging.StreamHandler(output)
+    handler.setFormatter(LOG_FORMAT)
+    root.handlers, sys.argv = [handler], [tool, *map(str, args)]
+    root.setLevel(logging.INFO)
+    try:
+        with contextlib.redirect_stdout(output):
+            module.cli_main()
+    except (Exception, SystemExit) as error:
+        if not (isinstance(error, SystemExit) and error.code in (0, None)):
+            tail = "\n".join(output.getvalue().splitlines()[-25:])
+            raise RecipeError(f"{tool} failed ({type(error).__name__}: {error}):\n{tail}") from None
+    finally:
+        root.handlers, sys.argv = saved[0], saved[2]
+        root.setLevel(saved[1])
+    return output.getvalue()
 
 
 def run_main(main, program: str) -> None:

@@ -192,17 +192,20 @@ def main(argv=None):
     parser.add_argument("save_dirs", nargs="+")
     parser.add_argument("--out", help="write the Markdown table here too")
     parser.add_argument("--plot", help="PNG of validation loss per update")
+    parser.add_argument("--quiet", action="store_true", help="print nothing (with --out)")
     args = parser.parse_args(argv)
     if args.plot:
         require_matplotlib()
     runs = [load_run(Path(d)) for d in args.save_dirs]
     text = table(runs) + "\n" + comparison_table(runs)
-    print(text)
+    if not args.quiet:
+        print(text)
     if args.out:
         write_text_atomically(Path(args.out), text)
     if args.plot:
         plot(runs, Path(args.plot))
-        print(f"plot: {args.plot}")
+        if not args.quiet:
+            print(f"plot: {args.plot}")
 
 
 if __name__ == "__main__":

@@ -1,31 +1,46 @@
 """The paper's comparison in one command: every configuration x seed trained, evaluated, collected.
 
-    scripts/compare.sh {wmt14,iwslt14} PREPARED OUT [--seeds N] [--configs C ...] [-- fairseq-train args]
+    scripts/compare.sh {wmt14,iwslt14} PREPARED OUT [--seeds N] [--configs C ...] [--parallel P]
+                       [-- fairseq-train args]
 
 For each configuration (default: the benchmark's Transformer l2, l1, bwn, none and the LSTM
-nonorm, bwn) and each seed 1..N (default 3) it trains OUT/CONFIG-seedS with
-train_{benchmark}.sh --seed S, evaluates it with evaluate.sh (WMT14: beam 4, lenpen 0.6, the
-last 5 checkpoints averaged; IWSLT14: beam 5, lenpen 1, as fairseq's example) and finally
-writes OUT/results.md and OUT/curves.png with collect_results.py: the seeds' means and spreads,
-each configuration's difference from its baseline with sacreBLEU's paired bootstrap test, and
-the paper's differences. A run whose results.json exists is skipped; one that stopped half-way
+nonorm, bwn) and each seed 1..N (default 3) it trains OUT/CONFIG-seedS as train_{benchmark}.sh
+does with --seed S, evaluates it as evaluate.sh does (WMT14: beam 4, lenpen 0.6, the last 5
+checkpoints averaged; IWSLT14: beam 5, lenpen 1, as fairseq's example) and finally writes
+OUT/results.md and OUT/curves.png with collect_results.py: the seeds' means and spreads, each
+configuration's difference from its baseline with sacreBLEU's paired bootstrap test, and the
+paper's differences. A run whose results.json exists is skipped; one that stopped half-way
 resumes from its checkpoint_last.pt (fairseq-train's own resume); rerun the same command after
 any interruption. Arguments after -- go to every fairseq-train (e.g. a shorter schedule).
+
+--parallel P runs P runs side by side, each with its share of the machine: 1/P of the CPU
+cores (OMP_NUM_THREADS) or of the visible GPUs (CUDA_VISIBLE_DEVICES). The screen gets one line
+per run when it starts and when it ends (with the time so far and an estimate of the rest);
+each run's whole output goes to OUT/CONFIG-seedS/compare.log, whose last lines are shown if a
+step fails.
 """
 
 import argparse
+import json
+import os
 import subprocess
 import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Dict, List
 
 from . import RecipeError, check_not_half_prepared, run_main
 from .collect import main as collect
-from .train import BENCHMARKS
+from .train import BENCHMARKS, start_run, visible_gpus
 
 DEFAULT_CONFIGS = ("transformer_l2", "transformer_l1", "transformer_bwn", "transformer_none", "lstm_nonorm",
                    "lstm_bwn")
 EVALUATION = {"wmt14": ["--average", "5", "--beam", "4", "--lenpen", "0.6"],
               "iwslt14": ["--average", "5", "--beam", "5", "--lenpen", "1.0"]}
+LOG_TAIL = 30  # lines of a failed step's log shown on the screen
 
 
 def parse_args(argv):
@@ -38,6 +53,8 @@ def parse_args(argv):
     parser.add_argument("out", help="one folder per configuration and seed, and the results")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 1..N per configuration")
     parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS))
+    parser.add_argument("--parallel", type=int, default=1, metavar="P",
+                        help="runs side by side, each on 1/P of the CPU cores or GPUs (default 1)")
     args = parser.parse_args(argv)
     args.extra = extra
     unknown = [c for c in args.configs if c not in BENCHMARKS[args.benchmark][0]]
@@ -46,31 +63,135 @@ def parse_args(argv):
                      f"{', '.join(BENCHMARKS[args.benchmark][0])}")
     if args.seeds < 1:
         parser.error(f"--seeds {args.seeds}: needs at least 1")
+    if args.parallel < 1:
+        parser.error(f"--parallel {args.parallel}: needs at least 1")
     return args
 
 
-def step(program: str, *args) -> None:
-    """Run one recipe step (python -m fairseq_normmatters.recipes.PROGRAM), its output shown."""
-    result = subprocess.run([sys.executable, "-m", f"fairseq_normmatters.recipes.{program}", *map(str, args)])
+@dataclass
+class Run:
+    number: int
+    config: str
+    seed: int
+    save_dir: Path
+
+    @property
+    def log(self) -> Path:
+        return self.save_dir / "compare.log"
+
+
+@dataclass
+class Share:
+    """What one of the parallel slots runs on: its environment and its number of GPUs."""
+    environment: Dict[str, str] = field(default_factory=dict)
+    gpus: int = 0
+
+
+def machine_shares(parallel: int, gpus: int, cores: int) -> List[Share]:
+    """The machine cut into `parallel` shares: GPUs (each share its own CUDA_VISIBLE_DEVICES) when
+    there are any, else CPU cores (OMP_NUM_THREADS)."""
+    if gpus == 0:
+        threads = str(max(1, cores // parallel))
+        return [Share({"OMP_NUM_THREADS": threads}) for _ in range(parallel)] if parallel > 1 else [Share()]
+    if gpus < parallel:
+        raise RecipeError(f"--parallel {parallel} needs at least {parallel} GPUs; {gpus} are visible")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", ",".join(map(str, range(gpus)))).split(",")[:gpus]
+    per_share = gpus // parallel
+    return [Share({"CUDA_VISIBLE_DEVICES": ",".join(visible[i * per_share:(i + 1) * per_share])}, per_share)
+            for i in range(parallel)]
+
+
+def minutes(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+class Progress:
+    """One line per run start and end: run i of n, the time so far and the time left, estimated
+    from the runs finished in this call."""
+
+    def __init__(self, total: int, parallel: int):
+        self.total, self.parallel, self.started = total, parallel, time.monotonic()
+        self.durations, self.waiting, self.lock = [], 0, threading.Lock()
+
+    def say(self, run: Run, what: str) -> None:
+        with self.lock:
+            elapsed = time.monotonic() - self.started
+            left = ""
+            if self.durations and self.waiting:
+                mean = sum(self.durations) / len(self.durations)
+                left = f", about {minutes(mean * self.waiting / self.parallel)} left"
+            print(f"[compare] {run.number}/{self.total} {run.save_dir.name}: {what} "
+                  f"({minutes(elapsed)} so far{left})", flush=True)
+
+
+def run_step(run: Run, step: str, command: List[str], environment: Dict[str, str]) -> None:
+    with run.log.open("a", encoding="utf-8") as log:
+        log.write(f"== {step}: {' '.join(command)}\n")
+        log.flush()
+        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, **environment})
     if result.returncode != 0:
-        raise RecipeError(f"{program} {' '.join(map(str, args))} exited with {result.returncode}; rerun the same "
-                          "compare.sh command to resume from there")
+        tail = "\n".join(run.log.read_text(encoding="utf-8", errors="replace").splitlines()[-LOG_TAIL:])
+        raise RecipeError(f"{step} {run.save_dir.name} exited with {result.returncode}; the last lines of "
+                          f"{run.log}:\n{tail}\nrerun the same compare.sh command to resume from there")
+
+
+def train_and_evaluate(run: Run, args, share: Share, progress: Progress) -> None:
+    started = time.monotonic()
+    progress.say(run, "training")
+    run.save_dir.mkdir(parents=True, exist_ok=True)
+    train = start_run(run.config, args.prepared, run.save_dir, [*args.extra, "--seed", str(run.seed)],
+                      share.gpus, args.benchmark)
+    run_step(run, "training", train, share.environment)
+    evaluate = [sys.executable, "-m", "fairseq_normmatters.recipes.evaluate", str(run.save_dir), str(args.prepared),
+                *EVALUATION[args.benchmark]]
+    run_step(run, "evaluation", evaluate, share.environment)
+    with progress.lock:
+        progress.durations.append(time.monotonic() - started)
+        progress.waiting -= 1
+    bleu = json.loads((run.save_dir / "results.json").read_text())["bleu"]
+    progress.say(run, f"done in {minutes(time.monotonic() - started)}, BLEU {bleu}")
+
+
+def run_all(runs: List[Run], args, progress: Progress) -> None:
+    """Each run in `runs` trained and evaluated, `args.parallel` at a time; the first failure
+    stops new runs from starting, lets the running ones end, and is raised."""
+    shares = machine_shares(args.parallel, visible_gpus(), os.cpu_count() or 1)
+    free, queue, failure = list(shares), list(runs), None
+    progress.waiting = len(runs)
+    with ThreadPoolExecutor(max_workers=len(shares)) as pool:
+        running = {}
+        while queue or running:
+            while queue and free and failure is None:
+                run, share = queue.pop(0), free.pop(0)
+                running[pool.submit(train_and_evaluate, run, args, share, progress)] = share
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                free.append(running.pop(future))
+                if future.exception() is not None and failure is None:
+                    failure = future.exception()
+    if failure is not None:
+        raise failure
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     check_not_half_prepared(args.prepared)
     out = Path(args.out)
-    runs = [(config, seed, out / f"{config}-seed{seed}") for seed in range(1, args.seeds + 1) for config in args.configs]
-    for number, (config, seed, run) in enumerate(runs, 1):
-        if (run / "results.json").is_file():
-            print(f"[compare] {number}/{len(runs)} {run.name}: done before", flush=True)
-            continue
-        print(f"[compare] {number}/{len(runs)} {run.name}: training", flush=True)
-        step("train", "--benchmark", args.benchmark, config, args.prepared, run, *args.extra, "--seed", seed)
-        print(f"[compare] {number}/{len(runs)} {run.name}: evaluating", flush=True)
-        step("evaluate", run, args.prepared, *EVALUATION[args.benchmark])
-    collect([*(str(run) for _, _, run in runs), "--out", str(out / "results.md"), "--plot", str(out / "curves.png")])
+    runs = [Run(number, config, seed, out / f"{config}-seed{seed}") for number, (seed, config) in enumerate(
+        ((seed, config) for seed in range(1, args.seeds + 1) for config in args.configs), 1)]
+    progress = Progress(len(runs), args.parallel)
+    for run in runs:
+        if (run.save_dir / "results.json").is_file():
+            progress.say(run, "done before")
+    run_all([run for run in runs if not (run.save_dir / "results.json").is_file()], args, progress)
+    results, curves = out / "results.md", out / "curves.png"
+    collect([*(str(run.save_dir) for run in runs), "--out", str(results), "--plot", str(curves), "--quiet"])
+    print(f"[compare] done in {minutes(time.monotonic() - progress.started)}: table {results}, curves {curves}",
+          flush=True)
 
 
 if __name__ == "__main__":

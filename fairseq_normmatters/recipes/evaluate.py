@@ -7,6 +7,7 @@
    into SAVE_DIR/checkpoint_avg.pt. fairseq's own averaging script is not shipped in its
    wheels; this is the same computation (parameter-wise mean).
 2. fairseq-generate on test (beam 4, lenpen 0.6), sentencepiece-decoded.
+   (fairseq-generate and fairseq-validate run inside this process: recipes.run_fairseq.)
 3. sacreBLEU on the detokenized output against PREPARED_DIR/raw/test.en (signature kept),
    tokenized BLEU (13a tokens, compounds split at hyphens as ##AT##-##AT##) for comparison
    with WMT14 papers, and lowercased tokenized BLEU (13a) as IWSLT14 papers quote it.
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import allow_fairseq_checkpoints
-from . import RecipeError, check_not_half_prepared, run_main, run_tool, write_atomically, write_text_atomically
+from . import RecipeError, check_not_half_prepared, run_fairseq, run_main, write_atomically, write_text_atomically
 
 USER_DIR = str(Path(__file__).resolve().parent.parent)
 
@@ -135,8 +136,8 @@ def main(argv=None):
     common = [data, "--user-dir", USER_DIR, "--path", averaged, "--max-tokens", args.max_tokens,
               "--required-batch-size-multiple", "1", *device]
     print("[evaluate] fairseq-generate on test", flush=True)
-    generated = run_tool("fairseq-generate", *common, "--gen-subset", "test", "--beam", args.beam,
-                         "--lenpen", args.lenpen, "--post-process", "sentencepiece", quiet=True)
+    generated = run_fairseq("fairseq-generate", *common, "--gen-subset", "test", "--beam", args.beam,
+                            "--lenpen", args.lenpen, "--post-process", "sentencepiece")
     hypotheses = detokenized_hypotheses(generated)
     references = reference.read_text(encoding="utf-8").splitlines()
     if len(hypotheses) != len(references):
@@ -144,8 +145,8 @@ def main(argv=None):
     write_text_atomically(save_dir / "test.hyp", "".join(h + "\n" for h in hypotheses))
     bleu, signature, bleu_tok, bleu_lowercase = bleu_scores(hypotheses, references)
     print("[evaluate] fairseq-validate on valid and test", flush=True)
-    ppl = perplexities(run_tool("fairseq-validate", *common, "--task", "translation",
-                                "--valid-subset", "valid,test", quiet=True))
+    ppl = perplexities(run_fairseq("fairseq-validate", *common, "--task", "translation",
+                                   "--valid-subset", "valid,test"))
     run = json.loads((save_dir / "run.json").read_text()) if (save_dir / "run.json").is_file() else {}
     results = {"config": run.get("config", save_dir.name), "benchmark": run.get("benchmark", "wmt14"),
                "seed": training_seed(run.get("command", [])),

@@ -116,12 +116,19 @@ def main(argv=None):
         print("CONFIG is one of: " + ", ".join(BENCHMARKS[benchmark][0]))
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
     config, prepared, save_dir, extra = argv[0], argv[1], argv[2], argv[3:]
-    cmd = command(config, prepared, save_dir, extra, visible_gpus(), os.environ.get("PRECISION", "fp16"), benchmark)
+    cmd = start_run(config, prepared, save_dir, extra, visible_gpus(), benchmark)
+    print("[train] " + " ".join(cmd), flush=True)
+    os.execv(cmd[0], cmd)
+
+
+def start_run(config, prepared, save_dir, extra, gpus, benchmark="wmt14"):
+    """The fairseq-train command of CONFIG (command(), with $PRECISION) for `gpus` GPUs, after
+    SAVE_DIR/run.json records it (evaluate and collect read the configuration and seed there)."""
+    cmd = command(config, prepared, save_dir, extra, gpus, os.environ.get("PRECISION", "fp16"), benchmark)
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     write_text_atomically(Path(save_dir) / "run.json",
                           json.dumps({"config": config, "benchmark": benchmark, "command": cmd}, indent=1))
-    print("[train] " + " ".join(cmd), flush=True)
-    os.execv(cmd[0], cmd)
+    return cmd
 
 
 if __name__ == "__main__":
