@@ -42,6 +42,18 @@ def run(tool, *args, check=True, input=None, timeout=600, env=None):
     return result
 
 
+def output(tool, *args, in_this_process=False) -> str:
+    """What fairseq's console script `tool` printed and logged, run in a new process (run) or,
+    for fairseq-generate and fairseq-validate, through the same entry point (cli_main) in this
+    one, as the evaluation recipe runs them: the same arguments and output without importing
+    fairseq anew (seconds per call)."""
+    if in_this_process:
+        from fairseq_normmatters.recipes import run_fairseq
+        return run_fairseq(tool, *args)
+    result = run(tool, *args)
+    return result.stdout + result.stderr
+
+
 def preprocess(raw, dest):
     run("fairseq-preprocess", "--source-lang", "de", "--target-lang", "en",
         "--trainpref", Path(raw) / "train", "--validpref", Path(raw) / "valid",

@@ -16,9 +16,24 @@ from fairseq_normmatters import kernels  # noqa: E402
 fairseq_normmatters.install_fairseq_plugin()
 
 
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    # pytest-xdist runs a worker per core: each computes on one thread (the fairseq processes
+    # that tests start do too: tests/cli.py), instead of every worker on every core
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory):
+    """The tiny de-en corpus (tests/cli.py) binarized by fairseq-preprocess, shared by the tests
+    that train on it (they only read it)."""
+    from cli import preprocess, write_parallel_text
+    root = tmp_path_factory.mktemp("tiny")
+    return preprocess(write_parallel_text(root / "raw"), root / "bin")
 
 
 @pytest.fixture

@@ -8,16 +8,9 @@ import subprocess
 
 import pytest
 
-from cli import (BIN, SUBPROCESS_ENV, TINY_TRANSFORMER, TRAINING, USER_DIR, losses_per_update, preprocess,
-                 write_parallel_text)
+from cli import BIN, SUBPROCESS_ENV, TINY_TRANSFORMER, TRAINING, USER_DIR, losses_per_update
 
 UPDATES = 8
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ddp")
-    return preprocess(write_parallel_text(root / "raw"), root / "bin")
 
 
 def free_port():

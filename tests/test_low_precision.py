@@ -9,7 +9,7 @@ from fairseq import tasks, utils
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq import options
 
-from cli import TINY_LSTM, TINY_TRANSFORMER, USER_DIR, epoch_losses, preprocess, train, write_parallel_text
+from cli import TINY_LSTM, TINY_TRANSFORMER, USER_DIR, epoch_losses, train
 from test_norms import OPTIONS, make, reference
 
 KINDS = ["l1", "linf", "topk", "rms"]
@@ -32,12 +32,6 @@ def relative_error(kind, dtype, n=512, include_input_rounding=False):
 def test_low_precision_arithmetic_error_no_worse_than_layer_norm(kind, dtype):
     ours, layer_norm = relative_error(kind, dtype), relative_error("l2", dtype)
     assert ours <= 1.05 * layer_norm, f"{kind} {dtype}: {ours:.2e} vs LayerNorm {layer_norm:.2e}"
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bf16")
-    return preprocess(write_parallel_text(root / "raw"), root / "bin")
 
 
 def build(data, arch, *flags):

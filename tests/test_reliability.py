@@ -29,10 +29,9 @@ class RunsACommand:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(data, tmp_path_factory):
     """(data, save dir) of an L1 Transformer trained for 5 updates."""
     root = tmp_path_factory.mktemp("trained")
-    data = preprocess(write_parallel_text(root / "raw"), root / "bin")
     train(data, root / "save", "norm_transformer_l1_iwslt_de_en", *TINY_TRANSFORMER, updates=5)
     return data, root / "save"
 

@@ -12,17 +12,11 @@ import subprocess
 import pytest
 import torch
 
-from cli import BIN, SUBPROCESS_ENV, TINY_TRANSFORMER, TRAINING, USER_DIR, preprocess, write_parallel_text
+from cli import BIN, SUBPROCESS_ENV, TINY_TRANSFORMER, TRAINING, USER_DIR
 
 UPDATES = 24
 UPDATES_PER_EPOCH = 9
 MID_EPOCH_1, END_OF_EPOCH_1, MID_EPOCH_2 = "checkpoint_1_8.pt", "checkpoint1.pt", "checkpoint_2_12.pt"
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume")
-    return preprocess(write_parallel_text(root / "raw"), root / "bin")
 
 
 def command(data, save_dir, arch, updates=UPDATES, epoch_checkpoints=False):
