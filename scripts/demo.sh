@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
 NORMMATTERS_EXTRAS="${NORMMATTERS_EXTRAS:-plot}" source scripts/setup_env.sh
+set_up=$SECONDS
 OUT="${1:-demo_output}"
 CONFIGS=(${DEMO_CONFIGS:-transformer_l2 transformer_l1 transformer_bwn})
 SEEDS="${DEMO_SEEDS:-2}"
@@ -36,4 +37,5 @@ fi
 echo "[demo] training and evaluating ${#CONFIGS[@]} configurations x $SEEDS seeds, $PARALLEL at a time"
 scripts/compare.sh wmt14 "$OUT/data" "$OUT" --seeds "$SEEDS" --configs "${CONFIGS[@]}" --parallel "$PARALLEL" \
     -- "${MODEL[@]}" "${SCHEDULE[@]}"
-echo "[demo] done in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s with set-up: $OUT/results.md, $OUT/curves.png"
+took() { echo "$(( $1 / 60 )) min $(( $1 % 60 )) s"; }
+echo "[demo] done in $(took $(( SECONDS - set_up ))) after $(took $(( set_up - start ))) of set-up: $OUT/results.md, $OUT/curves.png"
