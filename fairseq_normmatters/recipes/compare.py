@@ -114,6 +114,12 @@ class Progress:
         self.total, self.parallel, self.started = total, parallel, time.monotonic()
         self.durations, self.waiting, self.lock = [], 0, threading.Lock()
 
+    def finished(self, seconds: float) -> None:
+        """A run ended after `seconds`: one fewer to wait for, one more duration to estimate from."""
+        with self.lock:
+            self.durations.append(seconds)
+            self.waiting -= 1
+
     def say(self, run: Run, what: str) -> None:
         with self.lock:
             elapsed = time.monotonic() - self.started
@@ -140,24 +146,22 @@ def run_step(run: Run, step: str, command: List[str], environment: Dict[str, str
 def train_and_evaluate(run: Run, args, share: Share, progress: Progress) -> None:
     started = time.monotonic()
     progress.say(run, "training")
-    run.save_dir.mkdir(parents=True, exist_ok=True)
     train = start_run(run.config, args.prepared, run.save_dir, [*args.extra, "--seed", str(run.seed)],
                       share.gpus, args.benchmark)
     run_step(run, "training", train, share.environment)
     evaluate = [sys.executable, "-m", "fairseq_normmatters.recipes.evaluate", str(run.save_dir), str(args.prepared),
                 *EVALUATION[args.benchmark]]
     run_step(run, "evaluation", evaluate, share.environment)
-    with progress.lock:
-        progress.durations.append(time.monotonic() - started)
-        progress.waiting -= 1
+    took = time.monotonic() - started
+    progress.finished(took)
     bleu = json.loads((run.save_dir / "results.json").read_text())["bleu"]
-    progress.say(run, f"done in {minutes(time.monotonic() - started)}, BLEU {bleu}")
+    progress.say(run, f"done in {minutes(took)}, BLEU {bleu}")
 
 
 def run_all(runs: List[Run], args, progress: Progress) -> None:
     """Each run in `runs` trained and evaluated, `args.parallel` at a time; the first failure
     stops new runs from starting, lets the running ones end, and is raised."""
-    shares = machine_shares(args.parallel, visible_gpus(), os.cpu_count() or 1)
+    shares = machine_shares(args.parallel, visible_gpus(), len(os.sched_getaffinity(0)))
     free, queue, failure = list(shares), list(runs), None
     progress.waiting = len(runs)
     with ThreadPoolExecutor(max_workers=len(shares)) as pool:
@@ -184,10 +188,10 @@ def main(argv=None):
     runs = [Run(number, config, seed, out / f"{config}-seed{seed}") for number, (seed, config) in enumerate(
         ((seed, config) for seed in range(1, args.seeds + 1) for config in args.configs), 1)]
     progress = Progress(len(runs), args.parallel)
-    for run in runs:
-        if (run.save_dir / "results.json").is_file():
-            progress.say(run, "done before")
-    run_all([run for run in runs if not (run.save_dir / "results.json").is_file()], args, progress)
+    done = [run for run in runs if (run.save_dir / "results.json").is_file()]
+    for run in done:
+        progress.say(run, "done before")
+    run_all([run for run in runs if run not in done], args, progress)
     results, curves = out / "results.md", out / "curves.png"
     collect([*(str(run.save_dir) for run in runs), "--out", str(results), "--plot", str(curves), "--quiet"])
     print(f"[compare] done in {minutes(time.monotonic() - progress.started)}: table {results}, curves {curves}",
