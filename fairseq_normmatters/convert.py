@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
-from .norms import build_norm
+from .kinds import build_norm
 
 
 def is_layer_norm(module: nn.Module) -> bool:

@@ -10,9 +10,13 @@ For the centered row d = x - mean(x) over the normalized features (n of them):
 scale(d) is mean|d| (l1), max|d| (linf) or the mean of the k largest |d| (topk); C comes from
 `fairseq_normmatters.constants`. l1/linf/topk reduce in float32 and return the input dtype.
 
+    >>> import torch
     >>> from fairseq_normmatters import build_norm
     >>> norm = build_norm("l1", 512)            # C = sqrt(pi/2)
     >>> y = norm(torch.randn(10, 512))
+
+The kinds and their builders are listed once, in `fairseq_normmatters.kinds`; the batch
+norms are in `fairseq_normmatters.batch_norm`.
 """
 
 import math
@@ -23,8 +27,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import kernels
+from .kernels import backends
 from .kernels.rows import affine as _affine, compute_dtype
-from .constants import check_constant, check_topk, resolve_constant
+from .constants import check_topk, resolve_constant
 
 Shape = Union[int, Sequence[int]]
 
@@ -131,7 +136,7 @@ def normalized_size(x: torch.Tensor, normalized_shape: Shape, weight=None, bias=
     return math.prod(shape)
 
 
-def _check_eps(eps: float) -> float:
+def check_eps(eps: float) -> float:
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got eps={eps!r}")
     return float(eps)
@@ -143,7 +148,7 @@ class L2Norm(nn.LayerNorm):
     kind = "l2"
 
     def __init__(self, normalized_shape: Shape, eps=1e-5, elementwise_affine=True):
-        super().__init__(_as_shape(normalized_shape), _check_eps(eps), elementwise_affine)
+        super().__init__(_as_shape(normalized_shape), check_eps(eps), elementwise_affine)
 
 
 class PlannedRowNorm(nn.Module):
@@ -153,14 +158,14 @@ class PlannedRowNorm(nn.Module):
     does and decides the backend: a kernels.RowNormPlan, or None for the eager reference.
     Later calls check the input's trailing shape and run the plan. Moving or casting the module,
     setting an attribute a plan is made from (PLANNED: gain, bias, eps, k, constant), or changing
-    the backend (kernels.generation) forgets the plans. Inside the user's torch.compile the plain
+    the backend (backends.generation) forgets the plans. Inside the user's torch.compile the plain
     formula runs, for the compiler to trace."""
 
     PLANNED = ("weight", "bias", "eps", "k", "constant", "constant_value")
 
     def __setattr__(self, name, value):
         if name == "eps":
-            value = _check_eps(value)
+            value = check_eps(value)
         if name in self.PLANNED:
             self.__dict__.get("_plans", {}).clear()
         super().__setattr__(name, value)
@@ -175,7 +180,7 @@ class PlannedRowNorm(nn.Module):
     def _plan(self, x):
         if x.shape[-len(self.normalized_shape):] != self.normalized_shape:
             normalized_size(x, self.normalized_shape)  # raises the shape error
-        key = (x.device, x.dtype, kernels.generation)
+        key = (x.device, x.dtype, backends.generation)
         plans = self.__dict__.setdefault("_plans", {})
         if key not in plans:
             size = normalized_size(x, self.normalized_shape, self.weight, self.bias)
@@ -205,7 +210,7 @@ class RMSNorm(PlannedRowNorm):
         self.normalized_shape = _as_shape(normalized_shape)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
-        _init_affine(self, elementwise_affine)
+        init_affine(self, elementwise_affine)
 
     def reference(self, x):
         return rms_norm_reference(x, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -214,7 +219,7 @@ class RMSNorm(PlannedRowNorm):
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
 
 
-def _init_affine(module: nn.Module, affine: bool, shape=None) -> None:
+def init_affine(module: nn.Module, affine: bool, shape=None) -> None:
     shape = shape if shape is not None else module.normalized_shape
     if affine:
         module.weight = nn.Parameter(torch.ones(shape))
@@ -242,7 +247,7 @@ class DeviationNorm(PlannedRowNorm):
         self.eps = eps
         self.elementwise_affine = elementwise_affine
         self._set_scale(constant, k)
-        _init_affine(self, elementwise_affine)
+        init_affine(self, elementwise_affine)
 
     def __setattr__(self, name, value):
         if name in ("constant", "k") and hasattr(self, "constant_value"):
@@ -268,134 +273,7 @@ class DeviationNorm(PlannedRowNorm):
                 f"elementwise_affine={self.elementwise_affine}")
 
 
-def _identity(normalized_shape, eps=1e-5, elementwise_affine=True):
+def identity_norm(normalized_shape: Shape, eps=1e-5, elementwise_affine=True) -> nn.Module:
+    """The "none" kind: y = x (the shape is still checked)."""
     _as_shape(normalized_shape)
     return nn.Identity()
-
-
-def _deviation_builder(kind):
-    def build(normalized_shape, eps=1e-5, elementwise_affine=True, constant="paper", k=None):
-        if kind == "topk" and k is None:
-            raise ValueError("norm kind 'topk' needs the option k (1 <= k <= number of features)")
-        return DeviationNorm(kind, normalized_shape, eps, elementwise_affine, constant,
-                             k if kind == "topk" else None)
-    return build
-
-
-#: The one registry of layer-norm kinds; argparse choices are made from its keys.
-NORM_BUILDERS: Dict[str, Callable[..., nn.Module]] = {
-    "l2": L2Norm,
-    "l1": _deviation_builder("l1"),
-    "linf": _deviation_builder("linf"),
-    "topk": _deviation_builder("topk"),
-    "rms": RMSNorm,
-    "none": _identity,
-}
-NORM_KINDS = tuple(NORM_BUILDERS)
-#: The options each kind takes beyond shape, eps and affine.
-NORM_OPTIONS: Dict[str, tuple] = {"l1": ("constant",), "linf": ("constant",), "topk": ("constant", "k")}
-
-
-def build_norm(kind: str, normalized_shape: Shape, eps=1e-5, elementwise_affine=True, **options):
-    """Build a layer norm of `kind` (see NORM_KINDS) over the trailing `normalized_shape`.
-
-    options: `constant` ("paper", "gaussian" or a float) for l1/linf/topk, `k` for topk.
-    """
-    builder = NORM_BUILDERS.get(kind)
-    if builder is None:
-        raise ValueError(f"norm kind {kind!r} is unknown; known kinds: {', '.join(NORM_KINDS)}")
-    allowed = NORM_OPTIONS.get(kind, ())
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(f"norm kind {kind!r} does not take options {unknown}; it takes "
-                         f"{', '.join(allowed) or 'no options'}")
-    return builder(normalized_shape, eps, elementwise_affine, **options)
-
-
-class DeviationBatchNorm(nn.Module):
-    """Batch norm with the l1 / linf / topk scale, per channel (dim 1) over batch and space.
-
-    Training: y = gamma * (x - mu_B) / (C(n) * scale(x - mu_B) + eps) + beta, n = elements per
-    channel in the batch. running_mean and running_scale (the calibrated C * scale, an
-    estimate of sigma) follow torch's convention: r = (1 - momentum) * r + momentum * batch
-    value (momentum None: cumulative average). Eval: (x - running_mean) / (running_scale + eps).
-    """
-
-    def __init__(self, kind, num_features, dim=2, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, constant="paper", k=None):
-        super().__init__()
-        if kind not in SCALE_FUNCTIONS:
-            raise ValueError(f"batch-norm kind {kind!r} is unknown; allowed: l2, {', '.join(SCALE_FUNCTIONS)}")
-        if dim not in (1, 2):
-            raise ValueError(f"batch norm dim must be 1 (N, C[, L]) or 2 (N, C, H, W), got {dim!r}")
-        check_constant(constant)
-        if kind == "topk" and (not isinstance(k, int) or k < 1):
-            raise ValueError(f"top-k batch norm needs an integer k >= 1, got k={k!r}")
-        self.kind, self.dim, self.k, self.constant = kind, dim, k, constant
-        self.num_features, self.eps, self.momentum = num_features, _check_eps(eps), momentum
-        self.affine, self.track_running_stats = affine, track_running_stats
-        _init_affine(self, affine, shape=(num_features,))
-        if track_running_stats:
-            self.register_buffer("running_mean", torch.zeros(num_features))
-            self.register_buffer("running_scale", torch.ones(num_features))
-            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
-
-    def forward(self, x):
-        self._check_input(x)
-        channels_last = upcast(x).transpose(0, 1).reshape(self.num_features, -1)
-        if self.training or not self.track_running_stats:
-            mean = channels_last.mean(-1, keepdim=True)
-            scale = deviation_scale(channels_last - mean, self.kind, self.constant, self.k)
-            if self.training and self.track_running_stats:
-                self._update_running_stats(mean.squeeze(1), scale.squeeze(1))
-        else:
-            mean, scale = self.running_mean.unsqueeze(1), self.running_scale.unsqueeze(1)
-        y = ((channels_last - mean) / (scale + self.eps)).view_as(x.transpose(0, 1)).transpose(0, 1)
-        view = (1, -1) + (1,) * (x.dim() - 2)
-        weight = self.weight.view(view) if self.affine else None
-        bias = self.bias.view(view) if self.affine else None
-        return _affine(y, weight, bias).to(x.dtype)
-
-    @torch.no_grad()
-    def _update_running_stats(self, mean, scale):
-        self.num_batches_tracked += 1
-        m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        self.running_mean.lerp_(mean, m)
-        self.running_scale.lerp_(scale, m)
-
-    def _check_input(self, x):
-        allowed = (2, 3) if self.dim == 1 else (4,)
-        if x.dim() not in allowed or x.shape[1] != self.num_features:
-            raise ValueError(
-                f"{type(self).__name__}(dim={self.dim}) expects input of {allowed} dims with "
-                f"{self.num_features} channels in dim 1, got shape {tuple(x.shape)}"
-            )
-
-    def extra_repr(self):
-        k = f", k={self.k}" if self.kind == "topk" else ""
-        return (f"{self.kind}, {self.num_features}, dim={self.dim}, eps={self.eps}, "
-                f"momentum={self.momentum}, constant={self.constant!r}{k}, affine={self.affine}")
-
-
-BATCH_NORM_KINDS = ("l2",) + tuple(SCALE_FUNCTIONS)
-
-
-def build_batch_norm(kind, num_features, dim=2, eps=1e-5, momentum=0.1, affine=True,
-                     track_running_stats=True, **options):
-    """Batch norm of `kind` (BATCH_NORM_KINDS) for (N, C[, L]) inputs (dim=1) or (N, C, H, W) (dim=2).
-
-    "l2" is torch's BatchNorm1d/2d; the others are DeviationBatchNorm (options `constant`, `k`).
-    """
-    if kind == "l2":
-        if options:
-            raise ValueError(f"batch-norm kind 'l2' takes no options, got {sorted(options)}")
-        if dim not in (1, 2):
-            raise ValueError(f"batch norm dim must be 1 or 2, got {dim!r}")
-        cls = nn.BatchNorm1d if dim == 1 else nn.BatchNorm2d
-        return cls(num_features, _check_eps(eps), momentum, affine, track_running_stats)
-    if kind not in SCALE_FUNCTIONS:
-        raise ValueError(f"batch-norm kind {kind!r} is unknown; known kinds: {', '.join(BATCH_NORM_KINDS)}")
-    if kind == "topk" and options.get("k") is None:
-        raise ValueError("batch-norm kind 'topk' needs the option k")
-    return DeviationBatchNorm(kind, num_features, dim, eps, momentum, affine,
-                              track_running_stats, **options)

@@ -13,8 +13,11 @@ pinned to its random initial value; the per-unit gain then comes from the layer 
 BWN is scale invariant (v -> c v, c > 0, changes nothing), so the effective step size on v
 stays bounded and activation normalization can be removed.
 
+    >>> import torch.nn as nn
+    >>> from fairseq_normmatters import apply_weight_norm, bounded_weight_norm
     >>> layer = bounded_weight_norm(nn.Linear(512, 512), p=1)
-    >>> apply_weight_norm(model, "bwn")      # every Linear / LSTM / LSTMCell / Conv
+    >>> model = nn.Sequential(nn.Linear(512, 2048), nn.ReLU(), nn.Linear(2048, 512))
+    >>> names = apply_weight_norm(model, "bwn")      # every Linear / LSTM / LSTMCell / Conv
 """
 
 import math

@@ -23,7 +23,7 @@ import torch
 
 import fairseq_normmatters
 from fairseq_normmatters.recipes import run_main, run_tool
-from fairseq_normmatters.toy_data import write_parallel_text
+from toy_data import write_parallel_text
 
 USER_DIR = str(Path(fairseq_normmatters.__file__).parent)
 TRANSFORMER = ["--encoder-layers", "2", "--decoder-layers", "2", "--encoder-embed-dim", "128",

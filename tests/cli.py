@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import fairseq_normmatters
-from fairseq_normmatters.toy_data import write_parallel_text  # noqa: F401  (re-exported)
+from toy_data import write_parallel_text  # noqa: F401  (re-exported; scripts/toy_data.py)
 
 BIN = Path(sys.executable).parent
 USER_DIR = str(Path(fairseq_normmatters.__file__).parent)

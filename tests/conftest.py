@@ -1,7 +1,12 @@
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+# the helpers the tests share with the benchmarks (toy_data, calibrate_constants) live in scripts/
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 if not torch.cuda.is_available():
     # No GPU: the Triton kernels run in Triton's interpreter on CPU tensors
@@ -9,7 +14,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import fairseq_normmatters  # noqa: E402
-from fairseq_normmatters import kernels  # noqa: E402
+from fairseq_normmatters.kernels import backends  # noqa: E402
 
 # The tests drive fairseq in this process too, as a Python user of fairseq does; the CLI tests
 # load the plugin through --user-dir. tests/test_core_without_fairseq.py checks the core alone.
@@ -38,8 +43,8 @@ def data(tmp_path_factory):
 
 @pytest.fixture
 def no_backend_broken():
-    """Fails the test if a fast path fell back to rows.py/eager for good (kernels._broken)."""
-    kernels._broken.clear()
-    kernels._wrong_devices_warned.clear()
+    """Fails the test if a fast path fell back to rows.py/eager for good (backends._broken)."""
+    backends._broken.clear()
+    backends._wrong_devices_warned.clear()
     yield
-    assert not kernels._broken, f"a fast path fell back to eager: {kernels._broken}"
+    assert not backends._broken, f"a fast path fell back to eager: {backends._broken}"

@@ -2,6 +2,7 @@
 installed where fairseq loads the plugin, or by one explicit call. Each case runs in a fresh
 interpreter, since this test process has installed the plugin already."""
 
+import ast
 import subprocess
 import sys
 import textwrap
@@ -68,3 +69,37 @@ def test_a_python_user_of_fairseq_who_imported_the_package_first_installs_it_wit
         fairseq_normmatters.install_fairseq_plugin()  # idempotent
         assert "norm_transformer_l1_wmt_en_de" in ARCH_MODEL_REGISTRY
     """)
+
+
+PACKAGE = REPO / "fairseq_normmatters"
+FAIRSEQ_SIDE = ("fairseq", "fairseq_cli", "fairseq_normmatters.fairseq_plugin", "fairseq_normmatters.recipes")
+
+
+def core_modules():
+    """The core's modules: the package's top level and kernels/ (not fairseq_plugin/, recipes/)."""
+    return sorted([*PACKAGE.glob("*.py"), *(PACKAGE / "kernels").glob("*.py")])
+
+
+def imported_modules(path: Path):
+    """Every module that `path` imports anywhere (also inside functions), as an absolute name."""
+    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
+    if path.name == "__init__.py":
+        package = ".".join(path.relative_to(REPO).parts[:-1])
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+            module = f"{base}.{node.module}" if node.level and node.module else (node.module or base)
+            yield from ([module] if node.module else [f"{module}.{alias.name}" for alias in node.names])
+
+
+def test_no_core_module_imports_the_fairseq_side():
+    found = {str(path.relative_to(REPO)): sorted(name for name in imported_modules(path)
+                                                 if name.split(".")[0] in FAIRSEQ_SIDE[:2]
+                                                 or name.startswith(FAIRSEQ_SIDE[2:]))
+             for path in core_modules()}
+    assert len(found) >= 12 and "fairseq_normmatters/kinds.py" in found
+    # the one door: install_fairseq_plugin(), called where fairseq is loaded
+    assert {path: names for path, names in found.items() if names} == \
+        {"fairseq_normmatters/__init__.py": ["fairseq_normmatters.fairseq_plugin"]}

@@ -2,14 +2,16 @@
 and non-contiguous shapes, dynamic row counts, saved memory, backend choice and fallback."""
 
 import logging
+import math
 import platform
 
 import pytest
 import torch
 
 from fairseq_normmatters import kernels
-from fairseq_normmatters.kernels import native, rows
-from fairseq_normmatters.norms import build_norm, deviation_norm, rms_norm
+from fairseq_normmatters.kernels import backends, native, rows
+from fairseq_normmatters.kinds import build_norm
+from fairseq_normmatters.norms import deviation_norm, rms_norm
 
 from row_inputs import inputs
 
@@ -203,14 +205,17 @@ def test_eager_backend_runs_the_reference(monkeypatch):
         raise AssertionError("the fast path ran")
     monkeypatch.setattr(kernels, "fused_norm", refuse)
     monkeypatch.setenv(kernels.BACKEND_VARIABLE, "eager")
-    deviation_norm(torch.randn(3, 8), "l1", 8)
+    x = torch.randn(3, 8, dtype=torch.float64)
+    d = x - x.mean(-1, keepdim=True)
+    by_hand = d / (math.sqrt(math.pi / 2) * d.abs().mean(-1, keepdim=True) + 1e-5)
+    torch.testing.assert_close(deviation_norm(x, "l1", 8), by_hand, rtol=1e-12, atol=1e-12)
 
 
 def test_broken_backend_falls_back_with_one_warning(monkeypatch, caplog):
     def fail(*args):
         raise RuntimeError("no C++ compiler")
     broken = kernels.Implementation("compiled", fail, fail)
-    monkeypatch.setitem(kernels._implementations, "compiled", broken)
+    monkeypatch.setitem(backends._implementations, "compiled", broken)
     x, weight, bias = inputs(9, 16, torch.float32, "cpu")
     with caplog.at_level(logging.WARNING, logger=kernels.__name__):
         for _ in range(3):
@@ -219,7 +224,7 @@ def test_broken_backend_falls_back_with_one_warning(monkeypatch, caplog):
     assert warnings == ["norm backend 'compiled' unavailable (RuntimeError: no C++ compiler); using "
                         "the next choice of auto (eager if it was forced)"]
     assert kernels.backend_for(x, "compiled") == "eager"
-    kernels._broken.clear()
+    backends._broken.clear()
 
 
 @pytest.mark.parametrize("kind", KINDS + ("rms",))
@@ -230,7 +235,7 @@ def test_backend_failing_in_one_step_gives_the_reference_result(monkeypatch, cap
     def fail(*args):
         raise RuntimeError("kernel crashed")
     steps = {"forward": native.forward_rows, "backward": native.backward_rows, failing_step: fail}
-    monkeypatch.setitem(kernels._implementations, "native",
+    monkeypatch.setitem(backends._implementations, "native",
                         kernels.Implementation("native", steps["forward"], steps["backward"]))
     x, weight, bias = inputs(9, 16, torch.float32, "cpu")
     with caplog.at_level(logging.WARNING, logger=kernels.__name__):
@@ -238,7 +243,7 @@ def test_backend_failing_in_one_step_gives_the_reference_result(monkeypatch, cap
     warnings = [r.getMessage() for r in caplog.records if r.name == kernels.__name__]
     assert warnings == ["norm backend 'native' unavailable (RuntimeError: kernel crashed); using "
                         "the next choice of auto (eager if it was forced)"]
-    kernels._broken.clear()
+    backends._broken.clear()
 
 
 def test_input_that_the_reference_refuses_too_raises_its_error_and_keeps_the_backend():
@@ -251,7 +256,7 @@ def test_input_that_the_reference_refuses_too_raises_its_error_and_keeps_the_bac
     with pytest.raises(RuntimeError, match="size of tensor a .8. must match the size of tensor b .5.") as raised:
         kernels.run_or_fall_back(impl, "forward", x, wrong_weight, None, "l1", 1.25, 1e-5, 0)
     assert raised.value.__context__ is None
-    assert "native" not in kernels._broken
+    assert "native" not in backends._broken
 
 
 def test_native_build_failure_warns_once_and_auto_moves_on(monkeypatch, caplog, tmp_path):
@@ -272,7 +277,7 @@ def test_native_build_failure_warns_once_and_auto_moves_on(monkeypatch, caplog, 
         assert not list(tmp_path.glob("*.so"))
     finally:
         native.library.cache_clear()
-        kernels._broken.clear()
+        backends._broken.clear()
 
 
 @pytest.mark.parametrize("problem", ["unwritable cache", "no compiler"])
@@ -296,7 +301,7 @@ def test_native_build_problem_is_named_in_the_one_warning(monkeypatch, caplog, t
         assert len(warnings) == 1 and expected in warnings[0] and hint in warnings[0]
     finally:
         native.library.cache_clear()
-        kernels._broken.clear()
+        backends._broken.clear()
 
 
 def test_native_library_is_built_once_per_source_and_cpu(monkeypatch, tmp_path):
@@ -334,7 +339,7 @@ def test_native_without_avx2_matches_the_reference(monkeypatch, tmp_path):
 def test_out_of_memory_is_raised_not_taken_for_a_broken_backend(monkeypatch):
     def out_of_memory(*args):
         raise torch.OutOfMemoryError("CUDA out of memory")
-    monkeypatch.setitem(kernels._implementations, "compiled",
+    monkeypatch.setitem(backends._implementations, "compiled",
                         kernels.Implementation("compiled", out_of_memory, out_of_memory))
     with pytest.raises(torch.OutOfMemoryError):
         deviation_norm(torch.randn(4, 8), "l1", 8, backend="compiled")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fairseq import checkpoint_utils
-from fairseq_normmatters.data_dir import DataDirError, check_data_dirs
+from fairseq_normmatters.fairseq_plugin.data_dir import DataDirError, check_data_dirs
 
 from cli import TINY_TRANSFORMER, USER_DIR, preprocess, run, train, write_parallel_text
 
@@ -96,7 +96,7 @@ def last_line(result):
 
 
 EXPECTED = "expected a directory made by fairseq-preprocess holding dict.{}.txt and dict.{}.txt"
-DATA_DIR_ERROR = "fairseq_normmatters.data_dir.DataDirError: data directory "
+DATA_DIR_ERROR = "fairseq_normmatters.fairseq_plugin.data_dir.DataDirError: data directory "
 
 
 def test_train_names_a_missing_data_dir_and_touches_the_checkpoints_not(trained, tmp_path):

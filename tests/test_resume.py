@@ -111,7 +111,7 @@ def test_failed_checkpoint_save_names_the_file_and_space_and_leaves_no_partial_f
     """A full disk: torch.save writes part of the file, then fails ("file write failed")."""
     from fairseq import checkpoint_utils
 
-    from fairseq_normmatters.checkpoint import CheckpointSaveError
+    from fairseq_normmatters.fairseq_plugin.checkpoint import CheckpointSaveError
     last = tmp_path / "checkpoint_last.pt"
     last.write_bytes(b"old complete checkpoint")
 

@@ -10,14 +10,13 @@ compiler is $CXX or g++; $NORMMATTERS_NATIVE_FLAGS (default -march=native) adds 
 contiguous float32, float64 and bfloat16 rows; other dtypes go to the compiled backend
 (kernels.backend_for).
 
-Why g++ and ctypes rather than torch.utils.cpp_extension or a torch.library op (measured on a
-2-core build VM, g++ 12, torch 2.13): the source includes only the C++ standard library, so it
-builds in 1.4 s, against 6.0 s to compile the same source with <torch/library.h> as a
-TORCH_LIBRARY op and 17 s with <torch/extension.h> and pybind11 (which also needs Python's
-headers, absent from many minimal images, and ninja for cpp_extension.load). The library does
-not depend on torch's C++ ABI, so a torch upgrade does not rebuild it, and one call through
-ctypes costs 1.7 us (the native forward on one row of 8). The price: autograd and dtype
-dispatch stay in Python (kernels.RowNormFunction), and torch.compile sees the plain formula.
+Why g++ and ctypes rather than torch.utils.cpp_extension or a torch.library op: the source
+includes only the C++ standard library, so it builds several times faster than the same source
+as a TORCH_LIBRARY op or a pybind11 extension (which also needs Python's headers, absent from
+many minimal images, and ninja for cpp_extension.load), and it does not depend on torch's C++
+ABI, so a torch upgrade does not rebuild it. The price: autograd and dtype dispatch stay in
+Python (kernels.RowNormFunction), and torch.compile sees the plain formula. docs/performance.md
+has the build times and the cost of a call (scripts/bench_native_build.py).
 """
 
 import ctypes

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import allow_fairseq_checkpoints
+from ..fairseq_plugin.checkpoint import allow_fairseq_checkpoints
 from . import RecipeError, check_not_half_prepared, run_fairseq, run_main, write_atomically, write_text_atomically
 
 USER_DIR = str(Path(__file__).resolve().parent.parent)

@@ -2,9 +2,9 @@
 
 import logging
 
-from ..convert import cache_weights_per_forward, replace_layer_norms
-from ..norms import SCALE_FUNCTIONS
-from ..weight_norm import DEFAULT_TYPES, apply_weight_norm
+from ...convert import cache_weights_per_forward, replace_layer_norms
+from ...weight_norm import DEFAULT_TYPES, apply_weight_norm
+from .flags import norm_options
 
 logger = logging.getLogger(__name__)
 
@@ -20,11 +20,8 @@ def weight_norm_target(name: str, module) -> bool:
 def normalize_model(model, args):
     """Apply --norm-type (if the model has the flag) and --weight-norm to a built fairseq model."""
     if getattr(args, "norm_type", "l2") != "l2":
-        options = {"constant": args.norm_constant} if args.norm_type in SCALE_FUNCTIONS else {}
-        if args.norm_type == "topk":
-            options["k"] = args.norm_topk
         try:
-            count = replace_layer_norms(model, args.norm_type, **options)
+            count = replace_layer_norms(model, args.norm_type, **norm_options(args))
         except ValueError as error:
             raise ValueError(f"--norm-type {args.norm_type} --norm-topk {args.norm_topk} "
                              f"--norm-constant {args.norm_constant}: {error}") from None

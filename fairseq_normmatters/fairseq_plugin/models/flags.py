@@ -2,12 +2,14 @@
 
 import argparse
 
-from ..constants import CONSTANT_MODES, check_constant
-from ..norms import NORM_KINDS, SCALE_FUNCTIONS
-from ..weight_norm import RHO_MODES, WEIGHT_NORM_MODES
+from ...constants import CONSTANT_MODES, check_constant
+from ...kinds import NORM_KINDS, NORMS
+from ...weight_norm import RHO_MODES, WEIGHT_NORM_MODES
 
 NORM_DEFAULTS = {"norm_type": "l2", "norm_topk": 8, "norm_constant": "paper"}
 WEIGHT_NORM_DEFAULTS = {"weight_norm": "none", "weight_norm_p": "2", "weight_norm_rho": "layer"}
+#: The flag that sets each option a norm kind takes (kinds.NORMS[kind].options).
+OPTION_FLAGS = {"constant": "norm_constant", "k": "norm_topk"}
 
 
 def constant_option(text: str):
@@ -56,7 +58,11 @@ def normalization_signature(args) -> dict:
     """The flags that decide what the model computes, as strings (irrelevant ones left out)."""
     norm_type, weight_norm = getattr(args, "norm_type", "l2"), args.weight_norm
     keys = ["weight_norm"] + (["norm_type"] if hasattr(args, "norm_type") else [])
-    keys += ["norm_constant"] if norm_type in SCALE_FUNCTIONS else []
-    keys += ["norm_topk"] if norm_type == "topk" else []
+    keys += [OPTION_FLAGS[option] for option in NORMS[norm_type].options]
     keys += ["weight_norm_p", "weight_norm_rho"] if weight_norm != "none" else []
     return {key: str(getattr(args, key)) for key in keys}
+
+
+def norm_options(args) -> dict:
+    """The options of --norm-type's kind from their flags, e.g. {"constant": "paper", "k": 8}."""
+    return {option: getattr(args, OPTION_FLAGS[option]) for option in NORMS[args.norm_type].options}

@@ -1,13 +1,14 @@
+#!/usr/bin/env python3
 """Measure E[C * scale(x - mean x)] / sigma on seeded Gaussian rows, for every constant.
 
-    python -m fairseq_normmatters.calibration [--rows 4000]
+    python scripts/calibrate_constants.py [--rows 4000] [--sizes 64 512 1024]
 """
 
 import argparse
 
 import torch
 
-from .norms import deviation_scale
+from fairseq_normmatters.norms import deviation_scale
 
 SETTINGS = [("l1", "paper", None), ("l1", "gaussian", None), ("l1", 1.0, None),
             ("linf", "paper", None), ("linf", "gaussian", None),

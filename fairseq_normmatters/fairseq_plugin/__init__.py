@@ -3,7 +3,8 @@
 fairseq imports the package when it loads the plugin (`--user-dir`, in every spawned worker
 too), always after importing itself; the package then calls `install()`. A Python user of
 fairseq who imported the package first calls `fairseq_normmatters.install_fairseq_plugin()`.
-The norm core (norms, constants, weight norm, kernels, convert) never imports fairseq.
+The norm core (the package's top level: norms, kinds, constants, weight norm, kernels, convert)
+never imports fairseq nor this subpackage.
 
 `install()` (idempotent) registers `norm_transformer`, `norm_lstm` and their architectures,
 and makes these changes to fairseq, each one a wrapper around one fairseq function:

@@ -1,4 +1,4 @@
-"""A learnable toy translation task for tests and benchmarks: reverse the words and map each."""
+"""A learnable toy translation task for the tests and benchmarks: reverse the words and map each."""
 
 import random
 from pathlib import Path

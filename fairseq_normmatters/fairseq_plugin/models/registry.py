@@ -35,8 +35,8 @@ def _same_class(registered, cls) -> bool:
     """Whether `registered` is `cls`, possibly imported under another package name. `is` cannot
     tell: when fairseq loads the plugin from a folder of another name (--user-dir
     path/my_copy) in a process that imports the installed package too, the same source defines
-    two class objects, my_copy.models.transformer.NormTransformerModel and
-    fairseq_normmatters.models.transformer.NormTransformerModel. They match on the class name
+    two class objects, my_copy.fairseq_plugin.models.transformer.NormTransformerModel and
+    fairseq_normmatters.fairseq_plugin.models.transformer.NormTransformerModel. They match on the class name
     and the module's last component."""
     return registered is not None and registered.__qualname__ == cls.__qualname__ and \
         registered.__module__.rsplit(".", 1)[-1] == cls.__module__.rsplit(".", 1)[-1]
