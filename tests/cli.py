@@ -1,5 +1,6 @@
 """Drive the real fairseq command-line tools on tiny data made on the fly."""
 
+import contextlib
 import os
 import re
 import subprocess
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 import fairseq_normmatters
+from fairseq_normmatters.recipes import call_fairseq
 from toy_data import write_parallel_text  # noqa: F401  (re-exported; scripts/toy_data.py)
 
 BIN = Path(sys.executable).parent
@@ -32,25 +34,43 @@ TRAINING = ["--optimizer", "adam", "--lr", "0.005", "--lr-scheduler", "inverse_s
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def run(tool, *args, check=True, input=None, timeout=600, env=None):
+def run(tool, *args, check=True, input=None, timeout=600, env=None, in_this_process=False):
     """Run a console script of this environment (fairseq-train, ...) with SUBPROCESS_ENV updated
-    by `env`; return the CompletedProcess."""
-    result = subprocess.run([str(BIN / tool), *map(str, args)], capture_output=True, text=True,
-                            input=input, timeout=timeout, env={**SUBPROCESS_ENV, **(env or {})})
+    by `env`; return the CompletedProcess. in_this_process: fairseq-train, -generate, -validate
+    or -interactive through the same entry point (cli_main) in this process, as a new process
+    runs it (recipes.call_fairseq), with `env` set meanwhile: the same arguments, output, exit
+    status and error message, without importing fairseq anew (seconds per call)."""
+    command = [str(BIN / tool), *map(str, args)]
+    if in_this_process:
+        with environment(env or {}):
+            status, stdout, stderr = call_fairseq(tool, *args, stdin=input or "")
+        result = subprocess.CompletedProcess(command, status, stdout, stderr)
+    else:
+        result = subprocess.run(command, capture_output=True, text=True, input=input, timeout=timeout,
+                                env={**SUBPROCESS_ENV, **(env or {})})
     if check and result.returncode != 0:
         raise AssertionError(f"{tool} exited {result.returncode}:\n{result.stderr[-4000:]}")
     return result
 
 
+@contextlib.contextmanager
+def environment(variables: dict):
+    """os.environ updated by `variables` inside the block, as it was after it."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def output(tool, *args, in_this_process=False) -> str:
-    """What fairseq's console script `tool` printed and logged, run in a new process (run) or,
-    for fairseq-generate and fairseq-validate, through the same entry point (cli_main) in this
-    one, as the evaluation recipe runs them: the same arguments and output without importing
-    fairseq anew (seconds per call)."""
-    if in_this_process:
-        from fairseq_normmatters.recipes import run_fairseq
-        return run_fairseq(tool, *args)
-    result = run(tool, *args)
+    """What fairseq's console script `tool` printed and logged (run)."""
+    result = run(tool, *args, in_this_process=in_this_process)
     return result.stdout + result.stderr
 
 
@@ -62,10 +82,11 @@ def preprocess(raw, dest):
     return Path(dest)
 
 
-def train(data, save_dir, arch, *extra, updates=40, check=True, env=None):
-    """fairseq-train with --user-dir; returns the CompletedProcess (fairseq logs on stdout)."""
+def train(data, save_dir, arch, *extra, updates=40, check=True, env=None, in_this_process=True):
+    """fairseq-train with --user-dir (fairseq logs on stdout), by default in this process (run)."""
     return run("fairseq-train", data, "--user-dir", USER_DIR, "--arch", arch, "--save-dir", save_dir,
-               "--max-update", updates, *TRAINING, *extra, check=check, env=env)
+               "--max-update", updates, *TRAINING, *extra, check=check, env=env,
+               in_this_process=in_this_process)
 
 
 def epoch_losses(log: str, subset="train"):

@@ -39,7 +39,10 @@ def trained(data, tmp_path_factory):
         if config not in runs:
             arch, extra, _, _ = CONFIGS[config]
             save_dir = tmp_path_factory.mktemp(config)
-            runs[config] = (save_dir, train(data, save_dir, arch, *extra).stdout)
+            # transformer_l1 runs the console scripts in new processes, as a user does (--user-dir
+            # imports the plugin there); the others run their cli_main in this process
+            runs[config] = (save_dir, train(data, save_dir, arch, *extra,
+                                            in_this_process=config != "transformer_l1").stdout)
         return runs[config]
     return get
 
@@ -95,9 +98,7 @@ def test_train_generate_validate(config, data, trained):
     else:
         assert not weights
 
-    # one configuration through the console scripts in new processes (--user-dir imports the
-    # plugin there), the others through the same entry points in this one
-    here = config != "transformer_l1"
+    here = config != "transformer_l1"  # as in `trained`
     generated = output("fairseq-generate", data, "--user-dir", USER_DIR, "--path", checkpoint, "--cpu",
                        "--beam", "4", "--scoring", "sacrebleu", "--max-tokens", "2000", in_this_process=here)
     assert "BLEU = " in generated
@@ -126,7 +127,7 @@ def test_interactive_loads_checkpoint(data, trained):
     save_dir, _ = trained("transformer_l1")
     result = run("fairseq-interactive", data, "--user-dir", USER_DIR, "--path",
                  save_dir / "checkpoint_last.pt", "--cpu", "--source-lang", "de",
-                 "--target-lang", "en", "--beam", "2", input="w1 w2 w3\nw4 w5\n")
+                 "--target-lang", "en", "--beam", "2", input="w1 w2 w3\nw4 w5\n", in_this_process=True)
     assert result.stdout.count("\nH-") == 2
 
 

@@ -7,12 +7,11 @@ it was written at (600 toy pairs at --max-tokens 500 make 9 batches an epoch).
 
 import re
 import shutil
-import subprocess
 
 import pytest
 import torch
 
-from cli import BIN, SUBPROCESS_ENV, TINY_TRANSFORMER, TRAINING, USER_DIR
+from cli import TINY_TRANSFORMER, TRAINING, USER_DIR, run
 
 UPDATES = 24
 UPDATES_PER_EPOCH = 9
@@ -20,8 +19,9 @@ MID_EPOCH_1, END_OF_EPOCH_1, MID_EPOCH_2 = "checkpoint_1_8.pt", "checkpoint1.pt"
 
 
 def command(data, save_dir, arch, updates=UPDATES, epoch_checkpoints=False):
+    """The arguments of fairseq-train for a run of `updates` updates with a checkpoint every 4."""
     training = [a for a in TRAINING if not (epoch_checkpoints and a == "--no-epoch-checkpoints")]
-    return [str(BIN / "fairseq-train"), str(data), "--user-dir", USER_DIR, "--arch", arch,
+    return [str(data), "--user-dir", USER_DIR, "--arch", arch,
             "--save-dir", str(save_dir), *TINY_TRANSFORMER, *training, "--dropout", "0.1",
             "--max-tokens", "500", "--max-update", str(updates), "--save-interval-updates", "4",
             "--disable-validation", "--log-interval", "1"]
@@ -32,10 +32,14 @@ def losses_by_update(log):
             re.findall(r"\| train_inner \|[^\n]*? loss=([\d.]+),[^\n]*?num_updates=(\d+)", log)}
 
 
-def train(cmd):
-    result = subprocess.run(cmd, capture_output=True, text=True, env=SUBPROCESS_ENV)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+def fairseq_train(arguments, check=True):
+    """fairseq-train in this process (cli.run), as a stopped run is resumed: from the checkpoints
+    on disk alone."""
+    return run("fairseq-train", *arguments, check=check, in_this_process=True)
+
+
+def train(arguments):
+    return fairseq_train(arguments).stdout
 
 
 @pytest.fixture(scope="module")
@@ -71,14 +75,11 @@ def test_resumed_run_matches_uninterrupted_run(data, uninterrupted, tmp_path, ar
 
 def test_truncated_checkpoint_gives_one_clear_error_and_touches_nothing(data, tmp_path):
     arch = "norm_transformer_l1_iwslt_de_en"
-    first = subprocess.run(command(data, tmp_path, arch, updates=8), capture_output=True, text=True,
-                              env=SUBPROCESS_ENV)
-    assert first.returncode == 0, first.stderr[-3000:]
+    fairseq_train(command(data, tmp_path, arch, updates=8))
     last = tmp_path / "checkpoint_last.pt"
     last.write_bytes(last.read_bytes()[:20000])
     before = {p.name: p.read_bytes() for p in tmp_path.glob("*.pt")}
-    resumed = subprocess.run(command(data, tmp_path, arch), capture_output=True, text=True,
-                              env=SUBPROCESS_ENV)
+    resumed = fairseq_train(command(data, tmp_path, arch), check=False)
     assert resumed.returncode != 0
     message = resumed.stderr.strip().splitlines()[-1]
     assert f"checkpoint {last} cannot be read" in message and "truncated or corrupt" in message
@@ -132,12 +133,9 @@ def test_failed_checkpoint_save_names_the_file_and_space_and_leaves_no_partial_f
 
 
 def test_resuming_with_another_norm_type_is_refused_and_touches_nothing(data, tmp_path):
-    first = subprocess.run(command(data, tmp_path, "norm_transformer_iwslt_de_en", updates=4),
-                           capture_output=True, text=True, env=SUBPROCESS_ENV)
-    assert first.returncode == 0, first.stderr[-3000:]
+    fairseq_train(command(data, tmp_path, "norm_transformer_iwslt_de_en", updates=4))
     before = {p.name: p.read_bytes() for p in tmp_path.glob("*.pt")}
-    resumed = subprocess.run(command(data, tmp_path, "norm_transformer_l1_iwslt_de_en", updates=8),
-                             capture_output=True, text=True, env=SUBPROCESS_ENV)
+    resumed = fairseq_train(command(data, tmp_path, "norm_transformer_l1_iwslt_de_en", updates=8), check=False)
     assert resumed.returncode != 0
     # fairseq re-raises it as "Cannot load model parameters ...", chained below our message
     assert "trained with other normalization flags (" in resumed.stderr

@@ -9,8 +9,9 @@ import os
 import shutil
 import subprocess
 import sys
+import traceback
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Tuple
 
 
 class RecipeError(Exception):
@@ -38,35 +39,59 @@ def run_tool(tool, *args, quiet=False) -> str:
     return result.stdout
 
 
-#: fairseq's console scripts that a recipe runs inside its own process (run_fairseq)
-FAIRSEQ_MAINS = {"fairseq-generate": "fairseq_cli.generate", "fairseq-validate": "fairseq_cli.validate"}
+#: fairseq's console scripts that can run inside this process (call_fairseq)
+FAIRSEQ_MAINS = {"fairseq-train": "fairseq_cli.train", "fairseq-generate": "fairseq_cli.generate",
+                 "fairseq-validate": "fairseq_cli.validate", "fairseq-interactive": "fairseq_cli.interactive"}
 LOG_FORMAT = logging.Formatter("%(asctime)s | %(levelname)s | %(name)s | %(message)s", "%Y-%m-%d %H:%M:%S")
 
 
-def run_fairseq(tool, *args) -> str:
+def call_fairseq(tool, *args, stdin: str = "") -> Tuple[int, str, str]:
     """fairseq's console script `tool` (FAIRSEQ_MAINS) with these arguments, run in this process
-    (a new interpreter would import fairseq again: seconds per call); returns what it printed and
-    logged. A failure raises RecipeError with its last lines."""
+    as in a new one (which would import fairseq again: seconds per call): (exit status, what it
+    printed and logged, its errors: argparse's message or the traceback of an exception)."""
     from .. import install_fairseq_plugin
     install_fairseq_plugin()  # --user-dir finds the package imported already, so it does not
     module = importlib.import_module(FAIRSEQ_MAINS[tool])
-    output, root = io.StringIO(), logging.getLogger()
-    saved = root.handlers[:], root.level, sys.argv
+    forget_the_previous_runs_best_checkpoint()
+    output, errors, root = io.StringIO(), io.StringIO(), logging.getLogger()
+    saved = root.handlers[:], root.level, sys.argv, sys.stdin
     handler = logging.StreamHandler(output)
     handler.setFormatter(LOG_FORMAT)
-    root.handlers, sys.argv = [handler], [tool, *map(str, args)]
+    root.handlers, sys.argv, sys.stdin = [handler], [tool, *map(str, args)], io.StringIO(stdin)
     root.setLevel(logging.INFO)
+    status = 0
     try:
-        with contextlib.redirect_stdout(output):
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(errors):
             module.cli_main()
-    except (Exception, SystemExit) as error:
-        if not (isinstance(error, SystemExit) and error.code in (0, None)):
-            tail = "\n".join(output.getvalue().splitlines()[-25:])
-            raise RecipeError(f"{tool} failed ({type(error).__name__}: {error}):\n{tail}") from None
+    except SystemExit as exit:
+        status = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+        if not isinstance(exit.code, (int, type(None))):
+            errors.write(f"{exit.code}\n")
+    except Exception:
+        status = 1
+        errors.write(traceback.format_exc())
     finally:
-        root.handlers, sys.argv = saved[0], saved[2]
+        root.handlers, sys.argv, sys.stdin = saved[0], saved[2], saved[3]
         root.setLevel(saved[1])
-    return output.getvalue()
+    return status, output.getvalue(), errors.getvalue()
+
+
+def forget_the_previous_runs_best_checkpoint() -> None:
+    """fairseq keeps the best validation loss of a training in an attribute of its
+    save_checkpoint function; a second fairseq-train in the same process would compare its own
+    losses with the first one's and leave checkpoint_best.pt unwritten."""
+    from fairseq import checkpoint_utils
+    if hasattr(checkpoint_utils.save_checkpoint, "best"):
+        del checkpoint_utils.save_checkpoint.best
+
+
+def run_fairseq(tool, *args) -> str:
+    """call_fairseq(tool, *args)'s output; a failure raises RecipeError with its last lines."""
+    status, output, errors = call_fairseq(tool, *args)
+    if status != 0:
+        tail = "\n".join((output + errors).splitlines()[-25:])
+        raise RecipeError(f"{tool} failed (exit status {status}):\n{tail}")
+    return output
 
 
 def run_main(main, program: str) -> None:
