@@ -4,7 +4,8 @@
 # build of about 3 GB, run on the CPU), in .venv-py3.12-torch2.7. It installs the package there
 # and runs the smoke tests: the environment imports, the norm core and its native and compiled
 # paths, a tiny fairseq-train --user-dir + fairseq-generate + fairseq-validate with a checkpoint
-# reload, and checkpoint safety. (The Triton interpreter tests need triton >= 3.9: torch 2.7 pins
+# reload, and checkpoint safety. It installs with pip (NORMMATTERS_INSTALLER=pip) where test.sh's
+# set-up uses uv, so that both ways of scripts/setup_env.sh run in CI. (The Triton interpreter tests need triton >= 3.9: torch 2.7 pins
 # 3.3, whose interpreter refuses the kernels' range() over an argument; scripts/test.sh runs them.)
 # Extra args go to pytest.
 set -euo pipefail
@@ -16,7 +17,7 @@ if [ -z "$python312" ]; then
     echo "error: no Python 3.12 found (python3.12 on PATH or a pyenv 3.12 version)" >&2
     exit 1
 fi
-NORMMATTERS_VENV="$PWD/.venv-py3.12-torch2.7" NORMMATTERS_BASE_PYTHON="$python312" \
+NORMMATTERS_VENV="$PWD/.venv-py3.12-torch2.7" NORMMATTERS_BASE_PYTHON="$python312" NORMMATTERS_INSTALLER=pip \
     NORMMATTERS_TORCH="torch==2.7.0" NORMMATTERS_EXTRAS="test" source scripts/setup_env.sh
 "$PY" -c 'import sys, torch, fairseq; print(f"[smoke] Python {sys.version.split()[0]}, torch {torch.__version__}, fairseq {fairseq.__version__}")'
 exec "$PY" -m pytest -q -n "${NORMMATTERS_TEST_WORKERS:-auto}" -p no:cacheprovider "$@" \
