@@ -71,3 +71,14 @@ def test_bench_norms_overhead_times_a_tiny_input_in_microseconds(bench_norms, ca
     lines = [line for line in out.splitlines() if line.startswith(("l1 ", "rms "))]
     assert len(lines) == 2 and all(re.search(r" us  LayerNorm +[\d.]+ us +[-+][\d.]+ us  ratio", line) for line in lines)
     assert re.search(r"floor: an identity torch.autograd.Function, fwd\+bwd at 8x512: [\d.]+ us", out)
+
+
+def test_calibrate_constants_prints_the_measured_ratio_of_every_constant(capsys):
+    import calibrate_constants  # scripts/calibrate_constants.py
+    calibrate_constants.main(["--rows", "2000", "--sizes", "64", "512"])
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [(kind.strip(), constant.strip()) for kind, constant, *_ in rows] == \
+        [(f"{kind} (k={k})" if k else kind, str(constant)) for kind, constant, k in calibrate_constants.SETTINGS]
+    ratios = {(kind.strip(), constant.strip()): [float(r) for r in values] for kind, constant, *values in rows}
+    assert all(abs(r - 1) < 0.02 for r in ratios[("l1", "gaussian")] + ratios[("linf", "gaussian")])
+    assert all(1.3 < r < 1.5 for r in ratios[("linf", "paper")])  # the supplement's C_Linf, as test_norms
