@@ -2,11 +2,12 @@
 # The promised environment that scripts/test.sh's .venv (Python 3.11, torch 2.13.0+cpu) is not:
 # Python 3.12 with the oldest torch the package accepts, torch 2.7.0 (PyPI's Linux wheel, a CUDA
 # build of about 3 GB, run on the CPU), in .venv-py3.12-torch2.7. It installs the package there
-# and runs the smoke tests: the environment imports, the norm core and its native and compiled
-# paths, a tiny fairseq-train --user-dir + fairseq-generate + fairseq-validate with a checkpoint
-# reload, and checkpoint safety. It installs with pip (NORMMATTERS_INSTALLER=pip) where test.sh's
-# set-up uses uv, so that both ways of scripts/setup_env.sh run in CI. (The Triton interpreter tests need triton >= 3.9: torch 2.7 pins
-# 3.3, whose interpreter refuses the kernels' range() over an argument; scripts/test.sh runs them.)
+# with pip (NORMMATTERS_INSTALLER=pip; test.sh's set-up uses uv, so CI runs both ways of
+# setup_env.sh) and runs the smoke tests: the environment imports, the norm core and its native
+# and compiled paths, the README's tiny run (fairseq-preprocess, -train --user-dir, -generate,
+# -validate in new processes), fairseq-train + generate + validate with a checkpoint reload, and
+# checkpoint safety. (The Triton interpreter tests need triton >= 3.9: torch 2.7 pins 3.3, whose
+# interpreter refuses the kernels' range() over an argument; scripts/test.sh runs them.)
 # Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,5 +27,6 @@ exec "$PY" -m pytest -q -n "${NORMMATTERS_TEST_WORKERS:-auto}" -p no:cacheprovid
     tests/test_checkpoint_safety.py \
     tests/test_norms.py \
     "tests/test_kernels.py::test_fast_path_matches_eager_reference" \
+    "tests/test_docs_examples.py::test_readme_tiny_run_runs_as_written" \
     "tests/test_fairseq_models.py::test_train_generate_validate[transformer_l1]" \
     "tests/test_fairseq_models.py::test_train_generate_validate[lstm_bwn]"

@@ -68,9 +68,9 @@ def environment(variables: dict):
                 os.environ[name] = value
 
 
-def output(tool, *args, in_this_process=False) -> str:
-    """What fairseq's console script `tool` printed and logged (run)."""
-    result = run(tool, *args, in_this_process=in_this_process)
+def output(tool, *args) -> str:
+    """What fairseq's console script `tool` printed and logged, run in this process (run)."""
+    result = run(tool, *args, in_this_process=True)
     return result.stdout + result.stderr
 
 
@@ -78,7 +78,7 @@ def preprocess(raw, dest):
     run("fairseq-preprocess", "--source-lang", "de", "--target-lang", "en",
         "--trainpref", Path(raw) / "train", "--validpref", Path(raw) / "valid",
         "--testpref", Path(raw) / "test", "--destdir", dest, "--joined-dictionary",
-        "--workers", "1")
+        "--workers", "1", in_this_process=True)
     return Path(dest)
 
 

@@ -39,10 +39,7 @@ def trained(data, tmp_path_factory):
         if config not in runs:
             arch, extra, _, _ = CONFIGS[config]
             save_dir = tmp_path_factory.mktemp(config)
-            # transformer_l1 runs the console scripts in new processes, as a user does (--user-dir
-            # imports the plugin there); the others run their cli_main in this process
-            runs[config] = (save_dir, train(data, save_dir, arch, *extra,
-                                            in_this_process=config != "transformer_l1").stdout)
+            runs[config] = (save_dir, train(data, save_dir, arch, *extra).stdout)
         return runs[config]
     return get
 
@@ -98,12 +95,11 @@ def test_train_generate_validate(config, data, trained):
     else:
         assert not weights
 
-    here = config != "transformer_l1"  # as in `trained`
     generated = output("fairseq-generate", data, "--user-dir", USER_DIR, "--path", checkpoint, "--cpu",
-                       "--beam", "4", "--scoring", "sacrebleu", "--max-tokens", "2000", in_this_process=here)
+                       "--beam", "4", "--scoring", "sacrebleu", "--max-tokens", "2000")
     assert "BLEU = " in generated
     validated = output("fairseq-validate", data, "--task", "translation", "--user-dir", USER_DIR, "--path",
-                       checkpoint, "--cpu", "--valid-subset", "test", "--max-tokens", "2000", in_this_process=here)
+                       checkpoint, "--cpu", "--valid-subset", "test", "--max-tokens", "2000")
     test_loss = [float(x) for x in re.findall(r"valid on 'test' subset \| loss ([\d.]+)", validated)]
     assert test_loss and test_loss[0] < losses[0]
 

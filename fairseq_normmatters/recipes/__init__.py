@@ -40,8 +40,9 @@ def run_tool(tool, *args, quiet=False) -> str:
 
 
 #: fairseq's console scripts that can run inside this process (call_fairseq)
-FAIRSEQ_MAINS = {"fairseq-train": "fairseq_cli.train", "fairseq-generate": "fairseq_cli.generate",
-                 "fairseq-validate": "fairseq_cli.validate", "fairseq-interactive": "fairseq_cli.interactive"}
+FAIRSEQ_MAINS = {"fairseq-preprocess": "fairseq_cli.preprocess", "fairseq-train": "fairseq_cli.train",
+                 "fairseq-generate": "fairseq_cli.generate", "fairseq-validate": "fairseq_cli.validate",
+                 "fairseq-interactive": "fairseq_cli.interactive"}
 LOG_FORMAT = logging.Formatter("%(asctime)s | %(levelname)s | %(name)s | %(message)s", "%Y-%m-%d %H:%M:%S")
 
 
@@ -55,6 +56,8 @@ def call_fairseq(tool, *args, stdin: str = "") -> Tuple[int, str, str]:
     forget_the_previous_runs_best_checkpoint()
     output, errors, root = io.StringIO(), io.StringIO(), logging.getLogger()
     saved = root.handlers[:], root.level, sys.argv, sys.stdin
+    tool_logger = logging.getLogger(FAIRSEQ_MAINS[tool])  # fairseq-preprocess adds its log file there
+    tool_handlers = tool_logger.handlers[:]
     handler = logging.StreamHandler(output)
     handler.setFormatter(LOG_FORMAT)
     root.handlers, sys.argv, sys.stdin = [handler], [tool, *map(str, args)], io.StringIO(stdin)
@@ -73,6 +76,9 @@ def call_fairseq(tool, *args, stdin: str = "") -> Tuple[int, str, str]:
     finally:
         root.handlers, sys.argv, sys.stdin = saved[0], saved[2], saved[3]
         root.setLevel(saved[1])
+        for handler in set(tool_logger.handlers) - set(tool_handlers):
+            handler.close()
+        tool_logger.handlers = tool_handlers
     return status, output.getvalue(), errors.getvalue()
 
 
