@@ -28,29 +28,23 @@ TRAINING = ["--optimizer", "adam", "--lr", "0.005", "--lr-scheduler", "inverse_s
             "--no-epoch-checkpoints", "--log-format", "simple", "--num-workers", "0"]
 
 
-#: For fairseq processes started by the tests: one thread (tiny models; pytest-xdist runs two
-#: at once) and the default norm backend (native on CPU, built once into the shared cache)
-#: unless asked otherwise.
+#: For the fairseq processes that tests start themselves (the gloo ranks): one thread (tiny
+#: models; pytest-xdist runs two at once) and the default norm backend (native on CPU, built
+#: once into the shared cache) unless asked otherwise.
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def run(tool, *args, check=True, input=None, timeout=600, env=None, in_this_process=False):
-    """Run a console script of this environment (fairseq-train, ...) with SUBPROCESS_ENV updated
-    by `env`; return the CompletedProcess. in_this_process: fairseq-train, -generate, -validate
-    or -interactive through the same entry point (cli_main) in this process, as a new process
-    runs it (recipes.call_fairseq), with `env` set meanwhile: the same arguments, output, exit
-    status and error message, without importing fairseq anew (seconds per call)."""
-    command = [str(BIN / tool), *map(str, args)]
-    if in_this_process:
-        with environment(env or {}):
-            status, stdout, stderr = call_fairseq(tool, *args, stdin=input or "")
-        result = subprocess.CompletedProcess(command, status, stdout, stderr)
-    else:
-        result = subprocess.run(command, capture_output=True, text=True, input=input, timeout=timeout,
-                                env={**SUBPROCESS_ENV, **(env or {})})
-    if check and result.returncode != 0:
-        raise AssertionError(f"{tool} exited {result.returncode}:\n{result.stderr[-4000:]}")
-    return result
+def run(tool, *args, check=True, input=None, env=None):
+    """fairseq's console script `tool` (fairseq-preprocess, -train, -generate, -validate,
+    -interactive) through its entry point (cli_main) in this process, as a new process runs it
+    (recipes.call_fairseq), with os.environ updated by `env` meanwhile: the same arguments,
+    output, exit status and error message, without importing fairseq anew (seconds per call).
+    Returns a CompletedProcess; `check` raises AssertionError on a non-zero exit status."""
+    with environment(env or {}):
+        status, stdout, stderr = call_fairseq(tool, *args, stdin=input or "")
+    if check and status != 0:
+        raise AssertionError(f"{tool} exited {status}:\n{stderr[-4000:]}")
+    return subprocess.CompletedProcess([str(BIN / tool), *map(str, args)], status, stdout, stderr)
 
 
 @contextlib.contextmanager
@@ -69,8 +63,8 @@ def environment(variables: dict):
 
 
 def output(tool, *args) -> str:
-    """What fairseq's console script `tool` printed and logged, run in this process (run)."""
-    result = run(tool, *args, in_this_process=True)
+    """What fairseq's console script `tool` printed and logged (run)."""
+    result = run(tool, *args)
     return result.stdout + result.stderr
 
 
@@ -78,15 +72,14 @@ def preprocess(raw, dest):
     run("fairseq-preprocess", "--source-lang", "de", "--target-lang", "en",
         "--trainpref", Path(raw) / "train", "--validpref", Path(raw) / "valid",
         "--testpref", Path(raw) / "test", "--destdir", dest, "--joined-dictionary",
-        "--workers", "1", in_this_process=True)
+        "--workers", "1")
     return Path(dest)
 
 
-def train(data, save_dir, arch, *extra, updates=40, check=True, env=None, in_this_process=True):
-    """fairseq-train with --user-dir (fairseq logs on stdout), by default in this process (run)."""
+def train(data, save_dir, arch, *extra, updates=40, check=True, env=None):
+    """fairseq-train with --user-dir in this process (run; fairseq logs on stdout)."""
     return run("fairseq-train", data, "--user-dir", USER_DIR, "--arch", arch, "--save-dir", save_dir,
-               "--max-update", updates, *TRAINING, *extra, check=check, env=env,
-               in_this_process=in_this_process)
+               "--max-update", updates, *TRAINING, *extra, check=check, env=env)
 
 
 def epoch_losses(log: str, subset="train"):

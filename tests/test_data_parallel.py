@@ -46,7 +46,7 @@ def test_two_gloo_ranks_match_one_process_with_update_freq_2(data, arch, tmp_pat
     logs = [(tmp_path / f"rank{r}.log").read_text() for r in range(2)]
     assert [p.returncode for p in ranks] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
     # the reference: one process (this one) with --update-freq 2
-    single = run("fairseq-train", *arguments(data, arch, "--update-freq", "2"), in_this_process=True)
+    single = run("fairseq-train", *arguments(data, arch, "--update-freq", "2"))
     parallel, serial = losses_per_update(logs[0]), losses_per_update(single.stdout)
     assert len(parallel) == len(serial) == UPDATES
     assert parallel == pytest.approx(serial, abs=0.01)

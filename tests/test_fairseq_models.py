@@ -123,7 +123,7 @@ def test_interactive_loads_checkpoint(data, trained):
     save_dir, _ = trained("transformer_l1")
     result = run("fairseq-interactive", data, "--user-dir", USER_DIR, "--path",
                  save_dir / "checkpoint_last.pt", "--cpu", "--source-lang", "de",
-                 "--target-lang", "en", "--beam", "2", input="w1 w2 w3\nw4 w5\n", in_this_process=True)
+                 "--target-lang", "en", "--beam", "2", input="w1 w2 w3\nw4 w5\n")
     assert result.stdout.count("\nH-") == 2
 
 

@@ -62,7 +62,7 @@ def test_evaluation_tools_refuse(hostile, tool):
     data, _, checkpoint, sentinel = hostile
     extra = ["--task", "translation"] if tool == "fairseq-validate" else []
     result = run(tool, data, *extra, "--user-dir", USER_DIR, "--path", checkpoint, "--cpu",
-                 "--max-tokens", "2000", check=False, in_this_process=True)
+                 "--max-tokens", "2000", check=False)
     assert_refused(result, sentinel)
 
 
@@ -126,7 +126,7 @@ def test_generate_names_a_wrong_data_dir(trained, tmp_path, make_dir, problem):
     data, save = trained
     wrong = make_dir(data, tmp_path)
     result = run("fairseq-generate", wrong, "--source-lang", "de", "--target-lang", "en", "--user-dir", USER_DIR,
-                 "--path", save / "checkpoint_last.pt", "--cpu", "--max-tokens", "2000", check=False, in_this_process=True)
+                 "--path", save / "checkpoint_last.pt", "--cpu", "--max-tokens", "2000", check=False)
     assert last_line(result) == f"{DATA_DIR_ERROR}{wrong} {problem}; {EXPECTED.format('de', 'en')}"
 
 
@@ -158,7 +158,7 @@ def test_generate_refuses_a_checkpoint_trained_on_other_dictionaries(trained, ot
     data, save = trained
     other = other_dictionaries[case]
     result = run("fairseq-generate", other, "--user-dir", USER_DIR, "--path", save / "checkpoint_last.pt",
-                 "--cpu", "--max-tokens", "2000", check=False, in_this_process=True)
+                 "--cpu", "--max-tokens", "2000", check=False)
     assert last_line(result) == (
         f"ValueError: the dictionaries of data directory {other} are not the ones this checkpoint was trained with: "
         f"source dictionary: {difference}; target dictionary: {difference}. Use the data directory the model "

@@ -35,7 +35,7 @@ def losses_by_update(log):
 def fairseq_train(arguments, check=True):
     """fairseq-train in this process (cli.run), as a stopped run is resumed: from the checkpoints
     on disk alone."""
-    return run("fairseq-train", *arguments, check=check, in_this_process=True)
+    return run("fairseq-train", *arguments, check=check)
 
 
 def train(arguments):

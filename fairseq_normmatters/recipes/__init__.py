@@ -54,32 +54,40 @@ def call_fairseq(tool, *args, stdin: str = "") -> Tuple[int, str, str]:
     install_fairseq_plugin()  # --user-dir finds the package imported already, so it does not
     module = importlib.import_module(FAIRSEQ_MAINS[tool])
     forget_the_previous_runs_best_checkpoint()
-    output, errors, root = io.StringIO(), io.StringIO(), logging.getLogger()
-    saved = root.handlers[:], root.level, sys.argv, sys.stdin
-    tool_logger = logging.getLogger(FAIRSEQ_MAINS[tool])  # fairseq-preprocess adds its log file there
-    tool_handlers = tool_logger.handlers[:]
+    status = 0
+    with console_of(FAIRSEQ_MAINS[tool], [tool, *map(str, args)], stdin) as (output, errors):
+        try:
+            module.cli_main()
+        except SystemExit as stop:
+            status = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+            if not isinstance(stop.code, (int, type(None))):
+                errors.write(f"{stop.code}\n")
+        except Exception:
+            status = 1
+            errors.write(traceback.format_exc())
+    return status, output.getvalue(), errors.getvalue()
+
+
+@contextlib.contextmanager
+def console_of(logger_name: str, argv: list, stdin: str):
+    """sys.argv, sys.stdin, stdout, stderr and logging (INFO, on stdout, as fairseq's scripts log)
+    as a new process of a console script would have them; yields (stdout, stderr) as StringIOs.
+    Everything is restored afterwards, including the handlers of the script's own logger
+    `logger_name` (fairseq-preprocess adds its log file there on every call)."""
+    output, errors, root, own = io.StringIO(), io.StringIO(), logging.getLogger(), logging.getLogger(logger_name)
+    saved = root.handlers[:], root.level, own.handlers[:], sys.argv, sys.stdin
     handler = logging.StreamHandler(output)
     handler.setFormatter(LOG_FORMAT)
-    root.handlers, sys.argv, sys.stdin = [handler], [tool, *map(str, args)], io.StringIO(stdin)
+    root.handlers, sys.argv, sys.stdin = [handler], argv, io.StringIO(stdin)
     root.setLevel(logging.INFO)
-    status = 0
     try:
         with contextlib.redirect_stdout(output), contextlib.redirect_stderr(errors):
-            module.cli_main()
-    except SystemExit as exit:
-        status = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
-        if not isinstance(exit.code, (int, type(None))):
-            errors.write(f"{exit.code}\n")
-    except Exception:
-        status = 1
-        errors.write(traceback.format_exc())
+            yield output, errors
     finally:
-        root.handlers, sys.argv, sys.stdin = saved[0], saved[2], saved[3]
+        for added in set(own.handlers) - set(saved[2]):
+            added.close()
+        root.handlers, own.handlers, sys.argv, sys.stdin = saved[0], saved[2], saved[3], saved[4]
         root.setLevel(saved[1])
-        for handler in set(tool_logger.handlers) - set(tool_handlers):
-            handler.close()
-        tool_logger.handlers = tool_handlers
-    return status, output.getvalue(), errors.getvalue()
 
 
 def forget_the_previous_runs_best_checkpoint() -> None:
