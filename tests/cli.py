@@ -1,6 +1,5 @@
 """Drive the real fairseq command-line tools on tiny data made on the fly."""
 
-import contextlib
 import os
 import re
 import subprocess
@@ -34,32 +33,16 @@ TRAINING = ["--optimizer", "adam", "--lr", "0.005", "--lr-scheduler", "inverse_s
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def run(tool, *args, check=True, input=None, env=None):
+def run(tool, *args, check=True, input=None):
     """fairseq's console script `tool` (fairseq-preprocess, -train, -generate, -validate,
     -interactive) through its entry point (cli_main) in this process, as a new process runs it
-    (recipes.call_fairseq), with os.environ updated by `env` meanwhile: the same arguments,
-    output, exit status and error message, without importing fairseq anew (seconds per call).
+    (recipes.call_fairseq): the same arguments, output, exit status and error message, without
+    importing fairseq anew (seconds per call).
     Returns a CompletedProcess; `check` raises AssertionError on a non-zero exit status."""
-    with environment(env or {}):
-        status, stdout, stderr = call_fairseq(tool, *args, stdin=input or "")
+    status, stdout, stderr = call_fairseq(tool, *args, stdin=input or "")
     if check and status != 0:
         raise AssertionError(f"{tool} exited {status}:\n{stderr[-4000:]}")
     return subprocess.CompletedProcess([str(BIN / tool), *map(str, args)], status, stdout, stderr)
-
-
-@contextlib.contextmanager
-def environment(variables: dict):
-    """os.environ updated by `variables` inside the block, as it was after it."""
-    saved = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def output(tool, *args) -> str:
@@ -76,10 +59,10 @@ def preprocess(raw, dest):
     return Path(dest)
 
 
-def train(data, save_dir, arch, *extra, updates=40, check=True, env=None):
+def train(data, save_dir, arch, *extra, updates=40, check=True):
     """fairseq-train with --user-dir in this process (run; fairseq logs on stdout)."""
     return run("fairseq-train", data, "--user-dir", USER_DIR, "--arch", arch, "--save-dir", save_dir,
-               "--max-update", updates, *TRAINING, *extra, check=check, env=env)
+               "--max-update", updates, *TRAINING, *extra, check=check)
 
 
 def epoch_losses(log: str, subset="train"):

@@ -82,9 +82,7 @@ def core_modules():
 
 def imported_modules(path: Path):
     """Every module that `path` imports anywhere (also inside functions), as an absolute name."""
-    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
-    if path.name == "__init__.py":
-        package = ".".join(path.relative_to(REPO).parts[:-1])
+    package = ".".join(path.relative_to(REPO).parts[:-1])
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from test_core_without_fairseq import core_modules
+
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-CORE_MODULES = ["fairseq_normmatters", "fairseq_normmatters.constants", "fairseq_normmatters.norms",
-                "fairseq_normmatters.batch_norm", "fairseq_normmatters.kinds",
-                "fairseq_normmatters.weight_norm", "fairseq_normmatters.convert",
-                "fairseq_normmatters.kernels"]
+CORE_MODULES = [".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+                for path in core_modules()]
 
 
 def fenced_blocks(language):
@@ -36,6 +36,8 @@ def test_python_example_runs(document, block):
 
 @pytest.mark.parametrize("name", CORE_MODULES)
 def test_docstring_examples_run(name):
+    if name.endswith(".triton_kernels"):
+        pytest.importorskip("triton")
     module = importlib.import_module(name)
     examples = [test for test in doctest.DocTestFinder().find(module) if test.examples]
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)

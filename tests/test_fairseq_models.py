@@ -104,15 +104,15 @@ def test_train_generate_validate(config, data, trained):
     assert test_loss and test_loss[0] < losses[0]
 
 
-def test_native_norms_train_like_the_eager_reference(data, tmp_path):
+def test_native_norms_train_like_the_eager_reference(data, tmp_path, monkeypatch):
     """The default CPU path (native_rows.cpp) inside fairseq-train: the per-update losses of the
     eager formula. (The compiled and Triton paths are held to the same reference in
     test_kernels.py.)"""
     losses = {}
     for backend in ("eager", "native"):
+        monkeypatch.setenv("NORMMATTERS_NORM_BACKEND", backend)
         result = train(data, tmp_path / backend, "norm_transformer_l1_iwslt_de_en", *TINY_TRANSFORMER,
-                       "--no-save", "--disable-validation", "--log-interval", "1", updates=12,
-                       env={"NORMMATTERS_NORM_BACKEND": backend})
+                       "--no-save", "--disable-validation", "--log-interval", "1", updates=12)
         losses[backend] = losses_per_update(result.stdout)
         assert "unavailable" not in result.stdout + result.stderr  # no fallback to eager
     assert len(losses["eager"]) == len(losses["native"]) == 12
