@@ -31,7 +31,7 @@ def xml(name, lang, start, count):
             f'<doc docid="1" genre="lectures">\n<talkid>1</talkid>\n{segs}</doc>\n</refset>\n</mteval>\n')
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not module: the long tests run first (conftest.py), the rest later
 def iwslt14(tmp_path_factory):
     """(raw dir with de-en.tgz, prepared OUT)."""
     root = tmp_path_factory.mktemp("iwslt14")
@@ -66,6 +66,7 @@ def test_prepare_names_a_missing_test_set(iwslt14, tmp_path):
     assert "missing IWSLT14 file train.tags.de-en.de: looked at" in result.stderr and "de-en.tgz" in result.stderr
 
 
+@pytest.mark.long
 def test_compare_trains_every_config_and_seed_then_tabulates_the_differences(iwslt14, tmp_path):
     _, prepared = iwslt14
     out = tmp_path / "comparison"
@@ -96,6 +97,7 @@ def test_compare_trains_every_config_and_seed_then_tabulates_the_differences(iws
                    for line in screen) == 1
         log = (out / run / "compare.log").read_text()
         assert "== training: " in log and "== evaluation: " in log and "[evaluate] transformer_" in log
+        assert " | INFO | fairseq_cli.train | " in log  # fairseq-train's own log lines, as its script writes them
     assert "left)" in "\n".join(screen[2:])  # an estimate once a run has ended
     assert len(screen) == 9 and screen[-1].startswith("[compare] done in ")
     assert screen[-1].endswith(f"table {out / 'results.md'}, curves {out / 'curves.png'}")

@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import Callable, Tuple
 
 
+#: how a line of a run's log that names the step starting begins ("== training: COMMAND")
+STEP_PREFIX = "== "
+
+
 class RecipeError(Exception):
     """A problem the user can fix; the scripts print it as one line and exit 1."""
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List
 
-from . import RecipeError, check_not_half_prepared, run_main
+from . import STEP_PREFIX, RecipeError, check_not_half_prepared, run_main
 from .collect import main as collect
 from .train import BENCHMARKS, start_run, visible_gpus
 
@@ -131,27 +131,28 @@ class Progress:
                   f"({minutes(elapsed)} so far{left})", flush=True)
 
 
-def run_step(run: Run, step: str, command: List[str], environment: Dict[str, str]) -> None:
+def run_logged(run: Run, command: List[str], environment: Dict[str, str]) -> None:
+    """`command` with its output appended to the run's log; a failure raises RecipeError naming
+    the step that failed (the last one_run.announce line of the log) and showing the log's end."""
     with run.log.open("a", encoding="utf-8") as log:
-        log.write(f"== {step}: {' '.join(command)}\n")
-        log.flush()
-        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, **environment})
+        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **environment})
     if result.returncode != 0:
-        tail = "\n".join(run.log.read_text(encoding="utf-8", errors="replace").splitlines()[-LOG_TAIL:])
-        raise RecipeError(f"{step} {run.save_dir.name} exited with {result.returncode}; the last lines of "
-                          f"{run.log}:\n{tail}\nrerun the same compare.sh command to resume from there")
+        lines = run.log.read_text(encoding="utf-8", errors="replace").splitlines()
+        steps = [line[len(STEP_PREFIX):].split(":")[0] for line in lines if line.startswith(STEP_PREFIX)]
+        tail = "\n".join(lines[-LOG_TAIL:])
+        raise RecipeError(f"{steps[-1] if steps else 'the run'} {run.save_dir.name} exited with "
+                          f"{result.returncode}; the last lines of {run.log}:\n{tail}\n"
+                          "rerun the same compare.sh command to resume from there")
 
 
 def train_and_evaluate(run: Run, args, share: Share, progress: Progress) -> None:
+    """fairseq-train, then the evaluation, in one process (one_run.py) on `share` of the machine."""
     started = time.monotonic()
     progress.say(run, "training")
     train = start_run(run.config, args.prepared, run.save_dir, [*args.extra, "--seed", str(run.seed)],
                       share.gpus, args.benchmark)
-    run_step(run, "training", train, share.environment)
-    evaluate = [sys.executable, "-m", "fairseq_normmatters.recipes.evaluate", str(run.save_dir), str(args.prepared),
-                *EVALUATION[args.benchmark]]
-    run_step(run, "evaluation", evaluate, share.environment)
+    run_logged(run, [sys.executable, "-m", "fairseq_normmatters.recipes.one_run", str(run.save_dir),
+                     str(args.prepared), *EVALUATION[args.benchmark], "--", *train], share.environment)
     took = time.monotonic() - started
     progress.finished(took)
     bleu = json.loads((run.save_dir / "results.json").read_text())["bleu"]

@@ -1,0 +1,56 @@
+"""One run of compare.sh in one Python process: fairseq-train, then evaluate.sh's evaluation.
+
+    python -m fairseq_normmatters.recipes.one_run SAVE_DIR PREPARED [evaluate.sh options]
+                                                  -- FAIRSEQ-TRAIN COMMAND...
+
+The same two steps as train_{benchmark}.sh and evaluate.sh, each announced in the output by a
+line "== training: COMMAND" or "== evaluation: ..." (compare.sh names the failing step from the
+last such line), with Python, torch and fairseq started once per run instead of twice.
+"""
+
+import logging
+import sys
+
+from .. import install_fairseq_plugin
+from . import LOG_FORMAT, STEP_PREFIX, run_main
+
+
+def set_up_as_fairseq_train() -> None:
+    """What the fairseq-train script does before it imports fairseq: INFO logging on stdout in
+    fairseq's format (fairseq's modules log at import); then the plugin, installed (--user-dir
+    would skip this package: it is imported already)."""
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(LOG_FORMAT)
+    logging.basicConfig(level=logging.INFO, handlers=[console])
+    install_fairseq_plugin()
+
+
+# At import, not in main(): fairseq-train on several GPUs spawns its ranks as new processes that
+# import this module again.
+set_up_as_fairseq_train()
+
+
+def announce(step: str, command) -> None:
+    print(f"{STEP_PREFIX}{step}: {' '.join(map(str, command))}", flush=True)
+
+
+def train(command) -> None:
+    """fairseq-train's own main with `command` (fairseq-train and its arguments) as sys.argv."""
+    from fairseq_cli import train as fairseq_train
+    sys.argv = list(command)
+    fairseq_train.cli_main()
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    split = argv.index("--")
+    evaluation, command = argv[:split], argv[split + 1:]
+    announce("training", command)
+    train(command)
+    announce("evaluation", ["evaluate.sh", *evaluation])
+    from .evaluate import main as evaluate
+    evaluate(evaluation)
+
+
+if __name__ == "__main__":
+    run_main(main, "compare.sh")
