@@ -27,6 +27,13 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(items):
+    """The tests marked long first, the others after them, each group in its usual order:
+    pytest-xdist hands tests out in this order, so that the workers finish together instead of
+    one running a long test that came last while the other waits."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

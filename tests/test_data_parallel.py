@@ -26,6 +26,7 @@ def arguments(data, arch, *extra):
             "--no-save", "--disable-validation", "--log-interval", "1", *extra]
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("arch", ["norm_transformer_l1_iwslt_de_en", "norm_transformer_bwn_iwslt_de_en"])
 def test_two_gloo_ranks_match_one_process_with_update_freq_2(data, arch, tmp_path):
     env = SUBPROCESS_ENV

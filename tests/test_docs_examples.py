@@ -46,6 +46,7 @@ def test_docstring_examples_run(name):
     assert runner.failures == 0, f"{runner.failures} docstring example(s) of {name} failed (output above)"
 
 
+@pytest.mark.long
 def test_readme_tiny_run_runs_as_written(tmp_path):
     """The README's "tiny run to copy", with this environment in place of `source .venv/bin/activate`."""
     [block] = [block for _, block in fenced_blocks("bash") if "fairseq-train bin --user-dir" in block]

@@ -30,7 +30,7 @@ CONFIGS = {
 LAYER_NORMS_PER_TINY_TRANSFORMER = 2 * 2 + 2 * 3  # 2 encoder layers x 2, 2 decoder layers x 3
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not module: the long tests run first (conftest.py), the rest later
 def trained(data, tmp_path_factory):
     """config -> (save dir, train log); each config trains once per module."""
     runs = {}
@@ -61,6 +61,7 @@ def bwn_weights(model):
             for w, chain in m.parametrizations.items() if isinstance(chain[0], BoundedWeightNorm)}
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("config", CONFIGS)
 def test_train_generate_validate(config, data, trained):
     arch, extra, norm_class, bwn = CONFIGS[config]

@@ -71,7 +71,7 @@ def make_wmt14_raw(raw: Path):
     return raw
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not module: the long tests run first (conftest.py), the rest later
 def prepared(tmp_path_factory):
     root = tmp_path_factory.mktemp("wmt14")
     raw = make_wmt14_raw(root / "raw")
@@ -172,6 +172,7 @@ def test_prepare_names_a_missing_file_and_where_it_looked(prepared, tmp_path):
     assert "training-parallel-commoncrawl.tgz" in result.stderr
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("config,model", [("lstm_bwn", TINY_LSTM)])  # Transformers: test_iwslt14.py's compare
 def test_train_evaluate_collect(prepared, tmp_path, config, model):
     _, out = prepared
