@@ -29,16 +29,38 @@ quiet_pip() {
     return "$rc"
 }
 
-# The package and its dependencies, torch held at the installed version (constraints file $1):
-# with uv (installed into the environment first; it unpacks and byte-compiles in parallel, a few
-# times faster than pip here) unless NORMMATTERS_INSTALLER=pip, and with pip if uv cannot (uv
-# reads PyPI, not pip's configured indexes).
-install_package() {
-    if [ "${NORMMATTERS_INSTALLER:-uv}" = uv ] && quiet_pip install -q uv \
-            && "$PY" -m uv pip install -q --python "$PY" --compile-bytecode -c "$1" -e "$REPO[$EXTRAS]"; then
+# uv (installed into the environment first) unpacks and byte-compiles in parallel, a few times
+# faster than pip here; it reads PyPI only, so pip finds torch (this machine's configuration may
+# point it at local wheels) and uv installs the file. pip does all when NORMMATTERS_INSTALLER=pip
+# or uv cannot.
+INSTALLER="${NORMMATTERS_INSTALLER:-uv}"
+with_uv() { [ "$INSTALLER" = uv ] && "$PY" -m uv pip install -q --python "$PY" --compile-bytecode "$@"; }
+
+install_torch() {
+    local wheels
+    wheels="$(mktemp -d)"
+    if [ "$INSTALLER" = uv ] && quiet_pip download -q --no-deps -d "$wheels" "$TORCH_REQ" \
+            && with_uv "$wheels"/*.whl; then
+        rm -rf "$wheels"
         return 0
     fi
-    [ "${NORMMATTERS_INSTALLER:-uv}" = uv ] && echo "[setup] uv could not install it; installing with pip"
+    rm -rf "$wheels"
+    quiet_pip install -q "$TORCH_REQ"
+}
+
+# The package and its dependencies, torch held at the installed version (constraints file $1).
+# ve-fairseq requires torchaudio, which fairseq's translation never imports; uv leaves it out
+# (an override that never applies), pip installs it and it is checked below.
+install_package() {
+    local never_torchaudio
+    never_torchaudio="$(mktemp)"
+    echo 'torchaudio ; sys_platform == "never"' > "$never_torchaudio"
+    if with_uv -c "$1" --override "$never_torchaudio" -e "$REPO[$EXTRAS]"; then
+        rm -f "$never_torchaudio"
+        return 0
+    fi
+    rm -f "$never_torchaudio"
+    [ "$INSTALLER" = uv ] && echo "[setup] uv could not install it; installing with pip"
     quiet_pip install -q -c "$1" -e "$REPO[$EXTRAS]"
 }
 
@@ -68,11 +90,15 @@ if [ -f "$stamp" ] && [ "$(head -n 1 "$stamp")" = "$base" ] && [ -z "$missing" ]
     echo "[setup] $VENV is up to date"
 else
     EXTRAS="$(echo "$installed$missing" | sed 's/^,//')"
+    if [ "$INSTALLER" = uv ] && ! quiet_pip install -q uv; then
+        echo "[setup] uv could not be installed; installing with pip"
+        INSTALLER=pip
+    fi
     if "$PY" -c "import torch" 2>/dev/null; then
         echo "[setup] reusing torch $("$PY" -c 'import torch; print(torch.__version__)')"
     else
         echo "[setup] installing $TORCH_REQ"
-        quiet_pip install -q "$TORCH_REQ"
+        install_torch
     fi
     echo "[setup] installing fairseq_normmatters[$EXTRAS] and its dependencies"
     # the torch installed stays: a dependency asking for a newer one (torchaudio) gets an older
@@ -81,9 +107,8 @@ else
     "$PY" -c 'from importlib.metadata import version; print("torch==" + version("torch"))' > "$keep_torch"
     install_package "$keep_torch"
     rm -f "$keep_torch"
-    # ve-fairseq requires torchaudio, which fairseq's translation never imports, and pip takes one
-    # built for another torch (2.11.1, CUDA) that fails to import beside torch 2.13.0+cpu, and with
-    # it every library that imports it (transformers' Marian). Such a torchaudio is removed.
+    # pip takes a torchaudio built for another torch (2.11.1, CUDA) that fails to import beside
+    # torch 2.13.0+cpu, and with it every library that imports it (transformers' Marian): removed.
     if "$PY" -m pip show -q torchaudio >/dev/null 2>&1 && ! "$PY" -c "import torchaudio" >/dev/null 2>&1; then
         echo "[setup] removing torchaudio: it cannot be imported beside this torch (fairseq does not need it)"
         quiet_pip uninstall -y -q torchaudio
