@@ -42,7 +42,8 @@ class DeviationBatchNorm(nn.Module):
                  track_running_stats=True, constant="paper", k=None):
         super().__init__()
         if kind not in SCALE_FUNCTIONS:
-            raise ValueError(f"batch-norm kind {kind!r} is unknown; allowed: l2, {', '.join(SCALE_FUNCTIONS)}")
+            raise ValueError(f"DeviationBatchNorm kind {kind!r} is unknown; allowed: {', '.join(SCALE_FUNCTIONS)} "
+                             "(l2 is torch's batch norm: build_batch_norm('l2', ...))")
         check_batch_dim(dim)
         check_constant(constant)
         if kind == "topk" and (not isinstance(k, int) or k < 1):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fairseq_normmatters import build_batch_norm
+from fairseq_normmatters import DeviationBatchNorm, build_batch_norm
 from fairseq_normmatters.constants import linf_constant, l1_constant
 
 KINDS_AND_OPTIONS = [("l1", {}), ("linf", {}), ("topk", {"k": 4})]
@@ -84,6 +84,7 @@ def test_bf16_input_returns_bf16():
 
 @pytest.mark.parametrize("call,message", [
     (lambda: build_batch_norm("rms", 4), "'rms' is unknown; known kinds: l2, l1, linf, topk"),
+    (lambda: DeviationBatchNorm("l2", 4), "kind 'l2' is unknown; allowed: l1, linf, topk (l2 is torch's"),
     (lambda: build_batch_norm("l1", 4, dim=3), "dim must be 1"),
     (lambda: build_batch_norm("topk", 4), "needs the option k"),
     (lambda: build_batch_norm("topk", 4, k=0), "integer k >= 1, got k=0"),
