@@ -29,9 +29,9 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
 
 def pytest_collection_modifyitems(items):
     """The tests marked long first, the others after them, each group in its usual order:
-    pytest-xdist hands tests out in this order, one by one as the workers need them
-    (scripts/test.sh: --maxschedchunk 1), so that the workers finish together instead of one
-    running long tests while the other waits."""
+    pytest-xdist hands tests out in this order as the workers need them (scripts/test.sh:
+    --dist loadgroup), so that the workers finish together instead of one running long tests
+    while the other waits."""
     items.sort(key=lambda item: item.get_closest_marker("long") is None)
 
 
