@@ -27,12 +27,30 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     torch.set_num_threads(1)
 
 
+#: modules whose tests share fixtures that train or prepare: each runs whole on one worker
+MODULES_RUN_WHOLE = ("test_fairseq_models.py", "test_iwslt14.py", "test_recipes.py", "test_reliability.py",
+                     "test_resume.py")
+
+
 def pytest_collection_modifyitems(items):
-    """The tests marked long first, the others after them, each group in its usual order:
-    pytest-xdist hands tests out in this order as the workers need them (scripts/test.sh:
-    --dist loadgroup), so that the workers finish together instead of one running long tests
-    while the other waits."""
+    """The tests marked long first, the others after them, each group in its usual order."""
     items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's load scheduling (scripts/test.sh) with each module of MODULES_RUN_WHOLE as
+    one unit, so that its fixtures are made once: a worker with at most two tests queued gets the
+    next unit, the modules first, then the other tests in the order above (long ones first), so
+    that the workers finish together instead of one running a long test while the other waits.
+    (xdist's own --dist loadgroup does not group under pytest 9.2: it renames node ids.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesWholeTestsOneByOne(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            module = nodeid.split("::")[0]
+            return module if Path(module).name in MODULES_RUN_WHOLE else nodeid
+
+    return ModulesWholeTestsOneByOne(config, log) if config.getvalue("dist") == "load" else None
 
 
 @pytest.fixture(autouse=True)

@@ -16,9 +16,6 @@ from fairseq_normmatters.weight_norm import BoundedWeightNorm, row_norms
 
 from cli import TINY_LSTM, TINY_TRANSFORMER, USER_DIR, epoch_losses, losses_per_update, output, run, train
 
-# one worker runs this module's tests, so that its fixtures are made once (scripts/test.sh: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("test_fairseq_models")
-
 # config -> (arch, extra flags, expected norm class or None, BWN expected)
 CONFIGS = {
     "transformer_l2": ("norm_transformer_iwslt_de_en", TINY_TRANSFORMER, torch.nn.LayerNorm, False),

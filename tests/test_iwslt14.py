@@ -7,9 +7,6 @@ import pytest
 
 from test_recipes import DEMO, TINY_TRANSFORMER, add_to_tgz, script
 
-# one worker runs this module's tests, so that its fixtures are made once (scripts/test.sh: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("test_iwslt14")
-
 TEST_SETS = ("IWSLT14.TED.dev2010", "IWSLT14.TEDX.dev2012", "IWSLT14.TED.tst2010", "IWSLT14.TED.tst2011",
              "IWSLT14.TED.tst2012")
 

@@ -12,9 +12,6 @@ import pytest
 
 from fairseq_normmatters.recipes.train import CONFIGS, command, device_flags
 
-# one worker runs this module's tests, so that its fixtures are made once (scripts/test.sh: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("test_recipes")
-
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
 DEMO = REPO / "data" / "demo"

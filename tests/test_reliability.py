@@ -15,9 +15,6 @@ from fairseq_normmatters.fairseq_plugin.data_dir import DataDirError, check_data
 
 from cli import TINY_TRANSFORMER, USER_DIR, preprocess, run, train, write_parallel_text
 
-# one worker runs this module's tests, so that its fixtures are made once (scripts/test.sh: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("test_reliability")
-
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -13,9 +13,6 @@ import torch
 
 from cli import TINY_TRANSFORMER, TRAINING, USER_DIR, run
 
-# one worker runs this module's tests, so that its fixtures are made once (scripts/test.sh: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("test_resume")
-
 UPDATES = 24
 UPDATES_PER_EPOCH = 9
 MID_EPOCH_1, END_OF_EPOCH_1, MID_EPOCH_2 = "checkpoint_1_8.pt", "checkpoint1.pt", "checkpoint_2_12.pt"
