@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from xdist.scheduler import LoadScopeScheduling
 
 # the helpers the tests share with the benchmarks (toy_data, calibrate_constants) live in scripts/
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -37,19 +38,20 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: item.get_closest_marker("long") is None)
 
 
-def pytest_xdist_make_scheduler(config, log):
+class ModulesWholeTestsOneByOne(LoadScopeScheduling):
     """pytest-xdist's load scheduling (scripts/test.sh) with each module of MODULES_RUN_WHOLE as
     one unit, so that its fixtures are made once: a worker with at most two tests queued gets the
     next unit, the modules first, then the other tests in the order above (long ones first), so
     that the workers finish together instead of one running a long test while the other waits.
-    (xdist's own --dist loadgroup does not group under pytest 9.2: it renames node ids.)"""
-    from xdist.scheduler import LoadScopeScheduling
+    (xdist 3.8's --dist loadgroup groups nothing under pytest 9.2, which ignores the node ids
+    that it rewrites.)"""
 
-    class ModulesWholeTestsOneByOne(LoadScopeScheduling):
-        def _split_scope(self, nodeid):
-            module = nodeid.split("::")[0]
-            return module if Path(module).name in MODULES_RUN_WHOLE else nodeid
+    def _split_scope(self, nodeid):
+        module = nodeid.split("::")[0]
+        return module if Path(module).name in MODULES_RUN_WHOLE else nodeid
 
+
+def pytest_xdist_make_scheduler(config, log):
     return ModulesWholeTestsOneByOne(config, log) if config.getvalue("dist") == "load" else None
 
 
