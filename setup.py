@@ -27,6 +27,7 @@ setup(
         "torch>=2.7",
         "ve-fairseq==0.12.3",
         "sacrebleu>=2",
+        "sacremoses",  # tokenized BLEU as papers compute it (Moses tokenization)
         "sentencepiece",
     ],
     extras_require={

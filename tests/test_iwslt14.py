@@ -15,6 +15,12 @@ def lines(lang, start, count):
     return (DEMO / f"train.{lang}").read_text(encoding="utf-8").splitlines()[start:start + count]
 
 
+# Kept by fairseq's cleaning, which counts Moses tokens (6 and 8: ratio 1.33), dropped by a count
+# of whitespace words (1 and 4); and the reverse (1 and 1 words; 2 and 10 tokens)
+MOSES_KEEPS = {"de": "Eins,zwei,drei.", "en": "One, two, three, four."}
+MOSES_DROPS = {"de": "Ja!", "en": "Yes,yes,yes,yes,yes!"}
+
+
 def train_tags(lang):
     """Two talks, each with the metadata lines of the real file around its sentences."""
     talks = []
@@ -22,7 +28,7 @@ def train_tags(lang):
         talks += [f"<url>http://www.ted.com/talks/talk{talk}.html</url>", f"<keywords>talks, {lang}</keywords>",
                   f"<talkid>{talk}</talkid>", f"<title>Title {talk} {lang}</title>",
                   f"<description>About talk {talk} in {lang}</description>", *lines(lang, start, 230)]
-    return "\n".join(talks) + "\n"
+    return "\n".join(talks + [MOSES_DROPS[lang], MOSES_KEEPS[lang]]) + "\n"
 
 
 def xml(name, lang, start, count):
@@ -51,7 +57,7 @@ def test_prepare_makes_the_split_that_users_compare_against(iwslt14):
     _, out = iwslt14
     read = lambda name: (out / "raw" / name).read_text(encoding="utf-8").splitlines()  # noqa: E731
     kept = ["Title 1 de", "About talk 1 in de", *lines("de", 0, 230), "Title 2 de", "About talk 2 in de",
-            *lines("de", 230, 230)]
+            *lines("de", 230, 230), MOSES_KEEPS["de"]]  # cleaned on Moses tokens, as fairseq's script
     assert read("valid.de") == kept[22::23]  # every 23rd pair, the metadata lines <url> ... gone
     assert read("train.de") == [line for i, line in enumerate(kept) if (i + 1) % 23]
     assert not any("<" in line for line in read("train.de") + read("train.en"))
@@ -70,8 +76,9 @@ def test_prepare_names_a_missing_test_set(iwslt14, tmp_path):
 def test_compare_trains_every_config_and_seed_then_tabulates_the_differences(iwslt14, tmp_path):
     _, prepared = iwslt14
     out = tmp_path / "comparison"
-    short = [*TINY_TRANSFORMER, "--max-update", "16", "--warmup-updates", "8", "--max-tokens", "2000",
-             "--cpu", "--num-workers", "0"]
+    schedule = lambda updates: [*TINY_TRANSFORMER, "--max-update", str(updates), "--warmup-updates", "8",  # noqa: E731
+                                "--max-tokens", "2000", "--cpu", "--num-workers", "0"]
+    short = schedule(16)
     first = script("compare.sh", "iwslt14", prepared, out, "--seeds", "2", "--configs", "transformer_l2",
                    "transformer_l1", "--parallel", "2", "--", *short)
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
@@ -99,8 +106,26 @@ def test_compare_trains_every_config_and_seed_then_tabulates_the_differences(iws
         assert "== training: " in log and "== evaluation: " in log and "[evaluate] transformer_" in log
         assert " | INFO | fairseq_cli.train | " in log  # fairseq-train's own log lines, as its script writes them
     assert "left)" in "\n".join(screen[2:])  # an estimate once a run has ended
-    assert len(screen) == 9 and screen[-1].startswith("[compare] done in ")
-    assert screen[-1].endswith(f"table {out / 'results.md'}, curves {out / 'curves.png'}")
+    assert len(screen) == 10 and screen[-2].startswith("[compare] done in ")
+    assert screen[-2].endswith(f"table {out / 'results.md'}, curves {out / 'curves.png'}")
+    # 16 updates are early training: every run is still learning, and the screen and the table say so
+    assert screen[-1].startswith("[compare] 4 of 4 runs were still learning (transformer_l2-seed1 (")
+    assert "| early training: transformer_l1-seed1 (" in table and "still learning |" in table
+    results = json.loads((out / "transformer_l1-seed1" / "results.json").read_text())
+    assert results["averaged"]["last_update"] == results["num_updates"] == 16 and results["training"]["still_learning"]
+
+    # another schedule in the same OUT: refused before anything is trained, the difference named
+    changed = script("compare.sh", "iwslt14", prepared, out, "--seeds", "2", "--configs", "transformer_l2",
+                     "transformer_l1", "--", *schedule(20), check=False)
+    assert changed.returncode == 1 and "4 run(s) in " in changed.stderr
+    assert "transformer_l2-seed1: --max-update 16 -> --max-update 20" in changed.stderr
+    assert "use another OUT for the new command, or add --retrain" in changed.stderr
+    assert (out / "results.md").read_text() == table and "training" not in changed.stdout
+    retrained = script("compare.sh", "iwslt14", prepared, out, "--seeds", "1", "--configs", "transformer_l2",
+                       "--retrain", "--", *schedule(20))
+    assert f"--retrain: deleting {out / 'transformer_l2-seed1'} (--max-update 16 -> --max-update 20)" in retrained.stdout
+    assert json.loads((out / "transformer_l2-seed1" / "results.json").read_text())["num_updates"] == 20
+    assert json.loads((out / "transformer_l1-seed2" / "results.json").read_text())["num_updates"] == 16
 
 
 def test_a_failing_run_shows_its_log_tail_and_starts_no_more_runs(iwslt14, tmp_path):

@@ -20,7 +20,7 @@ TINY_TRANSFORMER = ["--encoder-layers", "1", "--decoder-layers", "1", "--encoder
                     "--encoder-attention-heads", "2", "--decoder-attention-heads", "2"]
 TINY_LSTM = ["--encoder-embed-dim", "32", "--encoder-hidden-size", "32", "--decoder-embed-dim", "32",
              "--decoder-hidden-size", "32", "--decoder-out-embed-dim", "32"]
-SHORT = ["--max-update", "30", "--warmup-updates", "10", "--lr", "0.005", "--update-freq", "1",
+SHORT = ["--max-update", "35", "--warmup-updates", "10", "--lr", "0.005", "--update-freq", "1",
          "--max-tokens", "2000", "--save-interval-updates", "10", "--keep-interval-updates", "3",
          "--no-epoch-checkpoints", "--validate-interval-updates", "10", "--cpu", "--num-workers", "0"]
 
@@ -67,7 +67,9 @@ def make_wmt14_raw(raw: Path):
         (raw / "dev" / f"newstest2013.{lang}").write_text(text("valid", lang, 0, 40), encoding="utf-8")
     add_to_tgz(raw / "test-full.tgz", {
         "test-full/newstest2014-deen-src.de.sgm": sgm(demo_lines("test", "de", 0, 30), "de"),
-        "test-full/newstest2014-deen-ref.en.sgm": sgm(demo_lines("test", "en", 0, 30), "de")})
+        "test-full/newstest2014-deen-ref.en.sgm": sgm(demo_lines("test", "en", 0, 30), "de"),
+        "test-full/newstest2014-deen-src.en.sgm": sgm(demo_lines("test", "en", 0, 30), "de"),
+        "test-full/newstest2014-deen-ref.de.sgm": sgm(demo_lines("test", "de", 0, 30), "de")})
     return raw
 
 
@@ -179,13 +181,18 @@ def test_train_evaluate_collect(prepared, tmp_path, config, model):
     save = tmp_path / config
     script("train_wmt14.sh", config, out, save, *model, *SHORT)
     assert json.loads((save / "run.json").read_text())["config"] == config
-    evaluated = script("evaluate.sh", save, out, "--average", "2", "--cpu")
+    evaluated = script("evaluate.sh", save, out, "--average", "3", "--cpu")
     assert "BLEU" in evaluated.stdout
     results = json.loads((save / "results.json").read_text())
     assert {"config", "bleu", "sacrebleu_signature", "bleu_tok", "valid_ppl", "test_ppl",
-            "checkpoints_averaged"} <= set(results)
-    assert results["checkpoints_averaged"] == ["checkpoint_1_20.pt", "checkpoint_1_30.pt"] or \
-        len(results["checkpoints_averaged"]) == 2
+            "checkpoints_averaged", "averaged", "training"} <= set(results)
+    # the final state (update 35) is only in checkpoint_last.pt: the average ends with it, and
+    # reaches back only as far as the validation losses allow (20 and 30 are interval checkpoints)
+    averaged = results["averaged"]
+    assert results["checkpoints_averaged"][-1] == "checkpoint_last.pt" and averaged["last_update"] == 35
+    assert averaged["first_update"] in (20, 30, 35) and averaged["asked"] == 3
+    assert (averaged["first_update"] == 20) == (averaged["narrowed"] == "")
+    assert results["direction"] == "de-en" and "Moses-tokenized English" in results["bleu_tok_method"]
     assert results["valid_ppl"] > 1 and results["test_ppl"] > 1 and 0 <= results["bleu"] <= 100
     assert "nrefs:1|case:mixed" in results["sacrebleu_signature"]
     assert len((save / "test.hyp").read_text().splitlines()) == 30
@@ -218,6 +225,31 @@ def test_device_flags_match_eight_gpus_of_4096_tokens():
     assert device_flags(0, "bf16") == ["--cpu", "--update-freq", "8", "--autocast-bf16"]
     with pytest.raises(Exception, match="PRECISION='fp8' is not supported; allowed: fp16, amp, bf16, fp32"):
         device_flags(1, "fp8")
+
+
+def test_the_wmt14_recipe_checkpoints_its_tail_by_update(prepared, tmp_path):
+    """Checkpoints (and validations) every 1000 of the 100k updates, the last 5 kept, no epoch
+    checkpoints: the average covers the final 4000 updates and the final state."""
+    _, out = prepared
+    cmd = command("transformer_l2", out, tmp_path, [], gpus=8)
+    flags = dict(zip(cmd, cmd[1:]))
+    assert (flags["--save-interval-updates"], flags["--keep-interval-updates"], flags["--validate-interval-updates"],
+            flags["--max-update"]) == ("1000", "5", "1000", "100000")
+    assert "--no-epoch-checkpoints" in cmd and "--keep-last-epochs" not in cmd
+    assert (flags["--source-lang"], flags["--target-lang"]) == ("de", "en")
+
+
+def test_prepare_en_de_keeps_the_german_reference_and_trains_from_english(prepared, tmp_path):
+    raw, _ = prepared
+    out = tmp_path / "en_de"
+    script("prepare_wmt14_de_en.sh", "--raw-dir", raw, "--vocab-size", "300", "--workers", "1",
+           "--direction", "en-de", out)
+    assert (out / "raw" / "test.de").read_text().splitlines() == demo_lines("test", "de", 0, 30)
+    assert (out / "bin" / "train.en-de.en.bin").is_file() and not (out / "bin" / "train.de-en.de.bin").exists()
+    cmd = command("transformer_l2", out, tmp_path / "save", [], gpus=1)
+    assert cmd[cmd.index("--source-lang") + 1:cmd.index("--target-lang") + 2] == ["en", "--target-lang", "de"]
+    again = script("prepare_wmt14_de_en.sh", "--raw-dir", raw, "--vocab-size", "300", out, check=False)
+    assert again.returncode == 1 and "was prepared with other settings" in again.stderr  # de-en asked: refused
 
 
 def test_extra_arguments_come_last(prepared, tmp_path):

@@ -136,6 +136,17 @@ def check_not_half_prepared(prepared: Path) -> None:
                           f"rerun scripts/{script} with the same arguments first")
 
 
+#: translation direction -> (source language, target language)
+DIRECTIONS = {"de-en": ("de", "en"), "en-de": ("en", "de")}
+
+
+def prepared_direction(prepared: Path) -> str:
+    """The direction PREPARED was made for (prepare.json's settings; de-en if it says none)."""
+    marker = Path(prepared) / "prepare.json"
+    state = json.loads(marker.read_text()) if marker.is_file() else {}
+    return state.get("settings", {}).get("direction", "de-en")
+
+
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """write(temporary) next to `path`, then rename it to `path`: `path` is the old file or the
     whole new one, never a part of one (Ctrl-C, a full disk). A failed write removes the

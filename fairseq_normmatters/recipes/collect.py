@@ -3,12 +3,16 @@
     scripts/collect_results.py SAVE_DIR... [--out results.md] [--plot curves.png]
 
 Reads SAVE_DIR/results.json (from evaluate.sh) and the validation losses of SAVE_DIR/train.log
-(fairseq's json log) of every run. The first table lists every run; the second groups the runs
-of one CONFIG (its seeds: mean, standard deviation, n) and compares each configuration with
-the baseline of its family (transformer_l2, lstm_nonorm): the difference of the means with its
-standard error over the seeds, and for each seed both were trained with, sacreBLEU's paired
-bootstrap resampling test on the test set (the difference and its p-value), beside the
-paper's difference. The plot shows every run's validation curve.
+(fairseq's json log) of every run. The first table lists every run with its state of training
+(how much its validation loss still fell over its last fifth; recipes/convergence.py states the
+rule) and the update range its evaluation averaged; the second groups the runs of one CONFIG
+(its seeds: mean, standard deviation, n) and compares each configuration with the baseline of
+its family (transformer_l2, lstm_nonorm): the difference of the means with its standard error
+over the seeds, and for each seed both were trained with, sacreBLEU's paired bootstrap
+resampling test on the test set (the difference and its p-value), beside the paper's
+difference where the paper has one for the runs' direction; a row whose runs or baseline runs
+were still learning says so. The plot shows every run's validation curve, one colour per
+configuration, with the averaged checkpoints marked.
 """
 
 import argparse
@@ -19,29 +23,27 @@ import statistics
 from pathlib import Path
 
 from . import RecipeError, run_main, write_atomically, write_text_atomically
+from .convergence import RULES, averaged_span, state_cell, training_state, validation_curve
+from .scoring import TOKENIZED_METHOD
 
-# config -> (BLEU, perplexity) reported by Hoffer et al. 2018 on WMT14 de-en (runs of another
-# benchmark get no paper numbers)
-PAPER = {"transformer_l2": (27.3, 5.1), "transformer_l1": (None, 5.2), "transformer_bwn": (26.5, None),
-         "lstm_nonorm": (21.5, None), "lstm_bwn": (21.2, None)}
+# config -> metric -> (value, WMT14 direction it was measured in, source). Hoffer et al. 2018
+# report their runs as WMT14 de-en; the 27.3 beside them is Vaswani et al.'s base Transformer
+# on English->German. A number is shown only beside runs of its direction and benchmark.
+PAPER = {"transformer_l2": {"bleu": (27.3, "en-de", "Vaswani et al. 2017"), "ppl": (5.1, "de-en", "Hoffer et al.")},
+         "transformer_l1": {"ppl": (5.2, "de-en", "Hoffer et al.")},
+         "transformer_bwn": {"bleu": (26.5, "de-en", "Hoffer et al.")},
+         "lstm_nonorm": {"bleu": (21.5, "de-en", "Hoffer et al.")},
+         "lstm_bwn": {"bleu": (21.2, "de-en", "Hoffer et al.")}}
 
 
 def load_run(save_dir: Path) -> dict:
     path = save_dir / "results.json"
     if not path.is_file():
         raise RecipeError(f"{path} is missing: run scripts/evaluate.sh {save_dir} PREPARED_DIR first")
-    return {**json.loads(path.read_text()), "name": save_dir.name, "curve": validation_curve(save_dir)}
-
-
-def validation_curve(save_dir: Path):
-    """[(updates, validation loss)] from fairseq's json log."""
-    curve = []
-    log = save_dir / "train.log"
-    for line in log.read_text().splitlines() if log.is_file() else []:
-        if '"valid_loss"' in line:  # bare json in --log-file, "... | valid | {json}" on the console
-            record = json.loads(line[line.index("{"):])
-            curve.append((int(float(record["valid_num_updates"])), float(record["valid_loss"])))
-    return curve
+    run = {**json.loads(path.read_text()), "name": save_dir.name, "curve": validation_curve(save_dir)}
+    run.setdefault("direction", "de-en")
+    run.setdefault("training", training_state(run["curve"]))
+    return run
 
 
 def fmt(value, digits=2):
@@ -107,19 +109,37 @@ def bootstrap_cell(runs, baseline_runs) -> str:
     return "; ".join(cells) or "—"
 
 
-def paper_numbers(run, config=None):
-    """(BLEU, perplexity) the paper reports for the run's configuration on its benchmark."""
-    if run.get("benchmark", "wmt14") != "wmt14":
-        return None, None
-    return PAPER.get(config or run["config"], (None, None))
+def paper_number(run, metric: str, config=None):
+    """The paper's `metric` (bleu, ppl) for the run's configuration (or `config`), if it was
+    measured on the run's benchmark (WMT14) and direction; else None."""
+    value, direction, _ = PAPER.get(config or run["config"], {}).get(metric, (None, None, None))
+    same_setting = run.get("benchmark", "wmt14") == "wmt14" and run.get("direction", "de-en") == direction
+    return value if same_setting else None
 
 
-def paper_difference(run, index: int) -> str:
-    """The paper's difference of the run's configuration from its family's baseline (index 0:
-    BLEU, 1: perplexity)."""
+def paper_difference(run, metric: str) -> str:
+    """The paper's difference of the run's configuration from its family's baseline, when both
+    numbers were measured in the run's setting."""
     config, baseline = run["config"], baseline_of(run["config"])
-    value, base = paper_numbers(run)[index], paper_numbers(run, baseline)[index]
+    value, base = paper_number(run, metric), paper_number(run, metric, baseline)
     return "—" if value is None or base is None or config == baseline else f"{value - base:+.1f}"
+
+
+def still_learning(runs):
+    """The runs marked still learning, as 'name (fall%)'."""
+    return [f"{r['name']} ({100 * r['training']['tail_fall']:.1f}%)" for r in runs if r["training"].get("still_learning")]
+
+
+def state_of_comparison(members, baseline) -> str:
+    """'converged', or which of the runs (the configuration's and its baseline's) were still
+    learning, so that the row's difference reads as an early-training comparison."""
+    runs = members + (baseline or [])
+    learning = still_learning(runs)
+    if learning:
+        return "early training: " + ", ".join(learning) + " still learning"
+    if any(r["training"].get("still_learning") is None for r in runs):
+        return "unknown (a run has no validation curve)"
+    return "converged"
 
 
 def comparison_table(runs) -> str:
@@ -128,37 +148,62 @@ def comparison_table(runs) -> str:
     for run in runs:
         groups.setdefault(run["config"], []).append(run)
     rows = ["| config | seeds | BLEU | ΔBLEU vs baseline | paired bootstrap (test set) | paper ΔBLEU | "
-            "valid ppl | Δ valid ppl | test ppl | Δ test ppl | paper Δppl |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "valid ppl | Δ valid ppl | test ppl | Δ test ppl | paper Δppl | state of training |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for config, members in groups.items():
         baseline = groups.get(baseline_of(config)) if baseline_of(config) != config else None
         seeds = ", ".join(str(r.get("seed", "?")) for r in members)
         compare = (lambda key: difference(members, baseline, key)) if baseline else (lambda key: "—")
         rows.append(f"| {config} | {seeds} | {mean_and_sd([r['bleu'] for r in members])} | {compare('bleu')} | "
                     f"{bootstrap_cell(members, baseline) if baseline else '—'} | "
-                    f"{paper_difference(members[0], 0)} | "
+                    f"{paper_difference(members[0], 'bleu')} | "
                     f"{mean_and_sd([r['valid_ppl'] for r in members])} | {compare('valid_ppl')} | "
                     f"{mean_and_sd([r['test_ppl'] for r in members])} | {compare('test_ppl')} | "
-                    f"{paper_difference(members[0], 1)} |")
+                    f"{paper_difference(members[0], 'ppl')} | {state_of_comparison(members, baseline)} |")
     return "\n".join(rows) + (
         "\n\nΔ: a configuration's mean minus its baseline's (transformer_l2, lstm_nonorm), ± the standard "
         "error of that difference over the seeds (with 2+ seeds of each). Paired bootstrap: sacreBLEU's "
         f"test of the two translations of one seed ({BOOTSTRAP_SAMPLES} resamples of the test set); it "
-        "measures the test set's noise, not the training run's: the seeds measure that.\n")
+        "measures the test set's noise, not the training run's: the seeds measure that. State of training: "
+        "'early training' when a run of the row or of its baseline was still learning (" + RULES + "); "
+        "its difference then measures how fast the two learn, not where they end.\n")
 
 
 def table(runs) -> str:
-    rows = ["| run | config | seed | updates | BLEU (sacreBLEU) | BLEU (tok.) | BLEU (lc, tok.) | valid ppl | "
-            "test ppl | paper BLEU | paper ppl |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| run | config | seed | updates | averaged | tail fall | BLEU (sacreBLEU) | BLEU (tok.) | "
+            "BLEU (lc, tok.) | valid ppl | test ppl | paper BLEU | paper ppl |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
-        paper_bleu, paper_ppl = paper_numbers(run)
         rows.append(f"| {run['name']} | {run['config']} | {run.get('seed', '—')} | {run.get('num_updates', '—')} | "
+                    f"{averaged_cell(run)} | {state_cell(run['training'])} | "
                     f"{fmt(run['bleu'])} | {fmt(run['bleu_tok'])} | {fmt(run.get('bleu_lowercase'))} | "
-                    f"{fmt(run['valid_ppl'])} | {fmt(run['test_ppl'])} | {fmt(paper_bleu, 1)} | {fmt(paper_ppl, 1)} |")
+                    f"{fmt(run['valid_ppl'])} | {fmt(run['test_ppl'])} | {fmt(paper_number(run, 'bleu'), 1)} | "
+                    f"{fmt(paper_number(run, 'ppl'), 1)} |")
+    return "\n".join(rows) + "\n\n" + table_notes(runs)
+
+
+def averaged_cell(run) -> str:
+    """'500-600 (5)' or '600 (1 of 5, narrowed)': the updates of the averaged checkpoints."""
+    averaged = run.get("averaged")
+    if not averaged:
+        return "—"
+    narrowed = f" of {averaged['asked']}, narrowed" if averaged.get("narrowed") else ""
+    return f"{averaged_span(averaged)} ({averaged['checkpoints']}{narrowed})"
+
+
+def table_notes(runs) -> str:
+    """What the first table's columns are, for the runs' directions."""
+    targets = sorted({run["direction"].split("-")[1] for run in runs})
+    methods = "; ".join(f"into {t}: {TOKENIZED_METHOD[t]}" for t in targets if t in TOKENIZED_METHOD)
     signatures = sorted({run["sacrebleu_signature"] for run in runs})
-    return "\n".join(rows) + "\n\nsacreBLEU signature: " + "; ".join(signatures) + \
-        "\nPaper: Hoffer et al. 2018, WMT14 de-en (Transformer base, 2-layer LSTM); none for other benchmarks.\n"
+    directions = ", ".join(sorted({f"{run.get('benchmark', 'wmt14')} {run['direction']}" for run in runs}))
+    return (f"Runs: {directions}. sacreBLEU signature: " + "; ".join(signatures) + ". BLEU (tok.): " + methods +
+            ", BLEU as multi-bleu.perl computes it; BLEU (lc, tok.): the same lowercased (IWSLT14 papers). "
+            "Updates: the run's last; averaged: the updates of the checkpoints averaged for evaluation "
+            "(narrowed: the older ones' validation loss was too far above the last's; evaluate.sh --help). "
+            + RULES + "\nPaper: Hoffer et al. 2018 report WMT14 de-en (Transformer base, 2-layer LSTM); the "
+            "27.3 BLEU they compare with is Vaswani et al.'s base Transformer on WMT14 en-de. Each number is "
+            "shown only beside WMT14 runs of the direction it was measured in.\n")
 
 
 def require_matplotlib() -> None:
@@ -171,23 +216,52 @@ def require_matplotlib() -> None:
 
 
 def plot(runs, path: Path) -> None:
+    """Validation loss per update: the whole curves (log scale) and their second half (linear),
+    one colour per configuration, each seed a thin line in it, the checkpoints its evaluation
+    averaged as dots; a legend of the configurations."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    figure, axis = plt.subplots(figsize=(7, 4.5))
+    from matplotlib.ticker import ScalarFormatter
+    figure, (whole, tail) = plt.subplots(1, 2, figsize=(11, 4.5))
+    colours = plt.get_cmap("tab10").colors
+    configs = list(dict.fromkeys(run["config"] for run in runs))
+    last_update = max((run["curve"][-1][0] for run in runs if run["curve"]), default=1)
     for run in runs:
-        if run["curve"]:
-            updates, losses = zip(*run["curve"])
-            axis.plot(updates, losses, marker="o", label=f"{run['name']} ({run['config']}, seed {run.get('seed', '?')})")
-    axis.set_xlabel("updates")
-    axis.set_ylabel("validation loss (label-smoothed, base 2)")
-    axis.grid(alpha=0.3)
-    axis.legend()
+        colour = colours[configs.index(run["config"]) % len(colours)]
+        for axis, start in ((whole, 0), (tail, last_update / 2)):
+            curve = [(u, loss) for u, loss in run["curve"] if u >= start]
+            if curve:
+                axis.plot(*zip(*curve), color=colour, linewidth=1, alpha=0.8)
+            averaged = [(u, loss) for u, loss in curve if in_averaged_range(run, u)]
+            if averaged:
+                axis.plot(*zip(*averaged), color=colour, linestyle="none", marker="o", markersize=4)
+    for index, config in enumerate(configs):
+        seeds = ", ".join(str(r.get("seed", "?")) for r in runs if r["config"] == config)
+        whole.plot([], [], color=colours[index % len(colours)], label=f"{config} (seeds {seeds})")
+    whole.plot([], [], color="grey", linestyle="none", marker="o", markersize=4, label="checkpoints averaged")
+    whole.set_yscale("log")
+    whole.yaxis.set_major_formatter(ScalarFormatter())
+    whole.yaxis.set_minor_formatter(ScalarFormatter())
+    whole.set_title("validation loss")
+    tail.set_title("its second half")
+    for axis in (whole, tail):
+        axis.set_xlabel("updates")
+        axis.grid(alpha=0.3, which="both")
+    whole.set_ylabel("label-smoothed loss, base 2 (log scale)")
+    whole.legend()
     figure.tight_layout()
-    write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=120, format=path.suffix[1:] or "png"))
+    write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=110, format=path.suffix[1:] or "png"))
+    plt.close(figure)
+
+
+def in_averaged_range(run, updates: int) -> bool:
+    averaged = run.get("averaged") or {}
+    return averaged.get("first_update", math.inf) <= updates <= averaged.get("last_update", -math.inf)
 
 
 def main(argv=None):
+    """Writes the tables (and the plot); returns the runs read."""
     parser = argparse.ArgumentParser(prog="collect_results.py", description=__doc__.splitlines()[0])
     parser.add_argument("save_dirs", nargs="+")
     parser.add_argument("--out", help="write the Markdown table here too")
@@ -206,6 +280,7 @@ def main(argv=None):
         plot(runs, Path(args.plot))
         if not args.quiet:
             print(f"plot: {args.plot}")
+    return runs
 
 
 if __name__ == "__main__":

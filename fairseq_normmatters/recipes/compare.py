@@ -9,9 +9,14 @@ does with --seed S, evaluates it as evaluate.sh does (WMT14: beam 4, lenpen 0.6,
 checkpoints averaged; IWSLT14: beam 5, lenpen 1, as fairseq's example) and finally writes
 OUT/results.md and OUT/curves.png with collect_results.py: the seeds' means and spreads, each
 configuration's difference from its baseline with sacreBLEU's paired bootstrap test, and the
-paper's differences. A run whose results.json exists is skipped; one that stopped half-way
+paper's differences, and says at the end which runs were still learning (their differences
+compare early training). A run whose results.json exists is skipped; one that stopped half-way
 resumes from its checkpoint_last.pt (fairseq-train's own resume); rerun the same command after
-any interruption. Arguments after -- go to every fairseq-train (e.g. a shorter schedule).
+any interruption. Arguments after -- go to every fairseq-train (e.g. a shorter schedule). A run
+that was trained (or began to be) with another fairseq-train command than the one it would get
+now is neither counted nor resumed: compare.sh names the difference and stops before training
+anything; use another OUT, or --retrain to delete those runs and train them anew. --direction
+(de-en or en-de) must be the one PREPARED was made for (prepare_*.sh --direction).
 
 --parallel P runs P runs side by side, each with its share of the machine: 1/P of the CPU
 cores (OMP_NUM_THREADS) or of the visible GPUs (CUDA_VISIBLE_DEVICES). The screen gets one line
@@ -21,8 +26,10 @@ step fails.
 """
 
 import argparse
+import difflib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -32,9 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List
 
-from . import STEP_PREFIX, RecipeError, check_not_half_prepared, run_main
+from . import DIRECTIONS, STEP_PREFIX, RecipeError, check_not_half_prepared, prepared_direction, run_main
 from .collect import main as collect
-from .train import BENCHMARKS, start_run, visible_gpus
+from .collect import still_learning
+from .train import BENCHMARKS, recorded_command, run_command, start_run, training_arguments, visible_gpus
 
 DEFAULT_CONFIGS = ("transformer_l2", "transformer_l1", "transformer_bwn", "transformer_none", "lstm_nonorm",
                    "lstm_bwn")
@@ -55,6 +63,10 @@ def parse_args(argv):
     parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS))
     parser.add_argument("--parallel", type=int, default=1, metavar="P",
                         help="runs side by side, each on 1/P of the CPU cores or GPUs (default 1)")
+    parser.add_argument("--direction", choices=tuple(DIRECTIONS),
+                        help="the translation direction; default: the one PREPARED was made for")
+    parser.add_argument("--retrain", action="store_true",
+                        help="delete and train again the runs recorded with another fairseq-train command")
     args = parser.parse_args(argv)
     args.extra = extra
     unknown = [c for c in args.configs if c not in BENCHMARKS[args.benchmark][0]]
@@ -78,6 +90,70 @@ class Run:
     @property
     def log(self) -> Path:
         return self.save_dir / "compare.log"
+
+    def has_work(self) -> bool:
+        """Whether the run holds something a new command would count or resume."""
+        return (self.save_dir / "results.json").is_file() or any(self.save_dir.glob("checkpoint*.pt"))
+
+    def extra(self, args) -> List[str]:
+        return [*args.extra, "--seed", str(self.seed)]
+
+
+def command_difference(recorded: List[str], now: List[str]) -> str:
+    """'--max-update 250 -> --max-update 750; ...': where two training commands differ
+    (train.training_arguments of each), a changed value shown with its flag."""
+    recorded, now = training_arguments(recorded), training_arguments(now)
+    changes = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=recorded, b=now, autojunk=False).get_opcodes():
+        if tag == "equal":
+            continue
+        flag = [recorded[i1 - 1]] if i1 > 0 and recorded[i1 - 1].startswith("--") and tag == "replace" else []
+        was, becomes = " ".join(flag + recorded[i1:i2]), " ".join(flag + now[j1:j2])
+        changes.append(f"{was or '(nothing)'} -> {becomes or '(nothing)'}")
+    return "; ".join(changes)
+
+
+def runs_of_another_command(runs: List[Run], args, gpus: int) -> Dict[str, str]:
+    """{run's folder name: how its recorded command differs} for each run with work done under
+    another fairseq-train command than it would get now."""
+    found = {}
+    for run in runs:
+        if not run.has_work():
+            continue
+        recorded = recorded_command(run.save_dir)
+        now = run_command(run.config, args.prepared, run.save_dir, run.extra(args), gpus, args.benchmark)
+        if recorded is None:
+            found[run.save_dir.name] = f"no fairseq-train command recorded ({run.save_dir / 'run.json'})"
+        elif training_arguments(recorded) != training_arguments(now):
+            found[run.save_dir.name] = command_difference(recorded, now)
+    return found
+
+
+def check_commands(runs: List[Run], args, gpus: int) -> None:
+    """Refuse (or with --retrain, delete) the runs trained with another command than now."""
+    differing = runs_of_another_command(runs, args, gpus)
+    if not differing:
+        return
+    if args.retrain:
+        for run in runs:
+            if run.save_dir.name in differing:
+                print(f"[compare] --retrain: deleting {run.save_dir} ({differing[run.save_dir.name]})", flush=True)
+                shutil.rmtree(run.save_dir)
+        return
+    lines = [f"  {name}: {difference}" for name, difference in differing.items()]
+    shown = "\n".join(lines[:10]) + (f"\n  ... and {len(lines) - 10} more" if len(lines) > 10 else "")
+    raise RecipeError(f"{len(differing)} run(s) in {args.out} were trained with another fairseq-train command "
+                      f"than this one would give them (recorded -> now):\n{shown}\nnothing was trained or "
+                      "deleted: use another OUT for the new command, or add --retrain to delete these runs and "
+                      "train them again")
+
+
+def check_direction(args) -> None:
+    prepared = prepared_direction(args.prepared)
+    if args.direction and args.direction != prepared:
+        raise RecipeError(f"--direction {args.direction}: {args.prepared} was prepared for {prepared}; prepare "
+                          f"another directory with scripts/prepare_{args.benchmark}_de_en.sh --direction "
+                          f"{args.direction}, or leave --direction out")
 
 
 @dataclass
@@ -149,8 +225,7 @@ def train_and_evaluate(run: Run, args, share: Share, progress: Progress) -> None
     """fairseq-train, then the evaluation, in one process (one_run.py) on `share` of the machine."""
     started = time.monotonic()
     progress.say(run, "training")
-    train = start_run(run.config, args.prepared, run.save_dir, [*args.extra, "--seed", str(run.seed)],
-                      share.gpus, args.benchmark)
+    train = start_run(run.config, args.prepared, run.save_dir, run.extra(args), share.gpus, args.benchmark)
     run_logged(run, [sys.executable, "-m", "fairseq_normmatters.recipes.one_run", str(run.save_dir),
                      str(args.prepared), *EVALUATION[args.benchmark], "--", *train], share.environment)
     took = time.monotonic() - started
@@ -159,10 +234,9 @@ def train_and_evaluate(run: Run, args, share: Share, progress: Progress) -> None
     progress.say(run, f"done in {minutes(took)}, BLEU {bleu}")
 
 
-def run_all(runs: List[Run], args, progress: Progress) -> None:
-    """Each run in `runs` trained and evaluated, `args.parallel` at a time; the first failure
-    stops new runs from starting, lets the running ones end, and is raised."""
-    shares = machine_shares(args.parallel, visible_gpus(), len(os.sched_getaffinity(0)))
+def run_all(runs: List[Run], args, shares: List[Share], progress: Progress) -> None:
+    """Each run in `runs` trained and evaluated, `args.parallel` at a time, each on a share; the
+    first failure stops new runs from starting, lets the running ones end, and is raised."""
     free, queue, failure = list(shares), list(runs), None
     progress.waiting = len(runs)
     with ThreadPoolExecutor(max_workers=len(shares)) as pool:
@@ -185,18 +259,33 @@ def run_all(runs: List[Run], args, progress: Progress) -> None:
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     check_not_half_prepared(args.prepared)
+    check_direction(args)
     out = Path(args.out)
     runs = [Run(number, config, seed, out / f"{config}-seed{seed}") for number, (seed, config) in enumerate(
         ((seed, config) for seed in range(1, args.seeds + 1) for config in args.configs), 1)]
+    shares = machine_shares(args.parallel, visible_gpus(), len(os.sched_getaffinity(0)))
+    check_commands(runs, args, shares[0].gpus)
     progress = Progress(len(runs), args.parallel)
     done = [run for run in runs if (run.save_dir / "results.json").is_file()]
     for run in done:
         progress.say(run, "done before")
-    run_all([run for run in runs if run not in done], args, progress)
+    run_all([run for run in runs if run not in done], args, shares, progress)
     results, curves = out / "results.md", out / "curves.png"
-    collect([*(str(run.save_dir) for run in runs), "--out", str(results), "--plot", str(curves), "--quiet"])
+    collected = collect([*(str(run.save_dir) for run in runs), "--out", str(results), "--plot", str(curves),
+                         "--quiet"])
     print(f"[compare] done in {minutes(time.monotonic() - progress.started)}: table {results}, curves {curves}",
           flush=True)
+    print(verdict_line(collected), flush=True)
+
+
+def verdict_line(runs) -> str:
+    """One line: whether the table compares converged runs, or names those still learning."""
+    learning = still_learning(runs)
+    if not learning:
+        return "[compare] every run had stopped learning: the differences compare converged models"
+    return (f"[compare] {len(learning)} of {len(runs)} runs were still learning ({', '.join(learning)}): the rows "
+            "with them compare early training, not converged models; train longer (--max-update after --) in a "
+            "new OUT, or with --retrain")
 
 
 if __name__ == "__main__":

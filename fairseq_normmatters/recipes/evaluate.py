@@ -1,20 +1,29 @@
-"""Score a trained run: average checkpoints, translate the test set, BLEU and perplexity.
+"""Score a trained run: average its converged tail, translate the test set, BLEU and perplexity.
 
     scripts/evaluate.sh SAVE_DIR PREPARED_DIR [--average 5] [--beam 4] [--lenpen 0.6]
+                        [--unchecked-average]
 
-1. Average the parameters of the last --average checkpoints (checkpoint_E_U.pt by update if
-   --save-interval-updates made them, else checkpointE.pt by epoch, else checkpoint_last.pt)
-   into SAVE_DIR/checkpoint_avg.pt. fairseq's own averaging script is not shipped in its
-   wheels; this is the same computation (parameter-wise mean).
+1. Average the parameters of the run's last --average checkpoints by update (checkpoint_E_U.pt,
+   checkpointE.pt and checkpoint_last.pt alike, ordered by the update each holds, so the final
+   state counts even when only checkpoint_last.pt has it) into SAVE_DIR/checkpoint_avg.pt,
+   keeping only the converged tail: from the newest back, the checkpoints whose validation loss
+   (the last validation at or before their update, in SAVE_DIR/train.log) is at most {tolerance}
+   above the newest checkpoint's, stopping at the first that is not. A narrowed average is
+   said on the screen and in results.json ("averaged": the update range and the reason). A run
+   whose train.log has no validation loss at or before its newest checkpoint is refused: pass
+   --average 1 to score that checkpoint alone, or --unchecked-average to average the last N
+   without the check. fairseq's own averaging script is not shipped in its wheels; this is the
+   same computation (parameter-wise mean).
 2. fairseq-generate on test (beam 4, lenpen 0.6), sentencepiece-decoded.
    (fairseq-generate and fairseq-validate run inside this process: recipes.run_fairseq.)
-3. sacreBLEU on the detokenized output against PREPARED_DIR/raw/test.en (signature kept),
-   tokenized BLEU (13a tokens, compounds split at hyphens as ##AT##-##AT##) for comparison
-   with WMT14 papers, and lowercased tokenized BLEU (13a) as IWSLT14 papers quote it.
+3. sacreBLEU on the detokenized output against PREPARED_DIR/raw/test.TARGET (signature kept),
+   tokenized BLEU as papers of the direction quote it (recipes/scoring.py: Moses-tokenized; a
+   German output with compounds split) and the same lowercased (IWSLT14 papers).
 4. fairseq-validate on valid and test: perplexity (base 2 of the label-free nll).
 
-Writes SAVE_DIR/results.json (with the run's seed and the paths of its translations and of the
-reference, for collect_results.py's significance tests) and SAVE_DIR/test.hyp.
+Writes SAVE_DIR/results.json (with the run's seed, its state of training (recipes/convergence.py),
+the averaged range, and the paths of its translations and of the reference, for
+collect_results.py's significance tests) and SAVE_DIR/test.hyp.
 """
 
 import argparse
@@ -25,22 +34,55 @@ from pathlib import Path
 import torch
 
 from ..fairseq_plugin.checkpoint import allow_fairseq_checkpoints
-from . import RecipeError, check_not_half_prepared, run_fairseq, run_main, write_atomically, write_text_atomically
+from . import (DIRECTIONS, RecipeError, check_not_half_prepared, prepared_direction, run_fairseq, run_main,
+               write_atomically, write_text_atomically)
+from .convergence import AVERAGE_TOLERANCE, averaged_span, converged_tail, training_state, validation_curve
+from .scoring import bleu_scores
 
 USER_DIR = str(Path(__file__).resolve().parent.parent)
+__doc__ = __doc__.replace("{tolerance}", f"{AVERAGE_TOLERANCE:.0%}")
+NOT_AVERAGED = ("checkpoint_best.pt", "checkpoint_avg.pt")  # copies of an earlier state / our output
 
 
-def checkpoints_to_average(save_dir: Path, count: int):
-    """The last `count` checkpoints by update (checkpoint_E_U.pt), else by epoch (checkpointE.pt)."""
-    for pattern in (r"checkpoint_\d+_(\d+)\.pt", r"checkpoint(\d+)\.pt"):
-        found = [(int(m.group(1)), p) for p in save_dir.glob("checkpoint*.pt")
-                 if (m := re.fullmatch(pattern, p.name))]
-        if found:
-            return [p for _, p in sorted(found)][-count:]
-    last = save_dir / "checkpoint_last.pt"
-    if last.is_file():
-        return [last]
-    raise RecipeError(f"no checkpoint in {save_dir} (looked for checkpointN.pt and checkpoint_last.pt)")
+def checkpoint_updates(path: Path) -> int:
+    """The update count a fairseq checkpoint holds (its tensors memory-mapped, not read)."""
+    allow_fairseq_checkpoints()
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return state["optimizer_history"][-1]["num_updates"]
+
+
+def checkpoints_by_update(save_dir: Path):
+    """[(updates, path)] of every checkpoint of the run, one per update count (a named one before
+    checkpoint_last.pt holding the same state), oldest first."""
+    found = {}
+    for path in sorted(save_dir.glob("checkpoint*.pt"), key=lambda p: p.name == "checkpoint_last.pt"):
+        if path.name not in NOT_AVERAGED:
+            found.setdefault(checkpoint_updates(path), path)
+    if not found:
+        raise RecipeError(f"no checkpoint in {save_dir} (looked for checkpoint*.pt)")
+    return sorted(found.items())
+
+
+def checkpoints_to_average(save_dir: Path, count: int, checked: bool = True):
+    """(paths, description): the last `count` checkpoints by update, narrowed to the converged
+    tail (convergence.converged_tail) unless not `checked`; description is results.json's
+    "averaged" record: first and last update, count, and why it was narrowed."""
+    last = checkpoints_by_update(save_dir)[-count:]
+    kept, narrowed = last, ""
+    if checked and len(last) > 1:
+        kept, narrowed = converged_tail(last, validation_curve(save_dir))
+        if kept is None:
+            raise RecipeError(f"cannot check which checkpoints of {save_dir} are converged: {narrowed}; "
+                              "pass --average 1 to score the last checkpoint alone, or --unchecked-average "
+                              f"to average the last {count} without the check")
+    description = {"first_update": kept[0][0], "last_update": kept[-1][0], "checkpoints": len(kept),
+                   "asked": count, "narrowed": narrowed, "checked": checked or len(last) == 1}
+    return [path for _, path in kept], description
+
+
+def averaged_range(averaged: dict) -> str:
+    """'updates 500-600 (5 of 5 checkpoints)', for the screen."""
+    return f"updates {averaged_span(averaged)} ({averaged['checkpoints']} of {averaged['asked']} checkpoints)"
 
 
 def average_checkpoints(paths, output: Path) -> dict:
@@ -83,24 +125,6 @@ def detokenized_hypotheses(generate_log: str):
     return [found[i] for i in sorted(found)]
 
 
-def split_compounds(line: str) -> str:
-    return re.sub(r"(\S)-(\S)", r"\1 ##AT##-##AT## \2", line)
-
-
-def bleu_scores(hypotheses, references):
-    """(sacreBLEU score, its signature, tokenized BLEU with compound splitting (WMT14 papers),
-    lowercased tokenized BLEU (IWSLT14 papers, as fairseq's example reports it))."""
-    from sacrebleu.metrics import BLEU
-    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
-    bleu = BLEU()
-    score = bleu.corpus_score(hypotheses, [references]).score
-    tokenize = Tokenizer13a()
-    tokenized = BLEU(tokenize="none", force=True).corpus_score(
-        [split_compounds(tokenize(h)) for h in hypotheses], [[split_compounds(tokenize(r)) for r in references]])
-    lowercased = BLEU(lowercase=True).corpus_score(hypotheses, [references])
-    return score, str(bleu.get_signature()), tokenized.score, lowercased.score
-
-
 def perplexities(validate_log: str):
     """subset -> ppl from fairseq-validate's log."""
     return {subset: float(ppl) for subset, ppl in
@@ -108,33 +132,44 @@ def perplexities(validate_log: str):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="evaluate.sh", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="evaluate.sh", description=__doc__.splitlines()[0],
+                                     epilog=__doc__[__doc__.index("1. "):__doc__.index("2. ")],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("save_dir")
     parser.add_argument("prepared_dir")
-    parser.add_argument("--average", type=int, default=5, help="last epoch checkpoints to average")
+    parser.add_argument("--average", type=int, default=5,
+                        help="the last N checkpoints by update, narrowed to the converged tail (default 5)")
+    parser.add_argument("--unchecked-average", action="store_true",
+                        help="average the last N whatever their validation losses")
     parser.add_argument("--beam", type=int, default=4)
     parser.add_argument("--lenpen", type=float, default=0.6)
     parser.add_argument("--max-tokens", type=int, default=8000)
     parser.add_argument("--cpu", action="store_true", help="evaluate on CPU even if CUDA is there")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.average < 1:
+        parser.error(f"--average {args.average}: needs at least 1")
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     save_dir, prepared = Path(args.save_dir), Path(args.prepared_dir)
     check_not_half_prepared(prepared)
-    data, reference = prepared / "bin", prepared / "raw" / "test.en"
-    for needed in (data / "dict.de.txt", reference):
+    direction = prepared_direction(prepared)
+    source, target = DIRECTIONS[direction]
+    data, reference = prepared / "bin", prepared / "raw" / f"test.{target}"
+    for needed in (data / f"dict.{source}.txt", reference):
         if not needed.is_file():
             raise RecipeError(f"{needed} is missing: is {prepared} a directory made by prepare_wmt14_de_en.sh?")
-    paths = checkpoints_to_average(save_dir, args.average)
-    averaged = save_dir / "checkpoint_avg.pt"
-    print(f"[evaluate] averaging {', '.join(p.name for p in paths)}", flush=True)
-    state = average_checkpoints(paths, averaged)
+    paths, averaged = checkpoints_to_average(save_dir, args.average, checked=not args.unchecked_average)
+    print(f"[evaluate] averaging {averaged_range(averaged)}: {', '.join(p.name for p in paths)}"
+          + (f"; narrowed: {averaged['narrowed']}" if averaged["narrowed"] else ""), flush=True)
+    state = average_checkpoints(paths, save_dir / "checkpoint_avg.pt")
     device = ["--cpu"] if args.cpu or not torch.cuda.is_available() else []
     # ve-fairseq 0.12.3 drops a last batch whose size is not a multiple of this (default 8)
-    common = [data, "--user-dir", USER_DIR, "--path", averaged, "--max-tokens", args.max_tokens,
-              "--required-batch-size-multiple", "1", *device]
+    common = [data, "--user-dir", USER_DIR, "--path", save_dir / "checkpoint_avg.pt", "--max-tokens",
+              args.max_tokens, "--required-batch-size-multiple", "1", "--source-lang", source,
+              "--target-lang", target, *device]
     print("[evaluate] fairseq-generate on test", flush=True)
     generated = run_fairseq("fairseq-generate", *common, "--gen-subset", "test", "--beam", args.beam,
                             "--lenpen", args.lenpen, "--post-process", "sentencepiece")
@@ -143,24 +178,22 @@ def main(argv=None):
     if len(hypotheses) != len(references):
         raise RecipeError(f"fairseq-generate gave {len(hypotheses)} translations for {len(references)} references")
     write_text_atomically(save_dir / "test.hyp", "".join(h + "\n" for h in hypotheses))
-    bleu, signature, bleu_tok, bleu_lowercase = bleu_scores(hypotheses, references)
+    scores = bleu_scores(hypotheses, references, target)
     print("[evaluate] fairseq-validate on valid and test", flush=True)
     ppl = perplexities(run_fairseq("fairseq-validate", *common, "--task", "translation",
                                    "--valid-subset", "valid,test"))
     run = json.loads((save_dir / "run.json").read_text()) if (save_dir / "run.json").is_file() else {}
     results = {"config": run.get("config", save_dir.name), "benchmark": run.get("benchmark", "wmt14"),
-               "seed": training_seed(run.get("command", [])),
-               "bleu": round(bleu, 2), "hypotheses": str((save_dir / "test.hyp").resolve()),
-               "reference": str(reference.resolve()),
-               "sacrebleu_signature": signature, "bleu_tok": round(bleu_tok, 2),
-               "bleu_lowercase": round(bleu_lowercase, 2),
+               "direction": direction, "seed": training_seed(run.get("command", [])), **scores,
+               "hypotheses": str((save_dir / "test.hyp").resolve()), "reference": str(reference.resolve()),
                "valid_ppl": ppl.get("valid"), "test_ppl": ppl.get("test"),
-               "checkpoints_averaged": [p.name for p in paths],
+               "checkpoints_averaged": [p.name for p in paths], "averaged": averaged,
+               "training": training_state(validation_curve(save_dir)),
                "num_updates": state["optimizer_history"][-1]["num_updates"],
                "beam": args.beam, "lenpen": args.lenpen}
     write_text_atomically(save_dir / "results.json", json.dumps(results, indent=1))
-    print(f"[evaluate] {results['config']}: BLEU {bleu:.2f} ({signature}), tokenized BLEU {bleu_tok:.2f}, "
-          f"valid ppl {results['valid_ppl']}, test ppl {results['test_ppl']}")
+    print(f"[evaluate] {results['config']}: BLEU {scores['bleu']:.2f} ({scores['sacrebleu_signature']}), "
+          f"tokenized BLEU {scores['bleu_tok']:.2f}, valid ppl {results['valid_ppl']}, test ppl {results['test_ppl']}")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,18 @@
-"""Prepare WMT14 de->en (or any plain parallel corpus) for fairseq: clean, sentencepiece, binarize.
+"""Prepare WMT14 de->en or en->de (or any plain parallel corpus) for fairseq: clean, sentencepiece, binarize.
 
-    scripts/prepare_wmt14_de_en.sh [--raw-dir RAW] [--vocab-size 32000] OUT
+    scripts/prepare_wmt14_de_en.sh [--raw-dir RAW] [--vocab-size 32000] [--direction de-en|en-de] OUT
 
 RAW holds the official WMT14 archives as downloaded, or their extracted files, or a plain
 corpus (train/valid/test.{de,en}, as the demo's). Without --raw-dir the archives are
 downloaded into OUT/downloads first. OUT receives:
 
-    raw/{train,valid,test}.{de,en}   cleaned text (test: full newstest2014 de->en, untouched)
+    raw/{train,valid,test}.{de,en}   cleaned text (test: the full newstest2014 of the direction,
+                                     its source and reference untouched: de-en the German source
+                                     and English reference files, en-de the English source and
+                                     German reference)
     spm/spm.model, spm/*.{de,en}     one joint sentencepiece model and the encoded text
-    bin/                             fairseq-preprocess --joined-dictionary output
+    bin/                             fairseq-preprocess --joined-dictionary output, source and
+                                     target as --direction says (default de-en)
     prepare.json                     the settings and "done" once finished
 """
 
@@ -21,7 +25,7 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-from . import RecipeError, run_main, run_tool, write_text_atomically
+from . import DIRECTIONS, RecipeError, run_main, run_tool, write_text_atomically
 
 WMT14_ARCHIVES = {
     "training-parallel-europarl-v7.tgz": "https://www.statmt.org/europarl/v7/de-en.tgz",
@@ -39,8 +43,12 @@ WMT14_FILES = {
          "training/news-commentary-v9.de-en.en"),
     ],
     "valid": [("dev.tgz", "dev/newstest2013.de", "dev/newstest2013.en")],
-    "test": [("test-full.tgz", "test-full/newstest2014-deen-src.de.sgm", "test-full/newstest2014-deen-ref.en.sgm")],
 }
+# direction -> the test set's (archive, German file, English file): the source and reference of newstest2014
+WMT14_TEST = {"de-en": ("test-full.tgz", "test-full/newstest2014-deen-src.de.sgm",
+                        "test-full/newstest2014-deen-ref.en.sgm"),
+              "en-de": ("test-full.tgz", "test-full/newstest2014-deen-ref.de.sgm",
+                        "test-full/newstest2014-deen-src.en.sgm")}
 SPLITS = ("train", "valid", "test")
 LANGS = ("de", "en")
 
@@ -56,13 +64,15 @@ def parse_args(argv=None, prog="prepare_wmt14_de_en.sh", description=__doc__, vo
     parser.add_argument("--max-len", type=int, default=max_len, help="drop training pairs longer (words)")
     parser.add_argument("--max-ratio", type=float, default=1.5, help="drop training pairs with a longer length ratio")
     parser.add_argument("--workers", type=int, default=4, help="fairseq-preprocess workers")
+    parser.add_argument("--direction", choices=tuple(DIRECTIONS), default="de-en",
+                        help="source-target (default de-en; en-de is the direction of Vaswani et al.'s 27.3)")
     return parser.parse_args(argv, argparse.Namespace(script=prog))
 
 
 def settings_of(args):
     return {"raw_dir": str(Path(args.raw_dir).resolve()) if args.raw_dir else "download",
             "vocab_size": args.vocab_size, "spm_sample": args.spm_sample,
-            "max_len": args.max_len, "max_ratio": args.max_ratio}
+            "max_len": args.max_len, "max_ratio": args.max_ratio, "direction": args.direction}
 
 
 def claim_output(out: Path, settings: dict, script: str = "prepare_wmt14_de_en.sh") -> bool:
@@ -70,7 +80,7 @@ def claim_output(out: Path, settings: dict, script: str = "prepare_wmt14_de_en.s
     marker = out / "prepare.json"
     if marker.exists():
         state = json.loads(marker.read_text())
-        if state.get("settings") != settings:
+        if {"direction": "de-en", **state.get("settings", {})} != settings:  # made before --direction: de-en
             raise RecipeError(f"{out} was prepared with other settings ({state.get('settings')}); "
                               f"use another output directory or delete {out}")
         if state.get("status") == "done":
@@ -116,14 +126,15 @@ def is_plain_corpus(raw: Path) -> bool:
     return all((raw / f"{split}.{lang}").is_file() for split in SPLITS for lang in LANGS)
 
 
-def read_corpus(raw: Path):
-    """split -> (German lines, English lines), from a plain corpus or the WMT14 files."""
+def read_corpus(raw: Path, direction: str = "de-en"):
+    """split -> (German lines, English lines), from a plain corpus or the WMT14 files (the test
+    set of `direction`)."""
     if is_plain_corpus(raw):
         return {split: tuple((raw / f"{split}.{lang}").read_text(encoding="utf-8").splitlines()
                              for lang in LANGS) for split in SPLITS}
     finder = SourceFinder(raw)
     corpus = {}
-    for split, files in WMT14_FILES.items():
+    for split, files in {**WMT14_FILES, "test": [WMT14_TEST[direction]]}.items():
         de, en = [], []
         for archive, de_member, en_member in files:
             de_lines, en_lines = finder.read_lines(archive, de_member), finder.read_lines(archive, en_member)
@@ -151,14 +162,14 @@ def download(out: Path) -> Path:
     return target
 
 
-def clean_pairs(de, en, max_len, max_ratio):
-    """Drop empty pairs, pairs over max_len words and pairs with a word-length ratio over max_ratio."""
-    kept = []
-    for s, t in zip(de, en):
-        s, t = " ".join(s.split()), " ".join(t.split())
-        ls, lt = len(s.split()), len(t.split())
-        if ls and lt and ls <= max_len and lt <= max_len and max(ls, lt) <= max_ratio * min(ls, lt):
-            kept.append((s, t))
+def clean_pairs(de, en, max_len, max_ratio, lengths=None):
+    """Drop empty pairs, pairs over max_len words and pairs with a length ratio over max_ratio.
+    A pair's lengths are its whitespace-separated words, or `lengths` ((German lengths, English
+    lengths), e.g. Moses tokens) where given."""
+    de, en = [" ".join(s.split()) for s in de], [" ".join(t.split()) for t in en]
+    lengths = lengths or ([len(s.split()) for s in de], [len(t.split()) for t in en])
+    kept = [(s, t) for s, t, ls, lt in zip(de, en, *lengths)
+            if ls and lt and ls <= max_len and lt <= max_len and max(ls, lt) <= max_ratio * min(ls, lt)]
     return [p[0] for p in kept], [p[1] for p in kept]
 
 
@@ -188,7 +199,7 @@ def main(argv=None):
         return
     raw = Path(args.raw_dir).resolve() if args.raw_dir else download(out)
     print(f"[prepare] reading {raw}", flush=True)
-    corpus = read_corpus(raw)
+    corpus = read_corpus(raw, args.direction)
     train = clean_pairs(*corpus["train"], args.max_len, args.max_ratio)
     print(f"[prepare] train: {len(train[0])} of {len(corpus['train'][0])} pairs kept after cleaning", flush=True)
     finish(out, settings, args, {"train": train, "valid": clean_pairs(*corpus["valid"], 10**9, float("inf")),
@@ -222,7 +233,8 @@ def finish(out: Path, settings: dict, args, texts: dict) -> None:
         for lang, lines in zip(LANGS, pair):
             write_lines(out / "spm" / f"{split}.{lang}", (" ".join(p) for p in sp.encode(lines, out_type=str)))
     print("[prepare] fairseq-preprocess", flush=True)
-    run_tool("fairseq-preprocess", "--source-lang", "de", "--target-lang", "en",
+    source, target = DIRECTIONS[args.direction]
+    run_tool("fairseq-preprocess", "--source-lang", source, "--target-lang", target,
              "--trainpref", out / "spm" / "train", "--validpref", out / "spm" / "valid",
              "--testpref", out / "spm" / "test", "--destdir", out / "bin", "--joined-dictionary",
              "--workers", args.workers, quiet=True)

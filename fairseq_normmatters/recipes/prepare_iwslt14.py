@@ -8,17 +8,19 @@ among talk metadata lines such as <url>, <talkid>, <keywords>) and the
 IWSLT14.TED.{dev2010,tst2010,tst2011,tst2012} and IWSLT14.TEDX.dev2012 .de-en.{de,en}.xml
 files (sentences in <seg id=...>). As fairseq's examples/translation/prepare-iwslt14.sh does:
 the lines with <url>, <talkid> or <keywords> are dropped (the <title> and <description> texts
-kept, unwrapped), the training pairs
-are cleaned (empty, over --max-len 175 words, length ratio over 1.5), every 23rd cleaned pair
-becomes the validation set and the rest the training set, and the test set is TED dev2010,
-TEDX dev2012 and TED tst2010-2012 in that order. Unlike that script the text is not Moses-
-tokenized nor lowercased: one joint sentencepiece model (--vocab-size 10000) encodes it, so
-that sacreBLEU scores detokenized, cased output (evaluate.sh adds the lowercased, tokenized
-BLEU that the community quotes for this set). No download: the archive is not on a stable URL.
+kept, unwrapped), the training pairs are cleaned as its clean-corpus-n.perl cleans them, on the
+lengths in Moses tokens (sacremoses, each language's rules: empty, over --max-len 175 tokens,
+length ratio over 1.5), every 23rd cleaned pair becomes the validation set and the rest the
+training set, and the test set is TED dev2010, TEDX dev2012 and TED tst2010-2012 in that order:
+the same pairs in each split. Unlike that script the text kept is not Moses-tokenized nor
+lowercased: one joint sentencepiece model (--vocab-size 10000) encodes it, so that sacreBLEU
+scores detokenized, cased output (evaluate.sh adds the lowercased, Moses-tokenized BLEU that
+IWSLT14 papers quote). No download: the archive is not on a stable URL.
 OUT receives raw/, spm/, bin/ and prepare.json as prepare_wmt14_de_en.sh's.
 """
 
 import re
+from multiprocessing import Pool
 from pathlib import Path
 
 from . import RecipeError, run_main
@@ -52,6 +54,19 @@ def read_iwslt14(raw):
     return tuple(train), test
 
 
+def moses_length(line_and_language) -> int:
+    from .scoring import moses_tokenizer
+    line, language = line_and_language
+    return len(moses_tokenizer(language).tokenize(line, escape=False))
+
+
+def moses_lengths(lines, language: str, workers: int):
+    """The number of Moses tokens of each line (as prepare-iwslt14.sh counts them: after
+    tokenizer.perl -l LANGUAGE), on `workers` processes."""
+    with Pool(max(1, workers)) as pool:
+        return pool.map(moses_length, [(line, language) for line in lines], chunksize=2000)
+
+
 def xml_file(test_set: str, lang: str) -> str:
     return f"de-en/{test_set}.de-en.{lang}.xml"
 
@@ -73,7 +88,9 @@ def main(argv=None):
         return
     print(f"[prepare] reading {args.raw_dir}", flush=True)
     (train_de, train_en), test = read_iwslt14(Path(args.raw_dir).resolve())
-    cleaned = clean_pairs(train_de, train_en, args.max_len, args.max_ratio)
+    print(f"[prepare] counting Moses tokens of {len(train_de)} pairs", flush=True)
+    lengths = tuple(moses_lengths(lines, lang, args.workers) for lines, lang in zip((train_de, train_en), LANGS))
+    cleaned = clean_pairs(train_de, train_en, args.max_len, args.max_ratio, lengths)
     train, valid = split_validation(*cleaned)
     print(f"[prepare] {len(cleaned[0])} of {len(train_de)} pairs kept after cleaning: {len(train[0])} train, "
           f"{len(valid[0])} valid; {len(test[0])} test", flush=True)

@@ -15,7 +15,8 @@ shared, dropout 0.1, --max-tokens 4096 per GPU with --update-freq so that the ef
 is 8 GPUs x 4096 tokens, fp16 on CUDA (PRECISION=amp, bf16 or fp32 to change; bf16 is the
 plugin's --autocast-bf16, since fairseq's --bf16 implies --tpu and crashes; on CPU only bf16
 applies), all visible GPUs, json logs in
-SAVE_DIR/train.log, a checkpoint per epoch (the last 10 kept, for averaging). LSTMs: the same
+SAVE_DIR/train.log, a checkpoint and a validation every 1000 updates (the last 5 kept, for
+averaging the converged tail: the last 4000 updates and the final state). LSTMs: the same
 optimizer with lr 0.001, dropout 0.2 and --clip-norm 1.0. Extra arguments are passed last, so
 they override any of these.
 """
@@ -25,8 +26,13 @@ import os
 import sys
 from pathlib import Path
 
-from . import RecipeError, check_not_half_prepared, run_main, tool_path, write_text_atomically
+from . import (DIRECTIONS, RecipeError, check_not_half_prepared, prepared_direction, run_main, tool_path,
+               write_text_atomically)
 
+# a checkpoint and a validation every 1000 updates (the last 5 kept: the final 4000 updates and
+# the final state, as Vaswani et al. averaged checkpoints written minutes apart), no epoch ones
+TAIL_CHECKPOINTS = ["--save-interval-updates", "1000", "--keep-interval-updates", "5", "--no-epoch-checkpoints",
+                    "--validate-interval-updates", "1000"]
 TRANSFORMER = ["--lr", "0.0007", "--dropout", "0.1"]
 LSTM = ["--lr", "0.001", "--dropout", "0.2", "--clip-norm", "1.0"]
 CONFIGS = {  # name -> (architecture, flags)
@@ -44,7 +50,7 @@ COMMON = ["--task", "translation", "--share-all-embeddings", "--optimizer", "ada
           "--adam-betas", "(0.9, 0.98)", "--adam-eps", "1e-9", "--lr-scheduler", "inverse_sqrt",
           "--warmup-updates", "4000", "--warmup-init-lr", "1e-07", "--criterion",
           "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--weight-decay", "0.0",
-          "--max-tokens", "4096", "--max-update", "100000", "--keep-last-epochs", "10",
+          "--max-tokens", "4096", "--max-update", "100000", *TAIL_CHECKPOINTS,
           "--log-format", "json", "--log-interval", "100", "--seed", "1"]
 REFERENCE_GPUS = 8
 IWSLT14_TRANSFORMER = ["--lr", "5e-4", "--dropout", "0.3", "--weight-decay", "0.0001"]
@@ -89,13 +95,30 @@ def command(config, prepared, save_dir, extra, gpus, precision="fp16", benchmark
         raise RecipeError(f"unknown CONFIG {config!r}; known: {', '.join(configs)}")
     check_not_half_prepared(prepared)
     data = Path(prepared) / "bin"
-    if not (data / "dict.de.txt").is_file():
-        raise RecipeError(f"{data} holds no fairseq data (dict.de.txt): run scripts/prepare_{benchmark}_de_en.sh first")
+    if not any(data.glob("dict.*.txt")):
+        raise RecipeError(f"{data} holds no fairseq data (dict.*.txt): run scripts/prepare_{benchmark}_de_en.sh first")
     arch, flags = configs[config]
+    source, target = DIRECTIONS[prepared_direction(prepared)]
     user_dir = str(Path(__file__).resolve().parent.parent)
-    return [tool_path("fairseq-train"), str(data), "--user-dir", user_dir, "--arch", arch,
+    return [tool_path("fairseq-train"), str(data.resolve()), "--user-dir", user_dir, "--arch", arch,
             "--save-dir", str(save_dir), "--log-file", str(Path(save_dir) / "train.log"),
+            "--source-lang", source, "--target-lang", target,
             *common, *flags, *device_flags(gpus, precision, reference_gpus), *extra]
+
+
+#: the flags of a fairseq-train command that name where the run is, not what it trains
+WHERE_FLAGS = ("--user-dir", "--save-dir", "--log-file")
+
+
+def training_arguments(command):
+    """A fairseq-train command without the program's path and the values of WHERE_FLAGS: what
+    two runs must share to be the same training."""
+    kept, skip = [], False
+    for argument in command[1:]:
+        if not skip:
+            kept.append(argument)
+        skip = argument in WHERE_FLAGS
+    return kept
 
 
 def visible_gpus() -> int:
@@ -121,10 +144,21 @@ def main(argv=None):
     os.execv(cmd[0], cmd)
 
 
+def run_command(config, prepared, save_dir, extra, gpus, benchmark="wmt14"):
+    """The fairseq-train command of CONFIG (command(), with $PRECISION) for `gpus` GPUs."""
+    return command(config, prepared, save_dir, extra, gpus, os.environ.get("PRECISION", "fp16"), benchmark)
+
+
+def recorded_command(save_dir):
+    """The fairseq-train command SAVE_DIR/run.json recorded, or None."""
+    path = Path(save_dir) / "run.json"
+    return json.loads(path.read_text()).get("command") if path.is_file() else None
+
+
 def start_run(config, prepared, save_dir, extra, gpus, benchmark="wmt14"):
-    """The fairseq-train command of CONFIG (command(), with $PRECISION) for `gpus` GPUs, after
-    SAVE_DIR/run.json records it (evaluate and collect read the configuration and seed there)."""
-    cmd = command(config, prepared, save_dir, extra, gpus, os.environ.get("PRECISION", "fp16"), benchmark)
+    """run_command(...), after SAVE_DIR/run.json records it (evaluate and collect read the
+    configuration and seed there, compare the command)."""
+    cmd = run_command(config, prepared, save_dir, extra, gpus, benchmark)
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     write_text_atomically(Path(save_dir) / "run.json",
                           json.dumps({"config": config, "benchmark": benchmark, "command": cmd}, indent=1))

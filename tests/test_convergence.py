@@ -1,0 +1,149 @@
+"""The verdict's safeguards: a run's state of training, the converged-tail average, and BLEU as
+papers of each direction compute it."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from fairseq_normmatters.recipes import RecipeError
+from fairseq_normmatters.recipes.collect import comparison_table, paper_number, table
+from fairseq_normmatters.recipes.compare import verdict_line
+from fairseq_normmatters.recipes.convergence import converged_tail, training_state, validation_curve
+from fairseq_normmatters.recipes.evaluate import checkpoints_to_average
+from fairseq_normmatters.recipes.scoring import bleu_scores, tokenized_bleu
+
+FALLING = [(u, 7.0 * 0.995 ** u + 1.3) for u in range(25, 251, 25)]  # the demo at 250 updates, shaped
+FLAT = [(u, 1.42 + 0.01 * math.sin(u)) for u in range(25, 751, 25)]  # a plateau with noise
+
+
+def test_a_still_falling_curve_is_marked_and_a_flat_one_is_not():
+    falling, flat = training_state(FALLING), training_state(FLAT)
+    assert falling["still_learning"] is True and falling["tail_fall"] > 0.1
+    assert flat["still_learning"] is False and abs(flat["tail_fall"]) < 0.02
+    assert training_state(FALLING[:1]) == {"tail_fall": None, "still_learning": None}
+
+
+def test_the_tail_fall_is_measured_from_the_last_validation_before_the_last_fifth():
+    curve = [(100, 2.0), (700, 1.6), (799, 1.5), (1000, 1.2)]  # 80% of 1000 is 800: the 799 point
+    assert training_state(curve)["tail_fall"] == pytest.approx((1.5 - 1.2) / 1.5, abs=1e-4)
+
+
+def write_log(save_dir, curve):
+    lines = [json.dumps({"epoch": 1, "valid_loss": f"{loss:.3f}", "valid_num_updates": str(u)}) for u, loss in curve]
+    (save_dir / "train.log").write_text("\n".join(lines) + "\n")
+
+
+def write_checkpoint(path, updates):
+    torch.save({"model": {"w": torch.full((2,), float(updates))}, "optimizer_history": [{"num_updates": updates}]},
+               path)
+
+
+@pytest.fixture
+def run_far_worse_early(tmp_path):
+    """Checkpoints at 250, 500, 750 (interval) and 800 (checkpoint_last.pt only); validation
+    loss 5.0, 3.0, 1.53, 1.50: the two older ones far above the last."""
+    write_log(tmp_path, [(250, 5.0), (500, 3.0), (750, 1.53), (800, 1.50)])
+    for updates in (250, 500, 750):
+        write_checkpoint(tmp_path / f"checkpoint_1_{updates}.pt", updates)
+    write_checkpoint(tmp_path / "checkpoint_last.pt", 800)
+    write_checkpoint(tmp_path / "checkpoint_best.pt", 800)
+    return tmp_path
+
+
+def test_the_average_stays_in_the_converged_tail_and_includes_the_final_state(run_far_worse_early):
+    paths, averaged = checkpoints_to_average(run_far_worse_early, 5)
+    assert [p.name for p in paths] == ["checkpoint_1_750.pt", "checkpoint_last.pt"]
+    assert (averaged["first_update"], averaged["last_update"], averaged["checkpoints"], averaged["asked"]) == \
+        (750, 800, 2, 5)
+    assert "update 500's validation loss (3.000) is more than 2% above the last checkpoint's (1.500)" \
+        in averaged["narrowed"]
+    paths, averaged = checkpoints_to_average(run_far_worse_early, 5, checked=False)
+    assert len(paths) == 4 and averaged["narrowed"] == "" and not averaged["checked"]
+
+
+def test_an_average_that_cannot_be_checked_is_refused_with_the_options(run_far_worse_early):
+    (run_far_worse_early / "train.log").unlink()
+    with pytest.raises(RecipeError, match=r"cannot check which checkpoints of .* are converged: no validation "
+                                          r"loss at or before update 800 in train.log; pass --average 1 .* or "
+                                          r"--unchecked-average to average the last 5 without the check"):
+        checkpoints_to_average(run_far_worse_early, 5)
+    paths, averaged = checkpoints_to_average(run_far_worse_early, 1)
+    assert [p.name for p in paths] == ["checkpoint_last.pt"] and averaged["last_update"] == 800
+
+
+def test_converged_tail_keeps_everything_within_the_tolerance():
+    checkpoints = [(u, f"c{u}") for u in (960, 970, 980, 990, 1000)]
+    curve = [(u, 1.41 + 0.001 * (u % 20 == 0)) for u in range(900, 1001, 10)]
+    assert converged_tail(checkpoints, curve) == (checkpoints, "")
+
+
+def test_validation_curve_keeps_one_point_per_update(tmp_path):
+    write_log(tmp_path, [(25, 3.0), (50, 2.0), (50, 2.0), (75, 1.9)])
+    assert validation_curve(tmp_path) == [(25, 3.0), (50, 2.0), (75, 1.9)]
+
+
+def test_tokenized_bleu_of_an_english_pair_is_moses_tokenized_without_compound_splitting():
+    """By hand: Moses splits "cat's" into "cat 's" and keeps "well-made" whole; 7 tokens each,
+    one differs ("was"/"is"): 1-4-gram precisions 6/7, 4/6, 2/5, 1/4, brevity penalty 1."""
+    hypothesis, reference = "The cat's toy was well-made.", "The cat's toy is well-made."
+    expected = 100 * (6 / 7 * 4 / 6 * 2 / 5 * 1 / 4) ** 0.25  # 48.89
+    assert tokenized_bleu([hypothesis], [reference], "en") == pytest.approx(expected, abs=0.01)
+    scores = bleu_scores([hypothesis], [reference], "en")
+    assert scores["bleu_tok"] == pytest.approx(expected, abs=0.01) and "no compound splitting" in scores["bleu_tok_method"]
+    assert scores["bleu_lowercase"] == pytest.approx(expected, abs=0.01)
+
+
+def test_a_german_output_gets_its_compounds_split():
+    """"Haus-Tür" is 3 tokens after splitting ("Haus ##AT##-##AT## Tür"): against "Haus Tür" the
+    hypothesis has 2 of its 3 unigrams right and no bigram: BLEU 0; unsplit it would be 1 token."""
+    from fairseq_normmatters.recipes.scoring import moses_tokens
+    assert moses_tokens("Die Haus-Tür ist offen.", "de") == "Die Haus ##AT##-##AT## Tür ist offen ."
+    assert moses_tokens("The well-made toy.", "en") == "The well-made toy ."
+    with pytest.raises(ValueError, match="no tokenized BLEU convention for target language 'fr'; known: en, de"):
+        bleu_scores(["a"], ["a"], "fr")
+
+
+def result(name, config, seed, fall, direction="de-en", benchmark="wmt14"):
+    return {"name": name, "config": config, "seed": seed, "bleu": 50.0 + seed, "bleu_tok": 51.0, "bleu_lowercase": 52.0,
+            "valid_ppl": 1.5, "test_ppl": 1.6, "num_updates": 800, "sacrebleu_signature": "sig", "curve": [],
+            "direction": direction, "benchmark": benchmark,
+            "averaged": {"first_update": 700, "last_update": 800, "checkpoints": 5, "asked": 5, "narrowed": ""},
+            "training": {"tail_fall": fall, "still_learning": fall > 0.02}}
+
+
+def test_the_tables_and_the_last_line_say_which_runs_were_still_learning():
+    runs = [result("transformer_l2-seed1", "transformer_l2", 1, 0.005),
+            result("transformer_l1-seed1", "transformer_l1", 1, 0.258),
+            result("transformer_bwn-seed1", "transformer_bwn", 1, -0.002)]
+    rows = {line.split(" | ")[0][2:]: line for line in comparison_table(runs).splitlines()[2:5]}
+    assert rows["transformer_l1"].endswith("| early training: transformer_l1-seed1 (25.8%) still learning |")
+    assert rows["transformer_bwn"].endswith("| converged |")
+    assert "| 700-800 (5) | 25.8% still learning |" in table(runs)
+    assert verdict_line(runs).startswith("[compare] 1 of 3 runs were still learning (transformer_l1-seed1 (25.8%))")
+    assert verdict_line([runs[0], runs[2]]) == \
+        "[compare] every run had stopped learning: the differences compare converged models"
+
+
+def test_the_papers_numbers_appear_only_beside_runs_of_their_direction():
+    de_en, en_de = result("a", "transformer_l2", 1, 0.0), result("b", "transformer_l2", 1, 0.0, "en-de")
+    assert paper_number(de_en, "bleu") is None and paper_number(en_de, "bleu") == 27.3  # Vaswani et al.: en-de
+    assert paper_number(de_en, "ppl") == 5.1 and paper_number(en_de, "ppl") is None
+    iwslt = result("c", "transformer_l2", 1, 0.0, benchmark="iwslt14")
+    assert paper_number(iwslt, "ppl") is None
+    bwn = [result("d", "transformer_bwn", 1, 0.0), de_en]
+    assert "| 27.3 |" not in table(bwn) and "| 26.5 |" in table(bwn)
+    # BWN's 26.5 (de-en) against 27.3 (en-de) is no paper difference
+    row = next(line for line in comparison_table(bwn).splitlines() if line.startswith("| transformer_bwn |"))
+    assert row.split(" | ")[5] == "—"
+
+
+def test_compare_refuses_another_direction(tmp_path):
+    from fairseq_normmatters.recipes.compare import check_direction, parse_args
+    (tmp_path / "prepare.json").write_text(json.dumps({"status": "done", "settings": {"direction": "de-en"}}))
+    args = parse_args(["wmt14", str(tmp_path), str(tmp_path / "out"), "--direction", "en-de"])
+    with pytest.raises(RecipeError, match=rf"--direction en-de: {tmp_path} was prepared for de-en; prepare another "
+                                          r"directory with scripts/prepare_wmt14_de_en.sh --direction en-de"):
+        check_direction(args)
+    check_direction(parse_args(["wmt14", str(tmp_path), str(tmp_path / "out")]))  # the prepared one: fine
