@@ -121,11 +121,6 @@ def test_compare_trains_every_config_and_seed_then_tabulates_the_differences(iws
     assert "transformer_l2-seed1: --max-update 16 -> --max-update 20" in changed.stderr
     assert "use another OUT for the new command, or add --retrain" in changed.stderr
     assert (out / "results.md").read_text() == table and "training" not in changed.stdout
-    retrained = script("compare.sh", "iwslt14", prepared, out, "--seeds", "1", "--configs", "transformer_l2",
-                       "--retrain", "--", *schedule(20))
-    assert f"--retrain: deleting {out / 'transformer_l2-seed1'} (--max-update 16 -> --max-update 20)" in retrained.stdout
-    assert json.loads((out / "transformer_l2-seed1" / "results.json").read_text())["num_updates"] == 20
-    assert json.loads((out / "transformer_l1-seed2" / "results.json").read_text())["num_updates"] == 16
 
 
 def test_a_failing_run_shows_its_log_tail_and_starts_no_more_runs(iwslt14, tmp_path):
@@ -182,3 +177,23 @@ def test_a_half_prepared_iwslt14_directory_names_its_own_prepare_script(iwslt14,
     (tmp_path / "prepare.json").write_text(json.dumps({**marker, "status": "in progress"}))
     with pytest.raises(RecipeError, match="rerun scripts/prepare_iwslt14_de_en.sh with the same arguments first"):
         check_not_half_prepared(tmp_path)
+
+
+def test_retrain_deletes_only_the_runs_of_another_command(iwslt14, tmp_path, capsys):
+    from fairseq_normmatters.recipes import RecipeError
+    from fairseq_normmatters.recipes.compare import Run, check_commands, parse_args
+    from fairseq_normmatters.recipes.train import start_run
+    _, prepared = iwslt14
+    out = tmp_path / "comparison"
+    runs = [Run(1, "transformer_l2", 1, out / "transformer_l2-seed1"), Run(2, "transformer_l1", 1, out / "transformer_l1-seed1")]
+    for run, updates in zip(runs, ("16", "20")):
+        start_run(run.config, prepared, run.save_dir, ["--max-update", updates, "--seed", "1"], 0, "iwslt14")
+        (run.save_dir / "results.json").write_text("{}")
+    args = parse_args(["iwslt14", str(prepared), str(out), "--seeds", "1", "--", "--max-update", "20"])
+    with pytest.raises(RecipeError, match="(?s)1 run\\(s\\) in .* transformer_l2-seed1: --max-update 16 -> --max-update 20"):
+        check_commands(runs, args, 0)
+    assert all(run.save_dir.is_dir() for run in runs)
+    args.retrain = True
+    check_commands(runs, args, 0)
+    assert f"--retrain: deleting {runs[0].save_dir} (--max-update 16 -> --max-update 20)" in capsys.readouterr().out
+    assert not runs[0].save_dir.exists() and (runs[1].save_dir / "results.json").is_file()
