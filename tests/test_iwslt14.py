@@ -99,7 +99,8 @@ def test_compare_trains_every_config_and_seed_then_tabulates_the_differences(iws
     screen = first.stdout.splitlines()
     for number, run in enumerate(["transformer_l2-seed1", "transformer_l1-seed1", "transformer_l2-seed2",
                                   "transformer_l1-seed2"], 1):
-        assert sum(line.startswith(f"[compare] {number}/4 {run}: training (") for line in screen) == 1
+        assert sum(line.startswith(f"[compare] {number}/4 {run}: training, batch the CPU x 2000 tokens x 1 = 2000 "
+                                   "tokens an update (") for line in screen) == 1
         assert sum(line.startswith(f"[compare] {number}/4 {run}: done in ") and ", BLEU " in line
                    for line in screen) == 1
         log = (out / run / "compare.log").read_text()
@@ -148,6 +149,14 @@ def test_parallel_runs_share_the_cores_or_the_gpus(monkeypatch, parallel, gpus, 
     shares = machine_shares(parallel, gpus, cores)
     assert [share.environment for share in shares] == expected
     assert all(share.gpus == (gpus // parallel) for share in shares)
+
+
+def test_iwslt14_runs_take_one_gpu_each(monkeypatch):
+    from fairseq_normmatters.recipes.compare import machine_shares
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    shares = machine_shares(2, 8, 16, per_run=1)
+    assert [(s.environment, s.gpus) for s in shares] == [({"CUDA_VISIBLE_DEVICES": "0"}, 1),
+                                                         ({"CUDA_VISIBLE_DEVICES": "1"}, 1)]
 
 
 def test_parallel_beyond_the_gpus_is_refused(monkeypatch):

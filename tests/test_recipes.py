@@ -216,15 +216,53 @@ def test_collect_names_a_missing_results_file(tmp_path):
     assert result.returncode == 1 and f"{tmp_path}/results.json is missing" in result.stderr
 
 
-def test_device_flags_match_eight_gpus_of_4096_tokens():
-    assert device_flags(0, "fp16") == ["--cpu", "--update-freq", "8"]
-    assert device_flags(2, "fp16") == ["--update-freq", "4", "--fp16"]
-    assert device_flags(8, "amp") == ["--update-freq", "1", "--amp"]
-    assert device_flags(16, "fp32") == ["--update-freq", "1"]
-    assert device_flags(1, "bf16") == ["--update-freq", "8", "--autocast-bf16"]
-    assert device_flags(0, "bf16") == ["--cpu", "--update-freq", "8", "--autocast-bf16"]
+def test_device_flags_make_the_reference_batch():
+    assert device_flags(0, "fp16") == ["--cpu", "--max-tokens", "4096", "--update-freq", "8"]
+    assert device_flags(2, "fp16") == ["--max-tokens", "4096", "--update-freq", "4", "--fp16"]
+    assert device_flags(8, "amp") == ["--max-tokens", "4096", "--update-freq", "1", "--amp"]
+    assert device_flags(1, "bf16") == ["--max-tokens", "4096", "--update-freq", "8", "--autocast-bf16"]
+    assert device_flags(0, "bf16") == ["--cpu", "--max-tokens", "4096", "--update-freq", "8", "--autocast-bf16"]
+    assert device_flags(8, "fp32", world_size=16) == ["--max-tokens", "2048", "--update-freq", "1"]  # two nodes
     with pytest.raises(Exception, match="PRECISION='fp8' is not supported; allowed: fp16, amp, bf16, fp32"):
         device_flags(1, "fp8")
+
+
+# GPUs a node, nodes -> (--max-tokens, --update-freq): GPUs over all nodes x max-tokens x update-freq
+# is 8 x 4096 = 32768 tokens, exactly where the count divides, within 4 tokens where it does not
+WMT14_BATCHES = {(1, 1): (4096, 8), (1, 2): (4096, 4), (3, 1): (3641, 3), (3, 2): (2731, 2), (6, 1): (2731, 2),
+                 (6, 2): (2731, 1), (8, 1): (4096, 1), (8, 2): (2048, 1), (16, 1): (2048, 1), (16, 2): (1024, 1)}
+
+
+@pytest.mark.parametrize("gpus, nodes", sorted(WMT14_BATCHES))
+def test_the_effective_batch_is_the_papers_on_any_gpu_count(prepared, tmp_path, gpus, nodes):
+    from fairseq_normmatters.recipes.train import effective_batch
+    _, out = prepared
+    extra = ["--distributed-world-size", str(gpus * nodes)] if nodes > 1 else []
+    cmd = command("transformer_l2", out, tmp_path, extra, gpus=gpus)
+    batch = effective_batch(cmd, gpus)
+    assert (batch["max_tokens"], batch["update_freq"]) == WMT14_BATCHES[gpus, nodes]
+    assert batch["gpus"] == gpus * nodes and abs(batch["tokens"] - 8 * 4096) <= 4
+
+
+def test_a_batch_too_thin_to_share_is_refused_with_the_options():
+    from fairseq_normmatters.recipes.train import batch_flags
+    assert batch_flags(2, 1) == ["--max-tokens", "2048", "--update-freq", "1"]  # IWSLT14 on two GPUs
+    with pytest.raises(Exception, match=r"8 GPUs would share the reference batch of 4096 tokens \(1 x 4096\) at 512 "
+                                        r"tokens each, under the 1024 that a GPU needs; train each run on at most 4 "
+                                        r"GPUs, or pass --max-tokens and --update-freq"):
+        batch_flags(8, 1)
+
+
+def test_no_silent_cpu_fallback_where_gpus_were_expected(prepared, tmp_path, monkeypatch):
+    import torch
+    from fairseq_normmatters.recipes.train import gpus_per_run
+    _, out = prepared
+    monkeypatch.setattr(torch.version, "cuda", "12.6")  # a CUDA build of torch that sees no GPU
+    with pytest.raises(Exception, match=r"no GPU is visible \(torch .*, CUDA 12.6, CUDA_VISIBLE_DEVICES=.*\): check "
+                                        r"the driver and CUDA_VISIBLE_DEVICES, or pass --cpu"):
+        command("transformer_l2", out, tmp_path, [], gpus=0)
+    assert "--cpu" in command("transformer_l2", out, tmp_path, ["--cpu"], gpus=0)
+    assert (gpus_per_run("iwslt14", 8), gpus_per_run("wmt14", 8), gpus_per_run("iwslt14", 8, 2)) == (1, 8, 2)
 
 
 def test_the_wmt14_recipe_checkpoints_its_tail_by_update(prepared, tmp_path):

@@ -170,11 +170,13 @@ def comparison_table(runs) -> str:
 
 
 def table(runs) -> str:
-    rows = ["| run | config | seed | updates | averaged | tail fall | BLEU (sacreBLEU) | BLEU (tok.) | "
+    rows = ["| run | config | seed | batch | updates | averaged | tail fall | BLEU (sacreBLEU) | BLEU (tok.) | "
             "BLEU (lc, tok.) | valid ppl | test ppl | paper BLEU | paper ppl |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
-        rows.append(f"| {run['name']} | {run['config']} | {run.get('seed', '—')} | {run.get('num_updates', '—')} | "
+        batch = run.get("effective_batch")
+        batch = f"{batch['gpus'] or 'CPU'} x {batch['max_tokens']} x {batch['update_freq']}" if batch else "—"
+        rows.append(f"| {run['name']} | {run['config']} | {run.get('seed', '—')} | {batch} | {run.get('num_updates', '—')} | "
                     f"{averaged_cell(run)} | {state_cell(run['training'])} | "
                     f"{fmt(run['bleu'])} | {fmt(run['bleu_tok'])} | {fmt(run.get('bleu_lowercase'))} | "
                     f"{fmt(run['valid_ppl'])} | {fmt(run['test_ppl'])} | {fmt(paper_number(run, 'bleu'), 1)} | "
@@ -199,6 +201,8 @@ def table_notes(runs) -> str:
     directions = ", ".join(sorted({f"{run.get('benchmark', 'wmt14')} {run['direction']}" for run in runs}))
     return (f"Runs: {directions}. sacreBLEU signature: " + "; ".join(signatures) + ". BLEU (tok.): " + methods +
             ", BLEU as multi-bleu.perl computes it; BLEU (lc, tok.): the same lowercased (IWSLT14 papers). "
+            "Batch: GPUs (over all nodes; CPU: one) x --max-tokens x --update-freq, the tokens an update "
+            "sees at most (the recipes make it the benchmark's reference: WMT14 8 x 4096, IWSLT14 1 x 4096). "
             "Updates: the run's last; averaged: the updates of the checkpoints averaged for evaluation "
             "(narrowed: the older ones' validation loss was too far above the last's; evaluate.sh --help). "
             + RULES + "\nPaper: Hoffer et al. 2018 report WMT14 de-en (Transformer base, 2-layer LSTM); the "

@@ -42,7 +42,8 @@ from typing import Dict, List
 from . import DIRECTIONS, STEP_PREFIX, RecipeError, check_not_half_prepared, prepared_direction, run_main
 from .collect import main as collect
 from .collect import still_learning
-from .train import BENCHMARKS, recorded_command, run_command, start_run, training_arguments, visible_gpus
+from .train import (BENCHMARKS, batch_text, cpu_not_chosen, effective_batch, recorded_command, run_command, start_run,
+                    training_arguments, visible_gpus)
 
 DEFAULT_CONFIGS = ("transformer_l2", "transformer_l1", "transformer_bwn", "transformer_none", "lstm_nonorm",
                    "lstm_bwn")
@@ -163,16 +164,16 @@ class Share:
     gpus: int = 0
 
 
-def machine_shares(parallel: int, gpus: int, cores: int) -> List[Share]:
-    """The machine cut into `parallel` shares: GPUs (each share its own CUDA_VISIBLE_DEVICES) when
-    there are any, else CPU cores (OMP_NUM_THREADS)."""
+def machine_shares(parallel: int, gpus: int, cores: int, per_run: int = 0) -> List[Share]:
+    """The machine cut into `parallel` shares: GPUs (each share its own CUDA_VISIBLE_DEVICES, at
+    most `per_run` of them where that is given) when there are any, else CPU cores (OMP_NUM_THREADS)."""
     if gpus == 0:
         threads = str(max(1, cores // parallel))
         return [Share({"OMP_NUM_THREADS": threads}) for _ in range(parallel)] if parallel > 1 else [Share()]
     if gpus < parallel:
         raise RecipeError(f"--parallel {parallel} needs at least {parallel} GPUs; {gpus} are visible")
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", ",".join(map(str, range(gpus)))).split(",")[:gpus]
-    per_share = gpus // parallel
+    per_share = min(per_run, gpus // parallel) if per_run else gpus // parallel
     return [Share({"CUDA_VISIBLE_DEVICES": ",".join(visible[i * per_share:(i + 1) * per_share])}, per_share)
             for i in range(parallel)]
 
@@ -224,8 +225,8 @@ def run_logged(run: Run, command: List[str], environment: Dict[str, str]) -> Non
 def train_and_evaluate(run: Run, args, share: Share, progress: Progress) -> None:
     """fairseq-train, then the evaluation, in one process (one_run.py) on `share` of the machine."""
     started = time.monotonic()
-    progress.say(run, "training")
     train = start_run(run.config, args.prepared, run.save_dir, run.extra(args), share.gpus, args.benchmark)
+    progress.say(run, f"training, batch {batch_text(effective_batch(train, share.gpus))}")
     run_logged(run, [sys.executable, "-m", "fairseq_normmatters.recipes.one_run", str(run.save_dir),
                      str(args.prepared), *EVALUATION[args.benchmark], "--", *train], share.environment)
     took = time.monotonic() - started
@@ -263,8 +264,11 @@ def main(argv=None):
     out = Path(args.out)
     runs = [Run(number, config, seed, out / f"{config}-seed{seed}") for number, (seed, config) in enumerate(
         ((seed, config) for seed in range(1, args.seeds + 1) for config in args.configs), 1)]
-    shares = machine_shares(args.parallel, visible_gpus(), len(os.sched_getaffinity(0)))
+    shares = machine_shares(args.parallel, visible_gpus(), len(os.sched_getaffinity(0)),
+                            1 if args.benchmark == "iwslt14" else 0)  # IWSLT14: fairseq's one-GPU benchmark
     check_commands(runs, args, shares[0].gpus)
+    if cpu_not_chosen(shares[0].gpus, args.extra):
+        print("[compare] no GPU here and none expected (torch without CUDA): the runs train on the CPU (--cpu)")
     progress = Progress(len(runs), args.parallel)
     done = [run for run in runs if (run.save_dir / "results.json").is_file()]
     for run in done:

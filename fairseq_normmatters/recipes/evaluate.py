@@ -38,6 +38,7 @@ from . import (DIRECTIONS, RecipeError, check_not_half_prepared, prepared_direct
                write_atomically, write_text_atomically)
 from .convergence import AVERAGE_TOLERANCE, averaged_span, converged_tail, training_state, validation_curve
 from .scoring import bleu_scores
+from .train import last_value
 
 USER_DIR = str(Path(__file__).resolve().parent.parent)
 __doc__ = __doc__.replace("{tolerance}", f"{AVERAGE_TOLERANCE:.0%}")
@@ -111,8 +112,7 @@ def average_checkpoints(paths, output: Path) -> dict:
 
 def training_seed(command) -> int:
     """The --seed of a fairseq-train command line (its last one; fairseq's default 1)."""
-    seeds = [command[i + 1] for i, arg in enumerate(command[:-1]) if arg == "--seed"]
-    return int(seeds[-1]) if seeds else 1
+    return int(last_value(command, "--seed", 1))
 
 
 def is_float_tensor(value) -> bool:
@@ -189,6 +189,7 @@ def main(argv=None):
                "valid_ppl": ppl.get("valid"), "test_ppl": ppl.get("test"),
                "checkpoints_averaged": [p.name for p in paths], "averaged": averaged,
                "training": training_state(validation_curve(save_dir)),
+               "effective_batch": run.get("effective_batch"),
                "num_updates": state["optimizer_history"][-1]["num_updates"],
                "beam": args.beam, "lenpen": args.lenpen}
     write_text_atomically(save_dir / "results.json", json.dumps(results, indent=1))

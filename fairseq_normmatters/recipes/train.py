@@ -14,7 +14,8 @@ inverse-sqrt learning rate with 4000 warm-up updates, label smoothing 0.1, all e
 shared, dropout 0.1, --max-tokens 4096 per GPU with --update-freq so that the effective batch
 is 8 GPUs x 4096 tokens, fp16 on CUDA (PRECISION=amp, bf16 or fp32 to change; bf16 is the
 plugin's --autocast-bf16, since fairseq's --bf16 implies --tpu and crashes; on CPU only bf16
-applies), all visible GPUs, json logs in
+applies), all visible GPUs (GPUS=N: the first N; IWSLT14: one unless GPUS says more), the
+batch the same on any GPU count (batch_flags), json logs in
 SAVE_DIR/train.log, a checkpoint and a validation every 1000 updates (the last 5 kept, for
 averaging the converged tail: the last 4000 updates and the final state). LSTMs: the same
 optimizer with lr 0.001, dropout 0.2 and --clip-norm 1.0. Extra arguments are passed last, so
@@ -50,7 +51,7 @@ COMMON = ["--task", "translation", "--share-all-embeddings", "--optimizer", "ada
           "--adam-betas", "(0.9, 0.98)", "--adam-eps", "1e-9", "--lr-scheduler", "inverse_sqrt",
           "--warmup-updates", "4000", "--warmup-init-lr", "1e-07", "--criterion",
           "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--weight-decay", "0.0",
-          "--max-tokens", "4096", "--max-update", "100000", *TAIL_CHECKPOINTS,
+          "--max-update", "100000", *TAIL_CHECKPOINTS,
           "--log-format", "json", "--log-interval", "100", "--seed", "1"]
 REFERENCE_GPUS = 8
 IWSLT14_TRANSFORMER = ["--lr", "5e-4", "--dropout", "0.3", "--weight-decay", "0.0001"]
@@ -67,7 +68,7 @@ IWSLT14_CONFIGS = {  # name -> (architecture, flags)
 IWSLT14_COMMON = ["--task", "translation", "--share-decoder-input-output-embed", "--optimizer", "adam",
                   "--adam-betas", "(0.9, 0.98)", "--clip-norm", "0.0", "--lr-scheduler", "inverse_sqrt",
                   "--warmup-updates", "4000", "--criterion", "label_smoothed_cross_entropy",
-                  "--label-smoothing", "0.1", "--max-tokens", "4096", "--max-epoch", "50",
+                  "--label-smoothing", "0.1", "--max-epoch", "50",
                   "--keep-last-epochs", "10", "--log-format", "json", "--log-interval", "100", "--seed", "1"]
 # benchmark -> (configs, common flags, GPUs of the reference batch)
 BENCHMARKS = {"wmt14": (CONFIGS, COMMON, REFERENCE_GPUS), "iwslt14": (IWSLT14_CONFIGS, IWSLT14_COMMON, 1)}
@@ -76,16 +77,90 @@ PRECISIONS = {"fp16": ["--fp16"], "amp": ["--amp"], "bf16": ["--autocast-bf16"],
 CUDA_ONLY_PRECISIONS = ("fp16", "amp")  # fairseq's; on CPU they fall back to float32
 
 
-def device_flags(gpus: int, precision: str, reference_gpus: int = REFERENCE_GPUS):
-    """--cpu, or --update-freq for `reference_gpus` x 4096 tokens per update over `gpus` GPUs,
-    plus the PRECISION's flags (those that need CUDA only on GPUs)."""
+TOKENS_PER_GPU = 4096  # --max-tokens of one GPU of the reference batch (the paper's, fairseq's examples')
+MIN_TOKENS_PER_GPU = 1024  # below this a GPU's batch no longer holds WMT14's longest pairs (250 words)
+
+
+def batch_flags(world_size: int, reference_gpus: int):
+    """--max-tokens and --update-freq for `world_size` GPUs over all nodes (1 on CPU) so that
+    world_size x max_tokens x update_freq is the reference batch, reference_gpus x 4096 tokens:
+    the smallest update_freq whose per-GPU share fits in 4096 tokens, that share rounded to a
+    whole token where the count does not divide (3 GPUs: 3 x 3641 x 3 = 32769 for 32768).
+    Refused where a GPU's share would fall below MIN_TOKENS_PER_GPU."""
+    reference = reference_gpus * TOKENS_PER_GPU
+    update_freq = max(1, -(-reference // (world_size * TOKENS_PER_GPU)))
+    max_tokens = round(reference / (world_size * update_freq))
+    if max_tokens < MIN_TOKENS_PER_GPU:
+        raise RecipeError(f"{world_size} GPUs would share the reference batch of {reference} tokens "
+                          f"({reference_gpus} x {TOKENS_PER_GPU}) at {max_tokens} tokens each, under the "
+                          f"{MIN_TOKENS_PER_GPU} that a GPU needs; train each run on at most "
+                          f"{reference // MIN_TOKENS_PER_GPU} GPUs, or pass --max-tokens and --update-freq "
+                          "after the other arguments for a batch of your own")
+    return ["--max-tokens", str(max_tokens), "--update-freq", str(update_freq)]
+
+
+def device_flags(gpus: int, precision: str, reference_gpus: int = REFERENCE_GPUS, world_size: int = 0):
+    """--cpu or not, the batch (batch_flags for `world_size` GPUs over all nodes, default `gpus`)
+    and the PRECISION's flags (those that need CUDA only on GPUs)."""
     if precision not in PRECISIONS:
         raise RecipeError(f"PRECISION={precision!r} is not supported; allowed: {', '.join(PRECISIONS)} "
                           "(bf16 is the plugin's --autocast-bf16: fairseq's --bf16 implies --tpu and crashes)")
     if gpus == 0:
-        cpu = ["--cpu", "--update-freq", str(reference_gpus)]
+        cpu = ["--cpu", *batch_flags(1, reference_gpus)]
         return cpu + ([] if precision in CUDA_ONLY_PRECISIONS else PRECISIONS[precision])
-    return ["--update-freq", str(max(1, reference_gpus // gpus))] + PRECISIONS[precision]
+    return [*batch_flags(world_size or gpus, reference_gpus), *PRECISIONS[precision]]
+
+
+def last_value(command, flag: str, default=None):
+    """The value of the last `flag` of a command line, else `default`."""
+    values = [command[i + 1] for i, argument in enumerate(command[:-1]) if argument == flag]
+    return values[-1] if values else default
+
+
+def effective_batch(command, gpus: int) -> dict:
+    """{"gpus", "max_tokens", "update_freq", "tokens"} of a fairseq-train command run on `gpus`
+    GPUs here (its --distributed-world-size where it names one; 1 on CPU): the batch an update
+    sees at most."""
+    cpu = "--cpu" in command
+    world = 1 if cpu else whole(last_value(command, "--distributed-world-size", gpus or 1))
+    max_tokens, update_freq = whole(last_value(command, "--max-tokens")), whole(last_value(command, "--update-freq", 1))
+    known = None not in (world, max_tokens, update_freq)
+    return {"gpus": 0 if cpu else world, "max_tokens": max_tokens, "update_freq": update_freq,
+            "tokens": world * max_tokens * update_freq if known else None}
+
+
+def whole(value):
+    """int(value), or None for a value fairseq-train will refuse itself (with its own message)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def batch_text(batch: dict) -> str:
+    """'8 GPUs x 4096 tokens x 1 = 32768 tokens an update' (the CPU counts as one)."""
+    where = "the CPU" if batch["gpus"] == 0 else f"{batch['gpus']} GPU{'s' * (batch['gpus'] != 1)}"
+    return f"{where} x {batch['max_tokens']} tokens x {batch['update_freq']} = {batch['tokens']} tokens an update"
+
+
+def cpu_not_chosen(gpus, extra) -> bool:
+    """Whether a run on `gpus` GPUs with these arguments trains on the CPU without --cpu."""
+    return gpus == 0 and "--cpu" not in extra
+
+
+def gpu_expected() -> bool:
+    """Whether this machine was set up for GPUs: a CUDA build of torch, or CUDA_VISIBLE_DEVICES set."""
+    import torch
+    return torch.version.cuda is not None or bool(os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def check_device(gpus: int, extra) -> None:
+    """Refuse to fall back to the CPU without a word where GPUs were expected but none is visible."""
+    if cpu_not_chosen(gpus, extra) and gpu_expected():
+        import torch
+        raise RecipeError(f"no GPU is visible (torch {torch.__version__}, CUDA {torch.version.cuda}, "
+                          f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}): check the "
+                          "driver and CUDA_VISIBLE_DEVICES, or pass --cpu after the other arguments to train on the CPU")
 
 
 def command(config, prepared, save_dir, extra, gpus, precision="fp16", benchmark="wmt14"):
@@ -100,10 +175,12 @@ def command(config, prepared, save_dir, extra, gpus, precision="fp16", benchmark
     arch, flags = configs[config]
     source, target = DIRECTIONS[prepared_direction(prepared)]
     user_dir = str(Path(__file__).resolve().parent.parent)
+    check_device(gpus, extra)
+    world_size = int(last_value(extra, "--distributed-world-size", 0))
     return [tool_path("fairseq-train"), str(data.resolve()), "--user-dir", user_dir, "--arch", arch,
             "--save-dir", str(save_dir), "--log-file", str(Path(save_dir) / "train.log"),
             "--source-lang", source, "--target-lang", target,
-            *common, *flags, *device_flags(gpus, precision, reference_gpus), *extra]
+            *common, *flags, *device_flags(gpus, precision, reference_gpus, world_size), *extra]
 
 
 #: the flags of a fairseq-train command that name where the run is, not what it trains
@@ -139,9 +216,29 @@ def main(argv=None):
         print("CONFIG is one of: " + ", ".join(BENCHMARKS[benchmark][0]))
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
     config, prepared, save_dir, extra = argv[0], argv[1], argv[2], argv[3:]
-    cmd = start_run(config, prepared, save_dir, extra, visible_gpus(), benchmark)
+    gpus = gpus_per_run(benchmark, visible_gpus(), int(os.environ.get("GPUS", "0")))
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(visible_devices()[:gpus])
+    cmd = start_run(config, prepared, save_dir, extra, gpus, benchmark)
+    if cpu_not_chosen(gpus, extra):
+        print("[train] no GPU here and none expected (torch without CUDA): training on the CPU (--cpu)")
+    print(f"[train] batch: {batch_text(effective_batch(cmd, gpus))}")
     print("[train] " + " ".join(cmd), flush=True)
     os.execv(cmd[0], cmd)
+
+
+def gpus_per_run(benchmark: str, visible: int, asked: int = 0) -> int:
+    """The GPUs a run of `benchmark` trains on: `asked` (GPUS=N), else every visible one for
+    WMT14 and one for IWSLT14 (fairseq's one-GPU benchmark), at most the visible ones."""
+    if asked > visible:
+        raise RecipeError(f"GPUS={asked}: only {visible} GPU(s) are visible")
+    return asked or (min(visible, 1) if benchmark == "iwslt14" else visible)
+
+
+def visible_devices():
+    """The CUDA device ids this process may use, in order."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return listed.split(",") if listed else [str(i) for i in range(visible_gpus())]
 
 
 def run_command(config, prepared, save_dir, extra, gpus, benchmark="wmt14"):
@@ -160,8 +257,9 @@ def start_run(config, prepared, save_dir, extra, gpus, benchmark="wmt14"):
     configuration and seed there, compare the command)."""
     cmd = run_command(config, prepared, save_dir, extra, gpus, benchmark)
     Path(save_dir).mkdir(parents=True, exist_ok=True)
-    write_text_atomically(Path(save_dir) / "run.json",
-                          json.dumps({"config": config, "benchmark": benchmark, "command": cmd}, indent=1))
+    batch = effective_batch(cmd, gpus)
+    write_text_atomically(Path(save_dir) / "run.json", json.dumps(
+        {"config": config, "benchmark": benchmark, "command": cmd, "effective_batch": batch}, indent=1))
     return cmd
 
 
