@@ -151,7 +151,7 @@ def cpu_not_chosen(gpus, extra) -> bool:
 def gpu_expected() -> bool:
     """Whether this machine was set up for GPUs: a CUDA build of torch, or CUDA_VISIBLE_DEVICES set."""
     import torch
-    return torch.version.cuda is not None or bool(os.environ.get("CUDA_VISIBLE_DEVICES"))
+    return torch.version.cuda is not None or os.environ.get("CUDA_VISIBLE_DEVICES", "") not in ("", "-1")
 
 
 def check_device(gpus: int, extra) -> None:
@@ -176,7 +176,7 @@ def command(config, prepared, save_dir, extra, gpus, precision="fp16", benchmark
     source, target = DIRECTIONS[prepared_direction(prepared)]
     user_dir = str(Path(__file__).resolve().parent.parent)
     check_device(gpus, extra)
-    world_size = int(last_value(extra, "--distributed-world-size", 0))
+    world_size = whole(last_value(extra, "--distributed-world-size", 0)) or 0  # fairseq names a bad value
     return [tool_path("fairseq-train"), str(data.resolve()), "--user-dir", user_dir, "--arch", arch,
             "--save-dir", str(save_dir), "--log-file", str(Path(save_dir) / "train.log"),
             "--source-lang", source, "--target-lang", target,
@@ -216,7 +216,10 @@ def main(argv=None):
         print("CONFIG is one of: " + ", ".join(BENCHMARKS[benchmark][0]))
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
     config, prepared, save_dir, extra = argv[0], argv[1], argv[2], argv[3:]
-    gpus = gpus_per_run(benchmark, visible_gpus(), int(os.environ.get("GPUS", "0")))
+    asked = whole(os.environ.get("GPUS", "0"))
+    if asked is None or asked < 0:
+        raise RecipeError(f"GPUS={os.environ['GPUS']!r}: needs a number of GPUs (0 or unset: the benchmark's default)")
+    gpus = gpus_per_run(benchmark, visible_gpus(), asked)
     if gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(visible_devices()[:gpus])
     cmd = start_run(config, prepared, save_dir, extra, gpus, benchmark)
