@@ -64,14 +64,15 @@ def checkpoints_by_update(save_dir: Path):
     return sorted(found.items())
 
 
-def checkpoints_to_average(save_dir: Path, count: int, checked: bool = True):
+def checkpoints_to_average(save_dir: Path, count: int, checked: bool = True, curve=None):
     """(paths, description): the last `count` checkpoints by update, narrowed to the converged
-    tail (convergence.converged_tail) unless not `checked`; description is results.json's
-    "averaged" record: first and last update, count, and why it was narrowed."""
+    tail (convergence.converged_tail, on `curve` or the run's validation curve) unless not
+    `checked`; description is results.json's "averaged" record: first and last update, count,
+    and why it was narrowed."""
     last = checkpoints_by_update(save_dir)[-count:]
     kept, narrowed = last, ""
     if checked and len(last) > 1:
-        kept, narrowed = converged_tail(last, validation_curve(save_dir))
+        kept, narrowed = converged_tail(last, validation_curve(save_dir) if curve is None else curve)
         if kept is None:
             raise RecipeError(f"cannot check which checkpoints of {save_dir} are converged: {narrowed}; "
                               "pass --average 1 to score the last checkpoint alone, or --unchecked-average "
@@ -161,13 +162,14 @@ def main(argv=None):
     for needed in (data / f"dict.{source}.txt", reference):
         if not needed.is_file():
             raise RecipeError(f"{needed} is missing: is {prepared} a directory made by prepare_wmt14_de_en.sh?")
-    paths, averaged = checkpoints_to_average(save_dir, args.average, checked=not args.unchecked_average)
+    curve, average = validation_curve(save_dir), save_dir / "checkpoint_avg.pt"
+    paths, averaged = checkpoints_to_average(save_dir, args.average, not args.unchecked_average, curve)
     print(f"[evaluate] averaging {averaged_range(averaged)}: {', '.join(p.name for p in paths)}"
           + (f"; narrowed: {averaged['narrowed']}" if averaged["narrowed"] else ""), flush=True)
-    state = average_checkpoints(paths, save_dir / "checkpoint_avg.pt")
+    state = average_checkpoints(paths, average)
     device = ["--cpu"] if args.cpu or not torch.cuda.is_available() else []
     # ve-fairseq 0.12.3 drops a last batch whose size is not a multiple of this (default 8)
-    common = [data, "--user-dir", USER_DIR, "--path", save_dir / "checkpoint_avg.pt", "--max-tokens",
+    common = [data, "--user-dir", USER_DIR, "--path", average, "--max-tokens",
               args.max_tokens, "--required-batch-size-multiple", "1", "--source-lang", source,
               "--target-lang", target, *device]
     print("[evaluate] fairseq-generate on test", flush=True)
@@ -188,7 +190,7 @@ def main(argv=None):
                "hypotheses": str((save_dir / "test.hyp").resolve()), "reference": str(reference.resolve()),
                "valid_ppl": ppl.get("valid"), "test_ppl": ppl.get("test"),
                "checkpoints_averaged": [p.name for p in paths], "averaged": averaged,
-               "training": training_state(validation_curve(save_dir)),
+               "training": training_state(curve),
                "effective_batch": run.get("effective_batch"),
                "num_updates": state["optimizer_history"][-1]["num_updates"],
                "beam": args.beam, "lenpen": args.lenpen}

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from . import RecipeError, run_main
 from .prepare import LANGS, SourceFinder, check_parallel, clean_pairs, finish, parse_args, start
+from .scoring import moses_tokenizer
 
 ARCHIVE = "de-en.tgz"
 TRAIN = "de-en/train.tags.de-en.{}"
@@ -55,7 +56,6 @@ def read_iwslt14(raw):
 
 
 def moses_length(line_and_language) -> int:
-    from .scoring import moses_tokenizer
     line, language = line_and_language
     return len(moses_tokenizer(language).tokenize(line, escape=False))
 
