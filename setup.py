@@ -29,6 +29,7 @@ setup(
         "sacrebleu>=2",
         "sacremoses",  # tokenized BLEU as papers compute it (Moses tokenization)
         "sentencepiece",
+        "submitit>=1.5",  # compare.sh --launcher slurm: each run a SLURM job
     ],
     extras_require={
         "test": ["pytest", "pytest-xdist", "transformers>=4.46",

@@ -114,6 +114,10 @@ def test_compare_trains_every_config_and_seed_then_tabulates_the_differences(iws
     assert "| early training: transformer_l1-seed1 (" in table and "still learning |" in table
     results = json.loads((out / "transformer_l1-seed1" / "results.json").read_text())
     assert results["averaged"]["last_update"] == results["num_updates"] == 16 and results["training"]["still_learning"]
+    # evaluated: the checkpoints that neither the average nor a resume needs are gone
+    kept = sorted(p.name for p in (out / "transformer_l1-seed1").glob("checkpoint*.pt"))
+    assert kept == sorted({*results["checkpoints_averaged"], "checkpoint_last.pt", "checkpoint_avg.pt"})
+    assert "[evaluate] removed " in (out / "transformer_l1-seed1" / "compare.log").read_text()
 
     # another schedule in the same OUT: refused before anything is trained, the difference named
     changed = script("compare.sh", "iwslt14", prepared, out, "--seeds", "2", "--configs", "transformer_l2",

@@ -22,7 +22,11 @@ anything; use another OUT, or --retrain to delete those runs and train them anew
 cores (OMP_NUM_THREADS) or of the visible GPUs (CUDA_VISIBLE_DEVICES). The screen gets one line
 per run when it starts and when it ends (with the time so far and an estimate of the rest);
 each run's whole output goes to OUT/CONFIG-seedS/compare.log, whose last lines are shown if a
-step fails.
+step fails. Once a run is evaluated, the checkpoints that neither its average nor a resume needs
+are removed (evaluate.sh --remove-unneeded-checkpoints; --keep-checkpoints keeps them).
+
+--launcher slurm submits each run as a job of a SLURM cluster instead (recipes/slurm.py): the
+same runs, folders, logs, table and plot.
 """
 
 import argparse
@@ -42,8 +46,8 @@ from typing import Dict, List
 from . import DIRECTIONS, STEP_PREFIX, RecipeError, check_not_half_prepared, prepared_direction, run_main
 from .collect import main as collect
 from .collect import still_learning
-from .train import (BENCHMARKS, batch_text, cpu_not_chosen, effective_batch, recorded_command, run_command, start_run,
-                    training_arguments, visible_gpus)
+from .train import (BENCHMARKS, batch_text, cpu_not_chosen, effective_batch, recorded_command, rendezvous_flags,
+                    run_command, start_run, training_arguments, visible_gpus)
 
 DEFAULT_CONFIGS = ("transformer_l2", "transformer_l1", "transformer_bwn", "transformer_none", "lstm_nonorm",
                    "lstm_bwn")
@@ -68,8 +72,15 @@ def parse_args(argv):
                         help="the translation direction; default: the one PREPARED was made for")
     parser.add_argument("--retrain", action="store_true",
                         help="delete and train again the runs recorded with another fairseq-train command")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep every checkpoint of an evaluated run (default: only those its average "
+                             "and a resume need)")
+    parser.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                        help="local: on this machine (default); slurm: each run a job of a SLURM cluster")
+    add_slurm_options(parser)
     args = parser.parse_args(argv)
     args.extra = extra
+    check_slurm_options(parser, args)
     unknown = [c for c in args.configs if c not in BENCHMARKS[args.benchmark][0]]
     if unknown:
         parser.error(f"unknown configuration {', '.join(unknown)} for {args.benchmark}; known: "
@@ -79,6 +90,78 @@ def parse_args(argv):
     if args.parallel < 1:
         parser.error(f"--parallel {args.parallel}: needs at least 1")
     return args
+
+
+def add_slurm_options(parser) -> None:
+    slurm = parser.add_argument_group("--launcher slurm (recipes/slurm.py)")
+    slurm.add_argument("--partition", help="the partition the jobs go to (default: the cluster's)")
+    slurm.add_argument("--gpus-per-node", type=int, metavar="G",
+                       help="GPUs of each node of a run (default: the benchmark's reference, 8 for WMT14 and "
+                            "1 for IWSLT14; 0 with --cpu after --)")
+    slurm.add_argument("--nodes", type=int, default=1, metavar="N", help="nodes of a run (default 1)")
+    slurm.add_argument("--cpus-per-run", type=int, metavar="C",
+                       help="CPUs of each node of a run (default: 4 a GPU; 1 for a CPU run)")
+    slurm.add_argument("--mem", help="memory of each node of a run, as sbatch --mem takes it (e.g. 64G)")
+    slurm.add_argument("--time", default="24:00:00",
+                       help="a job's time limit, [D-]HH:MM:SS or minutes (default 24:00:00); a run that "
+                            "needs longer is requeued at the limit and resumes")
+    slurm.add_argument("--sbatch", action="append", default=[], metavar="KEY[=VALUE]",
+                       help="another sbatch option, without its dashes (e.g. --sbatch account=nlp "
+                            "--sbatch qos=high); repeatable")
+    slurm.add_argument("--max-jobs", type=int, default=64, metavar="J",
+                       help="at most J jobs of one submission at once (default 64)")
+    slurm.add_argument("--wait", action="store_true",
+                       help="wait for the jobs, one line per run as it starts and ends, then write the table")
+    slurm.add_argument("--poll", type=float, default=30, metavar="S",
+                       help="with --wait, ask SLURM for the jobs' states every S seconds (default 30)")
+
+
+def check_slurm_options(parser, args) -> None:
+    """parser.error for an option of --launcher slurm that SLURM would refuse or misread."""
+    if args.launcher != "slurm":
+        given = [f"--{name.replace('_', '-')}" for name in ("partition", "gpus_per_node", "cpus_per_run", "mem")
+                 if getattr(args, name) is not None] + (["--wait"] if args.wait else [])
+        if given or args.nodes != 1 or args.sbatch:
+            parser.error(f"{', '.join(given or ['--nodes/--sbatch'])}: only with --launcher slurm")
+        return
+    if args.gpus_per_node is None:
+        args.gpus_per_node = 0 if "--cpu" in args.extra else BENCHMARKS[args.benchmark][2]
+    for name, least in (("gpus_per_node", 0), ("nodes", 1), ("cpus_per_run", 1), ("max_jobs", 1)):
+        value = getattr(args, name)
+        if value is not None and value < least:
+            parser.error(f"--{name.replace('_', '-')} {value}: needs at least {least}")
+    if args.nodes > 1 and args.gpus_per_node == 0:
+        parser.error(f"--nodes {args.nodes}: a run over several nodes needs GPUs (--gpus-per-node); "
+                     "fairseq trains on one CPU process")
+    args.time_minutes = time_minutes(args.time)
+    if args.time_minutes is None:
+        parser.error(f"--time {args.time!r}: give minutes (e.g. 90) or [D-]HH:MM:SS (e.g. 1-12:00:00)")
+    if args.poll <= 0:
+        parser.error(f"--poll {args.poll}: needs a positive number of seconds")
+
+
+def time_minutes(limit: str):
+    """Minutes (rounded up) of a time limit as sbatch reads it: M, M:S, H:M:S, D-H, D-H:M or
+    D-H:M:S; None for anything else or for no time at all."""
+    days, clock = limit.split("-", 1) if "-" in limit else ("0", limit)
+    parts = clock.split(":")
+    if len(parts) > 3 or not all(part.isdigit() for part in [days, *parts]):
+        return None
+    n = [int(part) for part in parts]
+    if "-" in limit:
+        hours, minutes_, seconds = (n + [0, 0])[:3]
+    else:
+        hours, minutes_, seconds = ([0] + n + [0])[:3] if len(n) < 3 else n
+    total = int(days) * 24 * 60 + hours * 60 + minutes_ + (seconds > 0)
+    return total or None
+
+
+def world_size_flags(args):
+    """--distributed-world-size of a run over several nodes of a SLURM cluster (none otherwise:
+    a run on one machine counts its GPUs itself)."""
+    if args.launcher == "slurm" and args.nodes > 1:
+        return ["--distributed-world-size", str(args.nodes * args.gpus_per_node)]
+    return []
 
 
 @dataclass
@@ -97,7 +180,9 @@ class Run:
         return (self.save_dir / "results.json").is_file() or any(self.save_dir.glob("checkpoint*.pt"))
 
     def extra(self, args) -> List[str]:
-        return [*args.extra, "--seed", str(self.seed)]
+        """The run's fairseq-train arguments after the recipe's: the user's, the world size of a
+        run over several nodes, its seed."""
+        return [*args.extra, *world_size_flags(args), "--seed", str(self.seed)]
 
 
 def command_difference(recorded: List[str], now: List[str]) -> str:
@@ -208,27 +293,44 @@ class Progress:
                   f"({minutes(elapsed)} so far{left})", flush=True)
 
 
-def run_logged(run: Run, command: List[str], environment: Dict[str, str]) -> None:
-    """`command` with its output appended to the run's log; a failure raises RecipeError naming
-    the step that failed (the last one_run.announce line of the log) and showing the log's end."""
-    with run.log.open("a", encoding="utf-8") as log:
-        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **environment})
+def log_tail(log: Path, lines: int = LOG_TAIL) -> str:
+    """The last `lines` lines of a log ('' for a log not written)."""
+    text = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def run_logged(run: Run, command: List[str], environment: Dict[str, str], log: Path = None) -> None:
+    """`command` with its output appended to `log` (default: the run's); a failure raises
+    RecipeError naming the step that failed (the last one_run.announce line of the log) and
+    showing the log's end."""
+    log = log or run.log
+    with log.open("a", encoding="utf-8") as output:
+        result = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, **environment})
     if result.returncode != 0:
-        lines = run.log.read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
         steps = [line[len(STEP_PREFIX):].split(":")[0] for line in lines if line.startswith(STEP_PREFIX)]
-        tail = "\n".join(lines[-LOG_TAIL:])
         raise RecipeError(f"{steps[-1] if steps else 'the run'} {run.save_dir.name} exited with "
-                          f"{result.returncode}; the last lines of {run.log}:\n{tail}\n"
+                          f"{result.returncode}; the last lines of {log}:\n{log_tail(log)}\n"
                           "rerun the same compare.sh command to resume from there")
 
 
-def train_and_evaluate(run: Run, args, share: Share, progress: Progress) -> None:
-    """fairseq-train, then the evaluation, in one process (one_run.py) on `share` of the machine."""
-    started = time.monotonic()
-    train = start_run(run.config, args.prepared, run.save_dir, run.extra(args), share.gpus, args.benchmark)
-    progress.say(run, f"training, batch {batch_text(effective_batch(train, share.gpus))}")
+def train_then_evaluate(run: Run, args, gpus: int, environment: Dict[str, str], where=(), log: Path = None):
+    """fairseq-train, then the evaluation, in one process (one_run.py) on `gpus` GPUs with the
+    ranks meeting `where` (train.rendezvous_flags); returns the training command."""
+    train = start_run(run.config, args.prepared, run.save_dir, [*run.extra(args), *where], gpus, args.benchmark)
+    cleaning = [] if args.keep_checkpoints else ["--remove-unneeded-checkpoints"]
     run_logged(run, [sys.executable, "-m", "fairseq_normmatters.recipes.one_run", str(run.save_dir),
-                     str(args.prepared), *EVALUATION[args.benchmark], "--", *train], share.environment)
+                     str(args.prepared), *EVALUATION[args.benchmark], *cleaning, "--", *train], environment, log)
+    return train
+
+
+def train_and_evaluate(run: Run, args, share: Share, progress: Progress) -> None:
+    """train_then_evaluate on `share` of the machine, its start and end said by `progress`."""
+    started = time.monotonic()
+    batch = effective_batch(run_command(run.config, args.prepared, run.save_dir, run.extra(args), share.gpus,
+                                        args.benchmark), share.gpus)
+    progress.say(run, f"training, batch {batch_text(batch)}")
+    train_then_evaluate(run, args, share.gpus, share.environment, rendezvous_flags(share.gpus))
     took = time.monotonic() - started
     progress.finished(took)
     bleu = json.loads((run.save_dir / "results.json").read_text())["bleu"]
@@ -264,6 +366,9 @@ def main(argv=None):
     out = Path(args.out)
     runs = [Run(number, config, seed, out / f"{config}-seed{seed}") for number, (seed, config) in enumerate(
         ((seed, config) for seed in range(1, args.seeds + 1) for config in args.configs), 1)]
+    if args.launcher == "slurm":
+        from .slurm import compare_on_slurm
+        return compare_on_slurm(runs, args)
     shares = machine_shares(args.parallel, visible_gpus(), len(os.sched_getaffinity(0)),
                             1 if args.benchmark == "iwslt14" else 0)  # IWSLT14: fairseq's one-GPU benchmark
     check_commands(runs, args, shares[0].gpus)
@@ -274,6 +379,11 @@ def main(argv=None):
     for run in done:
         progress.say(run, "done before")
     run_all([run for run in runs if run not in done], args, shares, progress)
+    write_results(runs, out, progress)
+
+
+def write_results(runs: List[Run], out: Path, progress: Progress) -> None:
+    """OUT/results.md and OUT/curves.png from every run (collect_results.py), then the verdict."""
     results, curves = out / "results.md", out / "curves.png"
     collected = collect([*(str(run.save_dir) for run in runs), "--out", str(results), "--plot", str(curves),
                          "--quiet"])

@@ -21,6 +21,10 @@
    German output with compounds split) and the same lowercased (IWSLT14 papers).
 4. fairseq-validate on valid and test: perplexity (base 2 of the label-free nll).
 
+5. With --remove-unneeded-checkpoints (compare.sh's default), once the results are written: the
+   checkpoints that neither this average nor a resume needs are deleted, and the averaged ones
+   other than checkpoint_last.pt keep only their weights.
+
 Writes SAVE_DIR/results.json (with the run's seed, its state of training (recipes/convergence.py),
 the averaged range, and the paths of its translations and of the reference, for
 collect_results.py's significance tests) and SAVE_DIR/test.hyp.
@@ -111,6 +115,36 @@ def average_checkpoints(paths, output: Path) -> dict:
     return newest
 
 
+def kept_checkpoints(save_dir: Path, averaged):
+    """What an evaluated run keeps: the averaged checkpoints (to average again), checkpoint_last.pt
+    (to resume) and the average itself."""
+    kept = {Path(p).name for p in averaged} | {"checkpoint_last.pt", "checkpoint_avg.pt"}
+    return sorted(p for p in save_dir.glob("checkpoint*.pt") if p.name in kept)
+
+
+def remove_unneeded_checkpoints(save_dir: Path, averaged):
+    """(files removed, files stripped, bytes freed): every checkpoint but kept_checkpoints deleted, and the
+    averaged ones other than checkpoint_last.pt rewritten without their optimizer state (an
+    average reads only the weights; Adam's two moments are two thirds of a checkpoint)."""
+    kept, freed, removed, stripped = kept_checkpoints(save_dir, averaged), 0, 0, 0
+    for path in save_dir.glob("checkpoint*.pt"):
+        if path not in kept:
+            freed += path.stat().st_size
+            path.unlink()
+            removed += 1
+    for path in kept:
+        if path.name in ("checkpoint_last.pt", "checkpoint_avg.pt"):
+            continue
+        before = path.stat().st_size
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("last_optimizer_state") is not None:
+            state["last_optimizer_state"] = None
+            write_atomically(path, lambda temporary: torch.save(state, temporary))
+            freed += before - path.stat().st_size
+            stripped += 1
+    return removed, stripped, freed
+
+
 def training_seed(command) -> int:
     """The --seed of a fairseq-train command line (its last one; fairseq's default 1)."""
     return int(last_value(command, "--seed", 1))
@@ -146,6 +180,9 @@ def parse_args(argv=None):
     parser.add_argument("--lenpen", type=float, default=0.6)
     parser.add_argument("--max-tokens", type=int, default=8000)
     parser.add_argument("--cpu", action="store_true", help="evaluate on CPU even if CUDA is there")
+    parser.add_argument("--remove-unneeded-checkpoints", action="store_true",
+                        help="once scored, delete the checkpoints that neither this average nor a resume "
+                             "needs, and the optimizer states of the averaged ones but checkpoint_last.pt")
     args = parser.parse_args(argv)
     if args.average < 1:
         parser.error(f"--average {args.average}: needs at least 1")
@@ -195,6 +232,10 @@ def main(argv=None):
                "num_updates": state["optimizer_history"][-1]["num_updates"],
                "beam": args.beam, "lenpen": args.lenpen}
     write_text_atomically(save_dir / "results.json", json.dumps(results, indent=1))
+    if args.remove_unneeded_checkpoints:
+        removed, stripped, freed = remove_unneeded_checkpoints(save_dir, paths)
+        print(f"[evaluate] removed {removed} checkpoint(s) and the optimizer states of {stripped}: "
+              f"{freed / 1e6:.1f} MB freed; kept {', '.join(p.name for p in kept_checkpoints(save_dir, paths))}")
     print(f"[evaluate] {results['config']}: BLEU {scores['bleu']:.2f} ({scores['sacrebleu_signature']}), "
           f"tokenized BLEU {scores['bleu_tok']:.2f}, valid ppl {results['valid_ppl']}, test ppl {results['test_ppl']}")
 

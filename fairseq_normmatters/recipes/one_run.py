@@ -5,10 +5,12 @@
 
 The same two steps as train_{benchmark}.sh and evaluate.sh, each announced in the output by a
 line "== training: COMMAND" or "== evaluation: ..." (compare.sh names the failing step from the
-last such line), with Python, torch and fairseq started once per run instead of twice.
+last such line), with Python, torch and fairseq started once per run instead of twice. In a run
+over several nodes of a SLURM job only the first task evaluates.
 """
 
 import logging
+import os
 import sys
 
 from .. import install_fairseq_plugin
@@ -41,12 +43,20 @@ def train(command) -> None:
     fairseq_train.cli_main()
 
 
+def first_task() -> bool:
+    """Whether this process is the first task of its SLURM job, or not in one: the one that
+    evaluates a run trained over several nodes (a task a node)."""
+    return os.environ.get("SLURM_PROCID", "0") == "0"
+
+
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     split = argv.index("--")
     evaluation, command = argv[:split], argv[split + 1:]
     announce("training", command)
     train(command)
+    if not first_task():
+        return
     announce("evaluation", ["evaluate.sh", *evaluation])
     from .evaluate import main as evaluate
     evaluate(evaluation)

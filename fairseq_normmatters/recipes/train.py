@@ -24,6 +24,7 @@ they override any of these.
 
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -184,7 +185,7 @@ def command(config, prepared, save_dir, extra, gpus, precision="fp16", benchmark
 
 
 #: the flags of a fairseq-train command that name where the run is, not what it trains
-WHERE_FLAGS = ("--user-dir", "--save-dir", "--log-file")
+WHERE_FLAGS = ("--user-dir", "--save-dir", "--log-file", "--distributed-init-method", "--distributed-port")
 
 
 def training_arguments(command):
@@ -196,6 +197,20 @@ def training_arguments(command):
             kept.append(argument)
         skip = argument in WHERE_FLAGS
     return kept
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (the system's pick)."""
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
+
+
+def rendezvous_flags(gpus: int):
+    """How the ranks of a run on `gpus` GPUs of this machine meet: a port of the run's own
+    (fairseq would draw one from SLURM_JOB_ID inside a job, the same for every run of the job,
+    or at random outside one), none for one GPU or the CPU."""
+    return ["--distributed-init-method", f"tcp://localhost:{free_port()}"] if gpus > 1 else []
 
 
 def visible_gpus() -> int:

@@ -1,0 +1,174 @@
+"""compare.sh --launcher slurm on a real one-node SLURM cluster started for these tests
+(tests/slurm_cluster.py: slurmctld, slurmd and munged, stopped by their pid files afterwards):
+a tiny IWSLT14 comparison on the CPU, one job of it requeued in the middle of its training."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from fairseq_normmatters.recipes.convergence import validation_curve
+from slurm_cluster import missing_tools, start, stop
+from test_iwslt14 import iwslt14  # noqa: F401  (the prepared tiny IWSLT14, a fixture)
+from test_recipes import SCRIPTS, TINY_TRANSFORMER
+
+pytestmark = [pytest.mark.cluster, pytest.mark.skipif(
+    bool(missing_tools()), reason=f"no SLURM cluster can start here: missing {', '.join(missing_tools())} "
+                                  "(scripts/setup_slurm.sh installs the daemons as root with apt)")]
+
+# 60 updates of one CPU thread (6 an epoch), a checkpoint and a validation every 10, each update's
+# loss logged
+SCHEDULE = [*TINY_TRANSFORMER, "--max-update", "60", "--warmup-updates", "8", "--max-tokens", "2000",
+            "--save-interval-updates", "10", "--keep-interval-updates", "5", "--validate-interval-updates", "10",
+            "--log-interval", "1", "--cpu", "--num-workers", "0"]
+RUNS = ["transformer_l2-seed1", "transformer_l1-seed1", "transformer_l2-seed2", "transformer_l1-seed2"]
+WAIT = 600  # seconds at most for a state the test waits for
+SLICE = 0.02  # seconds a run trains between two stops
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """The environment (SLURM_CONF) of a one-node cluster running while the module's tests do."""
+    root = Path(tempfile.mkdtemp(prefix="normmatters-slurm-"))
+    try:
+        environment = start(root)
+        yield environment
+    finally:
+        stop(root)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run(cluster, *command, check=True):
+    result = subprocess.run([*map(str, command)], capture_output=True, text=True, timeout=WAIT,
+                            env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", **cluster})
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command[0]} exited {result.returncode}:\n{result.stdout[-3000:]}\n"
+                             f"{result.stderr[-3000:]}")
+    return result
+
+
+def compare(cluster, prepared, out, *options, check=True):
+    return run(cluster, SCRIPTS / "compare.sh", "iwslt14", prepared, out, "--seeds", "2", "--configs",
+               "transformer_l2", "transformer_l1", "--launcher", "slurm", "--max-jobs", "2", "--poll", "1",
+               *options, "--", *SCHEDULE, check=check)
+
+
+def wait_for(what, condition):
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {WAIT} s for {what}"
+        time.sleep(0.1)
+
+
+def job_state(cluster, job_id) -> str:
+    return run(cluster, "squeue", "--noheader", "--array", "--format=%T", "--job", job_id, check=False).stdout.strip()
+
+
+def stop_after_first_checkpoint(save_dir: Path) -> None:
+    """The run's process (one_run.py, which trains in itself) let go in slices of SLICE seconds,
+    stopped in between (SIGSTOP), until it has written its first checkpoint (the end of its first
+    epoch, 6 updates of 60): it is left stopped in the middle of its training however fast this
+    machine trains."""
+    wait_for("the run to start training", lambda: "== training: " in log_text(save_dir))
+    pid = run_process(save_dir)
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + WAIT
+    while not (save_dir / "checkpoint_last.pt").is_file():
+        assert time.monotonic() < deadline, f"waited {WAIT} s for the first checkpoint of {save_dir}"
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(SLICE)
+        os.kill(pid, signal.SIGSTOP)
+
+
+def run_process(save_dir: Path) -> int:
+    """The pid of the one_run.py process training `save_dir`."""
+    for process in Path("/proc").iterdir():
+        try:
+            arguments = (process / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"fairseq_normmatters.recipes.one_run" in arguments and str(save_dir).encode() in arguments:
+            return int(process.name)
+    raise AssertionError(f"no one_run.py process of {save_dir}")
+
+
+def log_text(save_dir: Path) -> str:
+    log = save_dir / "compare.log"
+    return log.read_text(errors="replace") if log.is_file() else ""
+
+
+def losses(save_dir: Path):
+    """({update: train loss}, the validation curve) from a run's json train.log, the last value
+    logged for each update (a resumed run logs the updates after its checkpoint again)."""
+    train = {}
+    for line in (save_dir / "train.log").read_text().splitlines():
+        if line.startswith('{"epoch"') and '"loss"' in line and '"num_updates"' in line:
+            record = json.loads(line)
+            train[int(record["num_updates"])] = record["loss"]
+    return train, validation_curve(save_dir)
+
+
+def test_a_comparison_through_slurm_resumes_a_requeued_job_and_tabulates(cluster, iwslt14, tmp_path):  # noqa: F811
+    _, prepared = iwslt14
+    out = tmp_path / "comparison"
+    first = compare(cluster, prepared, out)
+    submitted = [line for line in first.stdout.splitlines() if ": submitted as job " in line]
+    assert [line.split()[2].rstrip(":") for line in submitted] == RUNS
+    assert "[compare] submitting 4 job(s), each 1 node(s), batch the CPU x 2000 tokens x 1 = 2000 tokens an update" \
+        in first.stdout and "4 of 4 runs are not done" in first.stdout
+    requeued = out / "transformer_l1-seed1"
+    job = json.loads((requeued / "slurm.json").read_text())["job_id"]
+
+    stop_after_first_checkpoint(requeued)
+    run(cluster, "scontrol", "requeue", job)
+    wait_for("the requeued job to be pending", lambda: job_state(cluster, job) == "PENDING")
+    states = compare(cluster, prepared, out)
+    assert f"[compare] 2/4 transformer_l1-seed1: queued (job {job}, log {requeued / 'compare.log'})" in states.stdout
+    assert "submitted" not in states.stdout  # nothing new: every run is queued, running or done
+    run(cluster, "scontrol", "update", f"jobid={job}", "StartTime=now")  # SLURM holds a requeued job ~2 min
+
+    waited = compare(cluster, prepared, out, "--wait")
+    assert "[compare] 2/4 transformer_l1-seed1: running (job " in waited.stdout
+    assert sum(f"{run}: done, BLEU " in waited.stdout for run in RUNS) == 4
+    assert "[compare] done in " in waited.stdout and (out / "results.md").is_file()
+    log = (requeued / "compare.log").read_text()
+    assert log.count("== training: ") == 2 and log.count("== evaluation: ") == 1
+    resumed = int(log.split("Loaded checkpoint ")[1].split(" @ ")[1].split()[0])
+    assert 0 < resumed < 60  # resumed from a checkpoint written during its first start
+
+    # the same losses as the same run uninterrupted, here on this machine
+    alone = tmp_path / "alone"
+    run(cluster, SCRIPTS / "compare.sh", "iwslt14", prepared, alone, "--seeds", "1", "--configs", "transformer_l1",
+        "--", *SCHEDULE)
+    assert losses(requeued) == losses(alone / "transformer_l1-seed1")
+    assert sorted(losses(requeued)[0]) == list(range(1, 61))
+    results = json.loads((requeued / "results.json").read_text())
+    assert results["bleu"] == json.loads((alone / "transformer_l1-seed1" / "results.json").read_text())["bleu"]
+
+    # evaluated: only what the average and a resume need is left
+    kept = sorted(p.name for p in requeued.glob("checkpoint*.pt"))
+    assert kept == sorted({*results["checkpoints_averaged"], "checkpoint_last.pt", "checkpoint_avg.pt"})
+    table = (out / "results.md").read_text()
+    assert "| transformer_l1 | 1, 2 |" in table and " ± " in table
+    again = compare(cluster, prepared, out)
+    assert sum(f"{run}: done, BLEU " in again.stdout for run in RUNS) == 4 and "submitted" not in again.stdout
+    assert (out / "results.md").read_text() == table
+
+
+def test_a_failing_job_is_reported_with_its_log_and_not_submitted_again(cluster, iwslt14, tmp_path):  # noqa: F811
+    _, prepared = iwslt14
+    out = tmp_path / "comparison"
+    failed = run(cluster, SCRIPTS / "compare.sh", "iwslt14", prepared, out, "--seeds", "1", "--configs",
+                 "transformer_l2", "--launcher", "slurm", "--wait", "--poll", "1", "--", *SCHEDULE,
+                 "--max-tokens", "many", check=False)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "1 of 1 runs failed" in failed.stderr and "--max-tokens: invalid" in failed.stderr
+    job = json.loads((out / "transformer_l2-seed1" / "slurm.json").read_text())["job_id"]
+    assert "failed (job " in failed.stdout and job_state(cluster, job) == ""  # ended, not requeued
+    assert not (out / "results.md").exists()
