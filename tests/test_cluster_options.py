@@ -33,6 +33,7 @@ def test_slurm_options_default_to_the_benchmarks_reference_and_the_cpu_with_cpu(
 @pytest.mark.parametrize("options, message", [
     (["--wait"], "--wait: only with --launcher slurm"),
     (["--partition", "gpu", "--mem", "64G"], "--partition, --mem: only with --launcher slurm"),
+    (["--nodes", "2", "--sbatch", "qos=high"], "--nodes, --sbatch: only with --launcher slurm"),
     (["--launcher", "slurm", "--nodes", "2"], "--nodes 2: a run over several nodes needs GPUs"),
     (["--launcher", "slurm", "--time", "soon"], "--time 'soon': give minutes (e.g. 90) or [D-]HH:MM:SS"),
     (["--launcher", "slurm", "--max-jobs", "0"], "--max-jobs 0: needs at least 1"),

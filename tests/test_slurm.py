@@ -1,6 +1,7 @@
 """compare.sh --launcher slurm on a real one-node SLURM cluster started for these tests
 (tests/slurm_cluster.py: slurmctld, slurmd and munged, stopped by their pid files afterwards):
-a tiny IWSLT14 comparison on the CPU, one job of it requeued in the middle of its training."""
+a tiny IWSLT14 comparison on the CPU, one job of it requeued in the middle of its training
+(scontrol requeue, as a preemption does), another warned of its time limit (SIGUSR2)."""
 
 import json
 import os
@@ -133,14 +134,27 @@ def test_a_comparison_through_slurm_resumes_a_requeued_job_and_tabulates(cluster
     assert "submitted" not in states.stdout  # nothing new: every run is queued, running or done
     run(cluster, "scontrol", "update", f"jobid={job}", "StartTime=now")  # SLURM holds a requeued job ~2 min
 
+    # another job gets SLURM's time-limit warning (SIGUSR2) mid-training: it requeues itself
+    timed_out = out / "transformer_l2-seed2"
+    limited = json.loads((timed_out / "slurm.json").read_text())["job_id"]
+    stop_after_first_checkpoint(timed_out)
+    run(cluster, "scancel", "--signal=USR2", limited)
+    wait_for("the job to requeue itself", lambda: job_state(cluster, limited) == "PENDING")
+    run(cluster, "scontrol", "update", f"jobid={limited}", "StartTime=now")
+
     waited = compare(cluster, prepared, out, "--wait")
     assert "[compare] 2/4 transformer_l1-seed1: running (job " in waited.stdout
     assert sum(f"{run}: done, BLEU " in waited.stdout for run in RUNS) == 4
     assert "[compare] done in " in waited.stdout and (out / "results.md").is_file()
-    log = (requeued / "compare.log").read_text()
-    assert log.count("== training: ") == 2 and log.count("== evaluation: ") == 1
-    resumed = int(log.split("Loaded checkpoint ")[1].split(" @ ")[1].split()[0])
-    assert 0 < resumed < 60  # resumed from a checkpoint written during its first start
+    for save_dir in (requeued, timed_out):
+        log = (save_dir / "compare.log").read_text()
+        assert log.count("== training: ") == 2 and log.count("== evaluation: ") == 1
+        resumed = int(log.split("Loaded checkpoint ")[1].split(" @ ")[1].split()[0])
+        assert 0 < resumed < 60  # resumed from a checkpoint written during its first start
+    assert sorted(losses(timed_out)[0]) == list(range(1, 61))
+    record = json.loads((timed_out / "slurm.json").read_text())
+    job_log = Path(record["stdout"]).read_text() + Path(record["stderr"]).read_text()
+    assert "Caught signal SIGUSR2" in job_log and f"Requeued job {limited}" in job_log
 
     # the same losses as the same run uninterrupted, here on this machine
     alone = tmp_path / "alone"
@@ -168,7 +182,8 @@ def test_a_failing_job_is_reported_with_its_log_and_not_submitted_again(cluster,
                  "transformer_l2", "--launcher", "slurm", "--wait", "--poll", "1", "--", *SCHEDULE,
                  "--max-tokens", "many", check=False)
     assert failed.returncode == 1, failed.stdout + failed.stderr
-    assert "1 of 1 runs failed" in failed.stderr and "--max-tokens: invalid" in failed.stderr
+    assert "1 of 1 runs failed (their logs' last lines above)" in failed.stderr
+    assert "[compare] 1/1 transformer_l2-seed1: failed (job " in failed.stdout and "--max-tokens: invalid" in failed.stdout
     job = json.loads((out / "transformer_l2-seed1" / "slurm.json").read_text())["job_id"]
-    assert "failed (job " in failed.stdout and job_state(cluster, job) == ""  # ended, not requeued
+    assert job_state(cluster, job) == ""  # ended, not requeued
     assert not (out / "results.md").exists()

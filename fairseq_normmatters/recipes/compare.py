@@ -120,9 +120,11 @@ def check_slurm_options(parser, args) -> None:
     """parser.error for an option of --launcher slurm that SLURM would refuse or misread."""
     if args.launcher != "slurm":
         given = [f"--{name.replace('_', '-')}" for name in ("partition", "gpus_per_node", "cpus_per_run", "mem")
-                 if getattr(args, name) is not None] + (["--wait"] if args.wait else [])
-        if given or args.nodes != 1 or args.sbatch:
-            parser.error(f"{', '.join(given or ['--nodes/--sbatch'])}: only with --launcher slurm")
+                 if getattr(args, name) is not None]
+        given += [flag for flag, used in (("--nodes", args.nodes != 1), ("--sbatch", args.sbatch),
+                                          ("--wait", args.wait)) if used]
+        if given:
+            parser.error(f"{', '.join(given)}: only with --launcher slurm")
         return
     if args.gpus_per_node is None:
         args.gpus_per_node = 0 if "--cpu" in args.extra else BENCHMARKS[args.benchmark][2]

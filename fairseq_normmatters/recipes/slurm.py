@@ -180,9 +180,11 @@ def compare_on_slurm(runs: List[Run], args) -> None:
     if not unfinished:
         write_results(runs, Path(args.out), progress)
     elif args.wait:
-        failed = "\n".join(f"  {run.save_dir.name}: {failure_text(run, job_record(run))}" for run in unfinished)
-        raise RecipeError(f"{len(unfinished)} of {len(runs)} runs failed; the others are done:\n{failed}\n"
-                          "rerun the same compare.sh command to submit them again (they resume where they were)")
+        failed = "\n".join(f"  {run.save_dir.name}: job {job_record(run)['job_id']}, log {run.log}"
+                           for run in unfinished)
+        raise RecipeError(f"{len(unfinished)} of {len(runs)} runs failed (their logs' last lines above); the "
+                          f"others are done:\n{failed}\nrerun the same compare.sh command to submit them again "
+                          "(they resume where they were)")
     else:
         print(f"[compare] {len(unfinished)} of {len(runs)} runs are not done: rerun this command to see their "
               "states (and resubmit any that failed), or add --wait to follow them; the table is written once "
