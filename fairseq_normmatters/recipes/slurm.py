@@ -207,11 +207,12 @@ def follow(runs: List[Run], args, progress: Progress) -> None:
             seen[run.number] = state
             if state == "running":
                 started[run.number] = time.monotonic()
-                progress.say(run, f"running (job {record['job_id']})")
+                progress.say(run, f"running (job {record['job_id']}, log {run.log})")
             elif state == "done":
-                progress.finished(time.monotonic() - started.get(run.number, progress.started))
-                took = minutes(time.monotonic() - started.get(run.number, progress.started))
-                progress.say(run, f"{state_line(run, state, record)}, {took} since it started")
+                took = time.monotonic() - started.get(run.number, progress.started)
+                progress.finished(took)
+                since = f", {minutes(took)} after it started" if run.number in started else ""
+                progress.say(run, state_line(run, state, record) + since)
             else:
                 progress.waiting -= state == "failed"
                 progress.say(run, state_line(run, state, record))
