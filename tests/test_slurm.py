@@ -132,6 +132,11 @@ def test_a_comparison_through_slurm_resumes_a_requeued_job_and_tabulates(cluster
     states = compare(cluster, prepared, out)
     assert f"[compare] 2/4 transformer_l1-seed1: queued (job {job}, log {requeued / 'compare.log'})" in states.stdout
     assert "submitted" not in states.stdout  # nothing new: every run is queued, running or done
+    longer = run(cluster, SCRIPTS / "compare.sh", "iwslt14", prepared, out, "--seeds", "2", "--configs",
+                 "transformer_l2", "transformer_l1", "--launcher", "slurm", "--retrain", "--", *SCHEDULE,
+                 "--max-update", "70", check=False)
+    assert longer.returncode == 1 and "--retrain would delete runs whose jobs are queued or running: " in longer.stderr
+    assert f"transformer_l1-seed1 (job {job})" in longer.stderr and (requeued / "checkpoint_last.pt").is_file()
     run(cluster, "scontrol", "update", f"jobid={job}", "StartTime=now")  # SLURM holds a requeued job ~2 min
 
     # another job gets SLURM's time-limit warning (SIGUSR2) mid-training: it requeues itself

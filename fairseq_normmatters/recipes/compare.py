@@ -318,8 +318,11 @@ def run_logged(run: Run, command: List[str], environment: Dict[str, str], log: P
 
 def train_then_evaluate(run: Run, args, gpus: int, environment: Dict[str, str], where=(), log: Path = None):
     """fairseq-train, then the evaluation, in one process (one_run.py) on `gpus` GPUs with the
-    ranks meeting `where` (train.rendezvous_flags); returns the training command."""
-    train = start_run(run.config, args.prepared, run.save_dir, [*run.extra(args), *where], gpus, args.benchmark)
+    ranks meeting `where` (train.rendezvous_flags), the output in `log` (default: the run's,
+    whose process also records the command in run.json: the other nodes of a run do not);
+    returns the training command."""
+    build = start_run if log in (None, run.log) else run_command
+    train = build(run.config, args.prepared, run.save_dir, [*run.extra(args), *where], gpus, args.benchmark)
     cleaning = [] if args.keep_checkpoints else ["--remove-unneeded-checkpoints"]
     run_logged(run, [sys.executable, "-m", "fairseq_normmatters.recipes.one_run", str(run.save_dir),
                      str(args.prepared), *EVALUATION[args.benchmark], *cleaning, "--", *train], environment, log)
