@@ -163,3 +163,16 @@ def test_a_row_too_wide_for_the_kernels_runs_rows_py_and_keeps_triton(monkeypatc
     assert forward.launches == 0 and not backends._broken
     check("l1", rows_of(64, torch.float32), *affine(64))
     assert forward.launches == 1 and not backends._broken
+
+
+def test_rows_whose_offsets_pass_two_to_the_31_are_read_and_written_where_they_are():
+    """2049 rows of 1024 bf16 features 2^20 elements apart in a 4 GB storage (reserved, only the
+    rows touched): the last row starts at element 2^31, past int32, so the kernels' row offsets
+    must be int64 (row x stride in int32 wraps, and the last rows are read and written out of
+    bounds: a segmentation fault in the interpreter)."""
+    rows, n, stride = 2049, 1024, 2 ** 20
+    storage = torch.empty((rows - 1) * stride + n, dtype=torch.bfloat16, device=DEVICE)
+    x = storage.as_strided((rows, n), (stride, 1))
+    x.copy_(rows_of(n, torch.bfloat16, count=rows))
+    assert x.storage_offset() + (rows - 1) * x.stride(0) == 2 ** 31
+    check("l1", x, *affine(n))

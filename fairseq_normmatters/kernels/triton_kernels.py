@@ -59,7 +59,7 @@ def _scale_derivative(d, a, valid, m, t, n, KIND: tl.constexpr, K: tl.constexpr)
 def _forward_kernel(X, W, B, Y, MEAN, M, T, x_stride, y_stride, n, constant, eps,
                     KIND: tl.constexpr, K: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
                     BLOCK: tl.constexpr):
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)  # row x stride passes int32 in large tensors
     cols = tl.arange(0, BLOCK)
     valid = cols < n
     x = tl.load(X + row * x_stride + cols, mask=valid, other=0.0).to(tl.float32)
@@ -81,7 +81,7 @@ def _forward_kernel(X, W, B, Y, MEAN, M, T, x_stride, y_stride, n, constant, eps
 def _backward_kernel(G, X, W, MEAN, M, T, DX, DW_PART, DB_PART, rows, rows_per_program, g_stride,
                      x_stride, dx_stride, n, constant, eps, KIND: tl.constexpr, K: tl.constexpr,
                      HAS_W: tl.constexpr, BLOCK: tl.constexpr):
-    program = tl.program_id(0)
+    program = tl.program_id(0).to(tl.int64)  # row x stride passes int32 in large tensors
     cols = tl.arange(0, BLOCK)
     valid = cols < n
     if HAS_W:
