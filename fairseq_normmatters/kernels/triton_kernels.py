@@ -2,6 +2,7 @@
 program in the forward; the backward walks a share of the rows per program and writes partial
 sums of dL/dgamma, dL/dbeta that torch adds up (no atomics: deterministic)."""
 
+import contextlib
 import functools
 
 import torch
@@ -133,6 +134,13 @@ def _unit_stride(t):
     return t if t is None or t.stride(-1) == 1 else t.contiguous()
 
 
+def _on_device_of(x: torch.Tensor):
+    """The context of a launch for x: Triton launches on the current CUDA device, so a model
+    spread over two GPUs would hand cuda:1 tensors to a launch on cuda:0 without it. (CPU
+    tensors, in the interpreter: nothing to set.)"""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
 @functools.lru_cache(maxsize=None)
 def _multiprocessors(device: torch.device) -> int:
     if device.type != "cuda":  # TRITON_INTERPRET=1 runs the kernels on CPU tensors
@@ -150,10 +158,11 @@ def forward_rows(x, weight, bias, kind, constant, eps, k):
     y = torch.empty((rows, n), dtype=x.dtype, device=x.device)
     statistics = torch.empty((3, rows), dtype=torch.float32, device=x.device)
     mean, m, t = statistics
-    _forward_kernel[(rows,)](x, weight if weight is not None else x, bias if bias is not None else x,
-                             y, mean, m, t, x.stride(0), y.stride(0), n, constant, eps,
-                             KIND=KIND_CODES[kind], K=max(k, 1), HAS_W=weight is not None,
-                             HAS_B=bias is not None, BLOCK=block, num_warps=warps)
+    with _on_device_of(x):
+        _forward_kernel[(rows,)](x, weight if weight is not None else x, bias if bias is not None else x,
+                                 y, mean, m, t, x.stride(0), y.stride(0), n, constant, eps,
+                                 KIND=KIND_CODES[kind], K=max(k, 1), HAS_W=weight is not None,
+                                 HAS_B=bias is not None, BLOCK=block, num_warps=warps)
     return y, statistics
 
 
@@ -173,11 +182,12 @@ def backward_rows(grad, x, weight, statistics, kind, constant, eps, k, needs_wei
     dx = torch.empty((rows, n), dtype=x.dtype, device=x.device)
     dw_part, db_part = (torch.empty((programs, block), dtype=torch.float32, device=x.device)
                         for _ in range(2))
-    _backward_kernel[(programs,)](grad, x, weight if weight is not None else x, mean, m, t, dx,
-                                  dw_part, db_part, rows, rows_per_program, grad.stride(0),
-                                  x.stride(0), dx.stride(0), n, constant, eps,
-                                  KIND=KIND_CODES[kind], K=max(k, 1), HAS_W=weight is not None,
-                                  BLOCK=block, num_warps=warps)
+    with _on_device_of(x):
+        _backward_kernel[(programs,)](grad, x, weight if weight is not None else x, mean, m, t, dx,
+                                      dw_part, db_part, rows, rows_per_program, grad.stride(0),
+                                      x.stride(0), dx.stride(0), n, constant, eps,
+                                      KIND=KIND_CODES[kind], K=max(k, 1), HAS_W=weight is not None,
+                                      BLOCK=block, num_warps=warps)
     dweight = dw_part[:, :n].sum(0) if needs_weight_grad else None
     dbias = db_part[:, :n].sum(0) if needs_bias_grad else None
     return dx, dweight, dbias
