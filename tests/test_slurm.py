@@ -54,10 +54,15 @@ def run(cluster, *command, check=True):
     return result
 
 
+def compare_arguments(prepared, out):
+    """compare.sh's arguments for the tiny comparison (--poll 0.2: each state seen, however short)."""
+    return ["iwslt14", str(prepared), str(out), "--seeds", "2", "--configs", "transformer_l2", "transformer_l1",
+            "--launcher", "slurm", "--max-jobs", "2", "--poll", "0.2"]
+
+
 def compare(cluster, prepared, out, *options, check=True):
-    return run(cluster, SCRIPTS / "compare.sh", "iwslt14", prepared, out, "--seeds", "2", "--configs",
-               "transformer_l2", "transformer_l1", "--launcher", "slurm", "--max-jobs", "2", "--poll", "1",
-               *options, "--", *SCHEDULE, check=check)
+    return run(cluster, SCRIPTS / "compare.sh", *compare_arguments(prepared, out), *options, "--", *SCHEDULE,
+               check=check)
 
 
 def wait_for(what, condition):
@@ -137,7 +142,6 @@ def test_a_comparison_through_slurm_resumes_a_requeued_job_and_tabulates(cluster
                  "--max-update", "70", check=False)
     assert longer.returncode == 1 and "--retrain would delete runs whose jobs are queued or running: " in longer.stderr
     assert f"transformer_l1-seed1 (job {job})" in longer.stderr and (requeued / "checkpoint_last.pt").is_file()
-    run(cluster, "scontrol", "update", f"jobid={job}", "StartTime=now")  # SLURM holds a requeued job ~2 min
 
     # another job gets SLURM's time-limit warning (SIGUSR2) mid-training: it requeues itself
     timed_out = out / "transformer_l2-seed2"
@@ -145,9 +149,23 @@ def test_a_comparison_through_slurm_resumes_a_requeued_job_and_tabulates(cluster
     stop_after_first_checkpoint(timed_out)
     run(cluster, "scancel", "--signal=USR2", limited)
     wait_for("the job to requeue itself", lambda: job_state(cluster, limited) == "PENDING")
-    run(cluster, "scontrol", "update", f"jobid={limited}", "StartTime=now")
 
-    waited = compare(cluster, prepared, out, "--wait")
+    # both requeued jobs held (SLURM holds a requeued job ~2 min) until --wait has said their
+    # state, then let go: it sees each of them queued, then running, then done
+    waiting = subprocess.Popen([str(SCRIPTS / "compare.sh"), *compare_arguments(prepared, out), "--wait", "--",
+                                *SCHEDULE], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", **cluster})
+    said = []
+    while not any(line.startswith("[compare] 4/4 ") for line in said):
+        line = waiting.stdout.readline()
+        assert line, f"compare.sh --wait ended before saying the runs' states: {''.join(said)}"
+        said.append(line)
+    for held in (job, limited):
+        run(cluster, "scontrol", "update", f"jobid={held}", "StartTime=now")
+    rest, errors = waiting.communicate(timeout=WAIT)
+    waited = subprocess.CompletedProcess(waiting.args, waiting.returncode, "".join(said) + rest, errors)
+    assert waited.returncode == 0, waited.stdout[-3000:] + errors[-3000:]
+    assert f"[compare] 2/4 transformer_l1-seed1: queued (job {job}," in waited.stdout
     assert "[compare] 2/4 transformer_l1-seed1: running (job " in waited.stdout
     assert sum(f"{run}: done, BLEU " in waited.stdout for run in RUNS) == 4
     assert "[compare] done in " in waited.stdout and (out / "results.md").is_file()

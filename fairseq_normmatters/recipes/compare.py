@@ -217,11 +217,16 @@ def runs_of_another_command(runs: List[Run], args, gpus: int) -> Dict[str, str]:
     return found
 
 
-def check_commands(runs: List[Run], args, gpus: int) -> None:
-    """Refuse (or with --retrain, delete) the runs trained with another command than now."""
+def check_commands(runs: List[Run], args, gpus: int, busy: Dict[str, str] = None) -> None:
+    """Refuse (or with --retrain, delete) the runs trained with another command than now; `busy`
+    names the runs still being trained elsewhere ({folder name: job id}), never deleted."""
     differing = runs_of_another_command(runs, args, gpus)
     if not differing:
         return
+    held = [f"{name} (job {job})" for name, job in (busy or {}).items() if name in differing]
+    if args.retrain and held:
+        raise RecipeError(f"--retrain would delete runs whose jobs are queued or running: {', '.join(held)}; "
+                          "scancel those jobs first (nothing was deleted)")
     if args.retrain:
         for run in runs:
             if run.save_dir.name in differing:

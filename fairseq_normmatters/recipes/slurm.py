@@ -24,8 +24,7 @@ from typing import Dict, List
 import submitit
 
 from . import RecipeError, write_text_atomically
-from .compare import (Progress, Run, check_commands, log_tail, minutes, runs_of_another_command, train_then_evaluate,
-                      write_results)
+from .compare import Progress, Run, check_commands, log_tail, minutes, train_then_evaluate, write_results
 from .train import batch_text, effective_batch, rendezvous_flags, run_command
 
 MAX_REQUEUES = 10  # requeues at the time limit before a run is given up as too long for its limit
@@ -160,14 +159,9 @@ def compare_on_slurm(runs: List[Run], args) -> None:
     """compare.sh's main with --launcher slurm (see the module's text)."""
     active = active_jobs()
     states = {run.number: run_state(run, active) for run in runs}
-    if args.retrain:
-        differing = runs_of_another_command(runs, args, args.gpus_per_node)
-        busy = [f"{run.save_dir.name} (job {states[run.number][1]['job_id']})" for run in runs
-                if run.save_dir.name in differing and states[run.number][0] in ("queued", "running")]
-        if busy:
-            raise RecipeError(f"--retrain would delete runs whose jobs are queued or running: {', '.join(busy)}; "
-                              "scancel those jobs first (nothing was deleted)")
-    check_commands(runs, args, args.gpus_per_node)
+    busy = {run.save_dir.name: states[run.number][1]["job_id"] for run in runs
+            if states[run.number][0] in ("queued", "running")}
+    check_commands(runs, args, args.gpus_per_node, busy)
     states = {run.number: run_state(run, active) for run in runs}  # --retrain may have deleted some
     progress = Progress(len(runs), args.max_jobs)
     for run in runs:
