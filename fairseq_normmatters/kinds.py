@@ -5,6 +5,7 @@ messages all read it.
     >>> from fairseq_normmatters import build_norm, build_batch_norm
     >>> norm = build_norm("topk", 512, k=8)            # C = C_Linf(512), the authors' choice
     >>> bn = build_batch_norm("l1", 64, dim=2)          # for (N, C, H, W)
+    >>> fp16 = build_norm("l2", 512, accumulate="fp16")  # statistics summed in fp16 (accumulation.py)
 """
 
 import functools
@@ -35,13 +36,15 @@ def _deviation(kind: str, **options) -> NormKind:
 
 
 NORMS: Dict[str, NormKind] = {
-    "l2": NormKind(L2Norm, torch_batch_norm),
-    "l1": _deviation("l1", options=("constant",)),
-    "linf": _deviation("linf", options=("constant",)),
-    "topk": _deviation("topk", options=("constant", "k"), required=("k",)),
-    "rms": NormKind(RMSNorm),
+    "l2": NormKind(L2Norm, torch_batch_norm, options=("accumulate",)),
+    "l1": _deviation("l1", options=("constant", "accumulate")),
+    "linf": _deviation("linf", options=("constant", "accumulate")),
+    "topk": _deviation("topk", options=("constant", "k", "accumulate"), required=("k",)),
+    "rms": NormKind(RMSNorm, options=("accumulate",)),
     "none": NormKind(identity_norm),
 }
+#: options of the layer norms only: the batch norms reduce in float32
+LAYER_ONLY_OPTIONS = ("accumulate",)
 NORM_KINDS = tuple(NORMS)
 BATCH_NORM_KINDS = tuple(name for name, kind in NORMS.items() if kind.batch is not None)
 
@@ -53,10 +56,13 @@ def norm_kind(name: str, options: dict, batch: bool = False) -> NormKind:
     if name not in known:
         raise ValueError(f"{family} kind {name!r} is unknown; known kinds: {', '.join(known)}")
     kind = NORMS[name]
-    unknown = sorted(set(options) - set(kind.options))
+    allowed = [option for option in kind.options if not (batch and option in LAYER_ONLY_OPTIONS)]
+    unknown = sorted(set(options) - set(allowed))
     if unknown:
+        layer_only = " (accumulate is an option of the layer norms: the batch norms reduce in float32)" \
+            if batch and set(unknown) & set(LAYER_ONLY_OPTIONS) else ""
         raise ValueError(f"{family} kind {name!r} does not take options {unknown}; it takes "
-                         f"{', '.join(kind.options) or 'no options'}")
+                         f"{', '.join(allowed) or 'no options'}{layer_only}")
     missing = [option for option in kind.required if options.get(option) is None]
     if missing:
         raise ValueError(f"{family} kind {name!r} needs the option {', '.join(missing)}")
@@ -66,7 +72,8 @@ def norm_kind(name: str, options: dict, batch: bool = False) -> NormKind:
 def build_norm(kind: str, normalized_shape: Shape, eps=1e-5, elementwise_affine=True, **options):
     """A layer norm of `kind` (NORM_KINDS) over the trailing `normalized_shape`.
 
-    options: `constant` ("paper", "gaussian" or a float) for l1/linf/topk, `k` for topk.
+    options: `constant` ("paper", "gaussian" or a float) for l1/linf/topk, `k` for topk,
+    `accumulate` ("float32", "fp16", "bf16": the format of the statistics' sums) for all but none.
     """
     return norm_kind(kind, options).layer(normalized_shape, eps, elementwise_affine, **options)
 

@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import kernels
+from .accumulation import FLOAT32, check_accumulate, narrow_norm
 from .kernels import backends
 from .kernels.rows import affine as _affine, compute_dtype
 from .constants import check_topk, resolve_constant
@@ -142,16 +143,48 @@ def check_eps(eps: float) -> float:
     return float(eps)
 
 
-class L2Norm(nn.LayerNorm):
-    """torch's LayerNorm (fused op): y = gamma * d / sqrt(mean(d^2) + eps) + beta."""
+class NarrowAccumulation:
+    """Mixin of the layer-norm modules: the option `accumulate`, "float32" (the default: the
+    fast paths, which reduce in float32) or "fp16" / "bf16", in which format the statistics are
+    accumulated and the row is normalized (accumulation.narrow_norm). The module has kind,
+    normalized_shape, eps, weight, bias and, for l1/linf/topk, constant_value and k."""
+
+    accumulate = FLOAT32
+
+    def set_accumulate(self, accumulate: str) -> None:
+        self.accumulate = check_accumulate(accumulate)
+
+    @property
+    def accumulates_narrow(self) -> bool:
+        return self.accumulate != FLOAT32
+
+    def narrow_forward(self, x):
+        size = normalized_size(x, self.normalized_shape, self.weight, self.bias)
+        return narrow_norm(x, self.kind, size, self.weight, self.bias, self.eps,
+                           getattr(self, "constant_value", 1.0), getattr(self, "k", None), self.accumulate)
+
+    def accumulate_repr(self) -> str:
+        return f", accumulate={self.accumulate}" if self.accumulates_narrow else ""
+
+
+class L2Norm(NarrowAccumulation, nn.LayerNorm):
+    """torch's LayerNorm (fused op): y = gamma * d / sqrt(mean(d^2) + eps) + beta; with
+    accumulate="fp16"/"bf16", the package's own L2 norm accumulating in that format."""
 
     kind = "l2"
 
-    def __init__(self, normalized_shape: Shape, eps=1e-5, elementwise_affine=True):
+    def __init__(self, normalized_shape: Shape, eps=1e-5, elementwise_affine=True, accumulate=FLOAT32):
         super().__init__(_as_shape(normalized_shape), check_eps(eps), elementwise_affine)
+        self.set_accumulate(accumulate)
+
+    def forward(self, x):
+        return self.narrow_forward(x) if self.accumulates_narrow else super().forward(x)
+
+    def extra_repr(self):
+        return super().extra_repr() + self.accumulate_repr()
 
 
-class PlannedRowNorm(nn.Module):
+class PlannedRowNorm(NarrowAccumulation, nn.Module):
     """Base of the norm modules that run as kernels.RowNormFunction (DeviationNorm, RMSNorm).
 
     The first call on a (device, dtype) checks the input, gamma and beta as the functional API
@@ -190,6 +223,8 @@ class PlannedRowNorm(nn.Module):
         return plans[key]
 
     def forward(self, x):
+        if self.accumulates_narrow:
+            return self.narrow_forward(x)
         plan = None if torch.compiler.is_compiling() else self._plan(x)
         if plan is None:
             return self.reference(x)
@@ -205,18 +240,20 @@ class RMSNorm(PlannedRowNorm):
     kind = "rms"
     constant_value, k = 1.0, None  # no calibration constant
 
-    def __init__(self, normalized_shape: Shape, eps=1e-5, elementwise_affine=True):
+    def __init__(self, normalized_shape: Shape, eps=1e-5, elementwise_affine=True, accumulate=FLOAT32):
         super().__init__()
         self.normalized_shape = _as_shape(normalized_shape)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
+        self.set_accumulate(accumulate)
         init_affine(self, elementwise_affine)
 
     def reference(self, x):
         return rms_norm_reference(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
-        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+        return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+                f"{self.accumulate_repr()}")
 
 
 def init_affine(module: nn.Module, affine: bool, shape=None) -> None:
@@ -238,7 +275,7 @@ class DeviationNorm(PlannedRowNorm):
     """
 
     def __init__(self, kind: str, normalized_shape: Shape, eps=1e-5, elementwise_affine=True,
-                 constant="paper", k=None):
+                 constant="paper", k=None, accumulate=FLOAT32):
         super().__init__()
         if kind not in SCALE_FUNCTIONS:
             raise ValueError(f"DeviationNorm kind {kind!r} is unknown; allowed: {', '.join(SCALE_FUNCTIONS)}")
@@ -247,6 +284,7 @@ class DeviationNorm(PlannedRowNorm):
         self.eps = eps
         self.elementwise_affine = elementwise_affine
         self._set_scale(constant, k)
+        self.set_accumulate(accumulate)
         init_affine(self, elementwise_affine)
 
     def __setattr__(self, name, value):
@@ -270,7 +308,7 @@ class DeviationNorm(PlannedRowNorm):
         k = f", k={self.k}" if self.kind == "topk" else ""
         return (f"{self.kind}, {self.normalized_shape}, eps={self.eps}, "
                 f"constant={self.constant!r} ({self.constant_value:.4f}){k}, "
-                f"elementwise_affine={self.elementwise_affine}")
+                f"elementwise_affine={self.elementwise_affine}{self.accumulate_repr()}")
 
 
 def identity_norm(normalized_shape: Shape, eps=1e-5, elementwise_affine=True) -> nn.Module:

@@ -1,0 +1,94 @@
+"""Norms whose statistics are accumulated in a narrow float format (fp16, bf16), emulated exactly.
+
+A norm kernel that accumulates in fp16 rounds every partial sum to fp16; torch's CPU reductions
+of fp16/bf16 tensors accumulate in float32 and round once at the end, so running the plain
+formula on half tensors does not show what such a kernel computes. Here every operation's
+result is rounded to the format F, and sums are pairwise trees (as a GPU block reduction adds),
+each level rounded:
+
+    v = round_F(x)                          S(.) = pairwise_sum, every partial sum in F
+    d = v - S(v) / n                        (rms: d = v, no centering)
+    l2, rms:  y = d * rsqrt(S(d * d) / n + eps)
+    l1:       y = d / (C * S(|d|) / n + eps)
+    linf:     y = d / (C * max|d| + eps)                    (a maximum is exact in any format)
+    topk:     y = d / (C * S(k largest |d|) / k + eps)
+    y = gamma * y + beta, in F, returned in x's dtype
+
+A sum of n terms of size a overflows fp16 (largest finite 65504) once n * a > 65504: at n = 1024
+the sum of squares once |d| > 8, the sum of |d| once |d| > 64; bf16 has float32's range but
+an eps of 2^-7. An elementwise operation on two fp16/bf16 tensors is correctly rounded (torch
+computes it in float32, whose 24 bits are at least 2p + 2 of either format: the double rounding
+is exact), so the emulation is bit for bit what an F accumulator of this order gives. Its
+backward is autograd's through the same rounded operations.
+
+    >>> from fairseq_normmatters import build_norm
+    >>> norm = build_norm("l2", 1024, accumulate="fp16")   # an L2 layer norm of an fp16 kernel
+"""
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+#: accumulate= names -> the format of the accumulator (None: float32, the fast paths' own)
+ACCUMULATE_FORMATS = {"float32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+FLOAT32 = "float32"
+
+
+def check_accumulate(name) -> str:
+    if name not in ACCUMULATE_FORMATS:
+        raise ValueError(f"accumulate={name!r} is unknown; allowed: {', '.join(ACCUMULATE_FORMATS)}")
+    return name
+
+
+def pairwise_sum(v: Tensor) -> Tensor:
+    """The sum over v's last dimension (kept) in v's dtype as a pairwise tree: zeros pad the row
+    to a power of two (exact), then neighbours are added level by level, each sum rounded."""
+    n = v.shape[-1]
+    v = F.pad(v, (0, (1 << (n - 1).bit_length()) - n))
+    while v.shape[-1] > 1:
+        v = v[..., 0::2] + v[..., 1::2]
+    return v
+
+
+def narrow_statistic(d: Tensor, kind: str, k: Optional[int]) -> Tensor:
+    """The raw scale statistic of the centered rows d (last dimension, kept), in d's dtype:
+    S(d^2)/n (l2, rms), S(|d|)/n (l1), max|d| (linf), S(top k |d|)/k (topk)."""
+    if kind in ("l2", "rms"):
+        return pairwise_sum(d * d) / d.shape[-1]
+    a = d.abs()
+    if kind == "l1":
+        return pairwise_sum(a) / d.shape[-1]
+    if kind == "linf":
+        return a.amax(-1, keepdim=True)
+    return pairwise_sum(a.topk(k, dim=-1).values) / k
+
+
+def narrow_norm(x: Tensor, kind: str, size: int, weight: Optional[Tensor], bias: Optional[Tensor],
+                eps: float, constant: float, k: Optional[int], accumulate: str) -> Tensor:
+    """The `kind` norm (l2, l1, linf, topk, rms) of x over its last `size` elements accumulated
+    in the format `accumulate` names ("fp16" or "bf16")."""
+    dtype = ACCUMULATE_FORMATS[check_accumulate(accumulate)]
+    if dtype is None:
+        raise ValueError("narrow_norm emulates fp16 or bf16 accumulation; float32 is the norms' own path")
+    return norm_in_format(x, kind, size, weight, bias, eps, constant, k, dtype)
+
+
+def norm_in_format(x: Tensor, kind: str, size: int, weight: Optional[Tensor], bias: Optional[Tensor],
+                   eps: float, constant: float, k: Optional[int], dtype: torch.dtype) -> Tensor:
+    """The module docstring's formulas with every operation in `dtype` (any float dtype: in
+    float64 they are the norms' reference formulas, which the tests check by gradcheck)."""
+    v = x.reshape(-1, size).to(dtype)
+    d = v if kind == "rms" else v - pairwise_sum(v) / size
+    statistic = narrow_statistic(d, kind, k)
+    if kind in ("l2", "rms"):
+        y = d * torch.rsqrt(statistic + eps)
+    else:
+        y = d / (statistic * constant + eps)
+    if weight is not None:
+        y = y * weight.reshape(-1).to(dtype)
+    if bias is not None:
+        y = y + bias.reshape(-1).to(dtype)
+    return y.view(x.shape).to(x.dtype)
