@@ -82,3 +82,25 @@ def test_calibrate_constants_prints_the_measured_ratio_of_every_constant(capsys)
     ratios = {(kind.strip(), constant.strip()): [float(r) for r in values] for kind, constant, *values in rows}
     assert all(abs(r - 1) < 0.02 for r in ratios[("l1", "gaussian")] + ratios[("linf", "gaussian")])
     assert all(1.3 < r < 1.5 for r in ratios[("linf", "paper")])  # the supplement's C_Linf, as test_norms
+
+
+def test_bench_precision_writes_the_table_the_plot_and_the_records(tmp_path, capsys):
+    """A few rows per measurement: the table has a line per kind x format x width, float32
+    accumulation holds over the whole grid, fp16's l2 breaks before l1 and l1 before linf
+    (the sums of squares, of |d| and of x overflow 65504 in turn), bf16 breaks nowhere."""
+    import bench_precision  # scripts/bench_precision.py
+    out, plot, records = tmp_path / "precision.md", tmp_path / "precision.png", tmp_path / "precision.json"
+    bench_precision.main(["--rows", "8", "--out", str(out), "--plot", str(plot), "--json", str(records)])
+    lines = out.read_text().splitlines()
+    rows = {tuple(cell.strip() for cell in line.split("|")[1:4]): [cell.strip() for cell in line.split("|")[4:-1]]
+            for line in lines[2:]}
+    assert len(rows) == 5 * 3 * 3 and capsys.readouterr().out.startswith(lines[0])
+    assert all(cells[0] == "1e-4 .. 1e4" and cells[1] == "none" for (_, accumulate, _), cells in rows.items()
+               if accumulate in ("float32", "bf16"))
+
+    def first_broken(kind):
+        return float(rows[kind, "fp16", "1024"][1].split()[3])  # "from s = 1e1 (all from ...)"
+    assert first_broken("l2") < first_broken("l1") < first_broken("linf")
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    measured = json.loads(records.read_text())
+    assert len(measured) == 5 * 3 * 3 * 2 * 17 and {"worst", "median", "broken"} <= set(measured[0])

@@ -126,6 +126,23 @@ def test_the_tables_and_the_last_line_say_which_runs_were_still_learning():
         "[compare] every run had stopped learning: the differences compare converged models"
 
 
+def test_narrow_accumulation_is_compared_with_its_own_kind_and_a_diverged_seed_is_left_out():
+    runs = [result("transformer_l2-seed1", "transformer_l2", 1, 0.005),
+            result("transformer_l1-seed1", "transformer_l1", 1, 0.005),
+            result("transformer_l1_acc_bf16-seed1", "transformer_l1_acc_bf16", 1, 0.005),
+            {**result("transformer_l1_acc_bf16-seed2", "transformer_l1_acc_bf16", 2, 0.3), "bleu": None,
+             "diverged": {"update": 300, "reason": "gradients are Nan/Inf"}}]
+    runs[2]["bleu"] = 48.5
+    row = next(line for line in comparison_table(runs).splitlines() if line.startswith("| transformer_l1_acc_bf16 |"))
+    cells = row.split(" | ")
+    assert cells[1:4] == ["1, 2", "48.50", "-2.50"]  # seed 1 only, against transformer_l1's 51.00
+    assert row.endswith("| seed 2 at update 300 | converged |")  # the diverged seed is not "still learning"
+    assert "| 700-800 (5) | diverged at update 300 |" in table(runs)
+    assert verdict_line(runs) == ("[compare] every run that did not diverge had stopped learning: the differences "
+                                  "compare converged models; 1 of 4 runs diverged (transformer_l1_acc_bf16-seed2 at "
+                                  "update 300): they have no scores and the means leave them out")
+
+
 def test_the_papers_numbers_appear_only_beside_runs_of_their_direction():
     de_en, en_de = result("a", "transformer_l2", 1, 0.0), result("b", "transformer_l2", 1, 0.0, "en-de")
     assert paper_number(de_en, "bleu") is None and paper_number(en_de, "bleu") == 27.3  # Vaswani et al.: en-de

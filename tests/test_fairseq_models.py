@@ -146,6 +146,7 @@ def test_restore_l2_checkpoint_into_l1_model(data, trained, tmp_path):
     (["--norm-type", "bogus"], "invalid choice: 'bogus' (choose from 'l2', 'l1', 'linf', 'topk', 'rms', 'none')"),
     (["--weight-norm-p", "3"], "invalid choice: '3' (choose from '1', '2', 'inf')"),
     (["--norm-constant", "huge"], "invalid --norm-constant 'huge'; allowed: paper, gaussian or a positive float"),
+    (["--norm-accumulate", "fp8"], "invalid choice: 'fp8' (choose from 'float32', 'fp16', 'bf16')"),
 ])
 def test_bad_flags_exit_with_argparse_message(data, tmp_path, flags, message):
     result = train(data, tmp_path, "norm_transformer_iwslt_de_en", *flags, check=False)

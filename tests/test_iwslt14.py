@@ -210,3 +210,29 @@ def test_retrain_deletes_only_the_runs_of_another_command(iwslt14, tmp_path, cap
     check_commands(runs, args, 0)
     assert f"--retrain: deleting {runs[0].save_dir} (--max-update 16 -> --max-update 20)" in capsys.readouterr().out
     assert not runs[0].save_dir.exists() and (runs[1].save_dir / "results.json").is_file()
+
+
+def test_runs_that_diverge_are_counted_as_diverged_and_the_comparison_completes(iwslt14, tmp_path):
+    """A learning rate of 1e30 makes the gradients NaN within a few updates: fairseq raises
+    FloatingPointError (then its NanDetector fails in turn); each run's results.json says where
+    it diverged, the tables and the verdict say so, and a rerun counts them as done."""
+    _, prepared = iwslt14
+    out = tmp_path / "comparison"
+    options = ["iwslt14", prepared, out, "--seeds", "1", "--configs", "transformer_l2", "transformer_l1", "--",
+               *TINY_TRANSFORMER, "--max-update", "8", "--lr", "1e30", "--max-tokens", "2000", "--cpu",
+               "--num-workers", "0"]
+    result = script("compare.sh", *options)
+    screen, table = result.stdout.splitlines(), (out / "results.md").read_text()
+    where = []
+    for number, run in enumerate(["transformer_l2-seed1", "transformer_l1-seed1"], 1):
+        results = json.loads((out / run / "results.json").read_text())
+        update = results["diverged"]["update"]
+        assert results["diverged"]["reason"] == "gradients are Nan/Inf" and "bleu" not in results and 1 < update < 8
+        assert sum(line.startswith(f"[compare] {number}/2 {run}: done in ") and
+                   f", diverged at update {update} (gradients are Nan/Inf)" in line for line in screen) == 1
+        assert f"| {run} | {run.split('-')[0]} | 1 | CPU x 2000 x 1 | {update} | — | diverged at update {update} |" in table
+        assert f"| seed 1 at update {update} | " in table
+        where.append(f"{run} at update {update}")
+    assert "| transformer_l1 | 1 | — | — |" in table  # no BLEU, so no difference either
+    assert screen[-1] == f"[compare] all 2 runs diverged ({', '.join(where)}): there are no scores to compare"
+    assert script("compare.sh", *options).stdout.count("done before") == 2

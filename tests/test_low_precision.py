@@ -9,7 +9,8 @@ from fairseq import tasks, utils
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq import options
 
-from cli import TINY_LSTM, TINY_TRANSFORMER, USER_DIR, epoch_losses, train
+from cli import TINY_LSTM, TINY_TRANSFORMER, USER_DIR, epoch_losses, output, train
+from test_fairseq_models import LAYER_NORMS_PER_TINY_TRANSFORMER
 from test_norms import OPTIONS, make, reference
 
 KINDS = ["l1", "linf", "topk", "rms"]
@@ -95,3 +96,30 @@ def test_autocast_bf16_refuses_to_train_float16_weights(data):
                                          "model's weights are torch.float16 \\(fairseq's --fp16 or "
                                          "--memory-efficient-fp16\\): give only one of them"):
         criterion(model, sample)
+
+
+@pytest.mark.parametrize("arch,norm_class", [("norm_transformer_iwslt_de_en", "L2Norm"),
+                                             ("norm_transformer_l1_iwslt_de_en", "DeviationNorm")])
+def test_norm_accumulate_reaches_every_layer_norm_of_a_built_model(data, arch, norm_class):
+    model, _, _ = build(data, arch, "--norm-accumulate", "bf16")
+    accumulating = [m for m in model.modules() if getattr(m, "accumulate", None) == "bf16"]
+    assert len(accumulating) == LAYER_NORMS_PER_TINY_TRANSFORMER
+    assert {type(m).__name__ for m in accumulating} == {norm_class}
+    assert not any(isinstance(m, torch.nn.LayerNorm) and type(m).__name__ == "LayerNorm" for m in model.modules())
+    plain, _, _ = build(data, arch)
+    assert not any(getattr(m, "accumulates_narrow", False) for m in plain.modules())
+
+
+def test_a_model_accumulating_in_bf16_trains_generates_and_keeps_its_flag_in_the_checkpoint(data, tmp_path):
+    """fairseq-train with --norm-accumulate bf16, then fairseq-generate (the model is rebuilt
+    from the checkpoint's flags), then a resume with float32 accumulation is refused by name."""
+    flags = [*TINY_TRANSFORMER, "--norm-accumulate", "bf16"]
+    losses = epoch_losses(train(data, tmp_path, "norm_transformer_linf_iwslt_de_en", *flags, updates=20).stdout)
+    assert losses[-1] < losses[0] - 0.5, f"loss did not go down: {losses}"
+    generated = output("fairseq-generate", data, "--user-dir", USER_DIR, "--path", tmp_path / "checkpoint_last.pt",
+                       "--cpu", "--gen-subset", "test", "--beam", "2", "--max-tokens", "2000")
+    assert "replaced 10 layer norms by linf (accumulating in bf16)" in generated
+    assert "Generate test with beam=2" in generated
+    refused = train(data, tmp_path, "norm_transformer_linf_iwslt_de_en", *TINY_TRANSFORMER, updates=22, check=False)
+    assert refused.returncode != 0
+    assert "--norm-accumulate bf16 in the checkpoint but unset now" in refused.stderr

@@ -25,6 +25,7 @@ from pathlib import Path
 from . import RecipeError, run_main, write_atomically, write_text_atomically
 from .convergence import RULES, averaged_span, state_cell, training_state, validation_curve
 from .scoring import TOKENIZED_METHOD
+from .train import ACCUMULATION_SUFFIX
 
 # config -> metric -> (value, WMT14 direction it was measured in, source). Hoffer et al. 2018
 # report their runs as WMT14 de-en; the 27.3 beside them is Vaswani et al.'s base Transformer
@@ -36,11 +37,16 @@ PAPER = {"transformer_l2": {"bleu": (27.3, "en-de", "Vaswani et al. 2017"), "ppl
          "lstm_bwn": {"bleu": (21.2, "de-en", "Hoffer et al.")}}
 
 
+SCORES = ("bleu", "bleu_tok", "bleu_lowercase", "valid_ppl", "test_ppl", "sacrebleu_signature")
+
+
 def load_run(save_dir: Path) -> dict:
     path = save_dir / "results.json"
     if not path.is_file():
         raise RecipeError(f"{path} is missing: run scripts/evaluate.sh {save_dir} PREPARED_DIR first")
     run = {**json.loads(path.read_text()), "name": save_dir.name, "curve": validation_curve(save_dir)}
+    for score in SCORES:  # a diverged run has none: the means and tests leave it out
+        run.setdefault(score, None)
     run.setdefault("direction", "de-en")
     run.setdefault("training", training_state(run["curve"]))
     return run
@@ -55,6 +61,10 @@ BOOTSTRAP_SAMPLES = 1000
 
 
 def baseline_of(config: str):
+    """The configuration `config` is compared with: the same model accumulating in float32 for
+    a narrow accumulation (transformer_l1_acc_bf16 -> transformer_l1), else its family's baseline."""
+    if ACCUMULATION_SUFFIX in config:
+        return config.split(ACCUMULATION_SUFFIX)[0]
     return FAMILY_BASELINES.get(config.split("_", 1)[0])
 
 
@@ -126,8 +136,15 @@ def paper_difference(run, metric: str) -> str:
 
 
 def still_learning(runs):
-    """The runs marked still learning, as 'name (fall%)'."""
-    return [f"{r['name']} ({100 * r['training']['tail_fall']:.1f}%)" for r in runs if r["training"].get("still_learning")]
+    """The runs marked still learning, as 'name (fall%)' (a diverged run is not: it stopped)."""
+    return [f"{r['name']} ({100 * r['training']['tail_fall']:.1f}%)" for r in runs
+            if r["training"].get("still_learning") and not r.get("diverged")]
+
+
+def diverged_cell(runs) -> str:
+    """'none', or each diverged run's seed and update: 'seed 2 at update 300'."""
+    diverged = [f"seed {r.get('seed', '?')} at update {r['diverged']['update']}" for r in runs if r.get("diverged")]
+    return ", ".join(diverged) or "none"
 
 
 def state_of_comparison(members, baseline) -> str:
@@ -137,7 +154,7 @@ def state_of_comparison(members, baseline) -> str:
     learning = still_learning(runs)
     if learning:
         return "early training: " + ", ".join(learning) + " still learning"
-    if any(r["training"].get("still_learning") is None for r in runs):
+    if any(r["training"].get("still_learning") is None for r in runs if not r.get("diverged")):
         return "unknown (a run has no validation curve)"
     return "converged"
 
@@ -148,8 +165,8 @@ def comparison_table(runs) -> str:
     for run in runs:
         groups.setdefault(run["config"], []).append(run)
     rows = ["| config | seeds | BLEU | ΔBLEU vs baseline | paired bootstrap (test set) | paper ΔBLEU | "
-            "valid ppl | Δ valid ppl | test ppl | Δ test ppl | paper Δppl | state of training |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "valid ppl | Δ valid ppl | test ppl | Δ test ppl | paper Δppl | diverged | state of training |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for config, members in groups.items():
         baseline = groups.get(baseline_of(config)) if baseline_of(config) != config else None
         seeds = ", ".join(str(r.get("seed", "?")) for r in members)
@@ -159,10 +176,13 @@ def comparison_table(runs) -> str:
                     f"{paper_difference(members[0], 'bleu')} | "
                     f"{mean_and_sd([r['valid_ppl'] for r in members])} | {compare('valid_ppl')} | "
                     f"{mean_and_sd([r['test_ppl'] for r in members])} | {compare('test_ppl')} | "
-                    f"{paper_difference(members[0], 'ppl')} | {state_of_comparison(members, baseline)} |")
+                    f"{paper_difference(members[0], 'ppl')} | {diverged_cell(members)} | "
+                    f"{state_of_comparison(members, baseline)} |")
     return "\n".join(rows) + (
-        "\n\nΔ: a configuration's mean minus its baseline's (transformer_l2, lstm_nonorm), ± the standard "
-        "error of that difference over the seeds (with 2+ seeds of each). Paired bootstrap: sacreBLEU's "
+        "\n\nΔ: a configuration's mean minus its baseline's (transformer_l2, lstm_nonorm; for CONFIG_acc_FORMAT, "
+        "CONFIG: the same model with its norms accumulating in float32), ± the standard "
+        "error of that difference over the seeds (with 2+ seeds of each); a diverged run (its training's "
+        "gradients turned NaN or inf) has no scores and is left out of the means. Paired bootstrap: sacreBLEU's "
         f"test of the two translations of one seed ({BOOTSTRAP_SAMPLES} resamples of the test set); it "
         "measures the test set's noise, not the training run's: the seeds measure that. State of training: "
         "'early training' when a run of the row or of its baseline was still learning (" + RULES + "); "
@@ -176,8 +196,9 @@ def table(runs) -> str:
     for run in runs:
         batch = run.get("effective_batch")
         batch = f"{batch['gpus'] or 'CPU'} x {batch['max_tokens']} x {batch['update_freq']}" if batch else "—"
+        state = f"diverged at update {run['diverged']['update']}" if run.get("diverged") else state_cell(run['training'])
         rows.append(f"| {run['name']} | {run['config']} | {run.get('seed', '—')} | {batch} | {run.get('num_updates', '—')} | "
-                    f"{averaged_cell(run)} | {state_cell(run['training'])} | "
+                    f"{averaged_cell(run)} | {state} | "
                     f"{fmt(run['bleu'])} | {fmt(run['bleu_tok'])} | {fmt(run.get('bleu_lowercase'))} | "
                     f"{fmt(run['valid_ppl'])} | {fmt(run['test_ppl'])} | {fmt(paper_number(run, 'bleu'), 1)} | "
                     f"{fmt(paper_number(run, 'ppl'), 1)} |")
@@ -197,7 +218,7 @@ def table_notes(runs) -> str:
     """What the first table's columns are, for the runs' directions."""
     targets = sorted({run["direction"].split("-")[1] for run in runs})
     methods = "; ".join(f"into {t}: {TOKENIZED_METHOD[t]}" for t in targets if t in TOKENIZED_METHOD)
-    signatures = sorted({run["sacrebleu_signature"] for run in runs})
+    signatures = sorted({run["sacrebleu_signature"] for run in runs if run["sacrebleu_signature"]})
     directions = ", ".join(sorted({f"{run.get('benchmark', 'wmt14')} {run['direction']}" for run in runs}))
     return (f"Runs: {directions}. sacreBLEU signature: " + "; ".join(signatures) + ". BLEU (tok.): " + methods +
             ", BLEU as multi-bleu.perl computes it; BLEU (lc, tok.): the same lowercased (IWSLT14 papers). "

@@ -46,6 +46,7 @@ from typing import Dict, List
 from . import DIRECTIONS, STEP_PREFIX, RecipeError, check_not_half_prepared, prepared_direction, run_main
 from .collect import main as collect
 from .collect import still_learning
+from .evaluate import outcome
 from .train import (BENCHMARKS, batch_text, cpu_not_chosen, effective_batch, recorded_command, rendezvous_flags,
                     run_command, start_run, training_arguments, visible_gpus)
 
@@ -343,8 +344,8 @@ def train_and_evaluate(run: Run, args, share: Share, progress: Progress) -> None
     train_then_evaluate(run, args, share.gpus, share.environment, rendezvous_flags(share.gpus))
     took = time.monotonic() - started
     progress.finished(took)
-    bleu = json.loads((run.save_dir / "results.json").read_text())["bleu"]
-    progress.say(run, f"done in {minutes(took)}, BLEU {bleu}")
+    results = json.loads((run.save_dir / "results.json").read_text())
+    progress.say(run, f"done in {minutes(took)}, {outcome(results)}")
 
 
 def run_all(runs: List[Run], args, shares: List[Share], progress: Progress) -> None:
@@ -403,13 +404,20 @@ def write_results(runs: List[Run], out: Path, progress: Progress) -> None:
 
 
 def verdict_line(runs) -> str:
-    """One line: whether the table compares converged runs, or names those still learning."""
+    """One line: whether the table compares converged runs, or names those still learning, and
+    the runs that diverged."""
     learning = still_learning(runs)
+    diverged = [f"{run['name']} at update {run['diverged']['update']}" for run in runs if run.get("diverged")]
+    diverged_text = (f"; {len(diverged)} of {len(runs)} runs diverged ({', '.join(diverged)}): they have no scores and "
+                     "the means leave them out") if diverged else ""
+    if len(diverged) == len(runs):
+        return f"[compare] all {len(runs)} runs diverged ({', '.join(diverged)}): there are no scores to compare"
     if not learning:
-        return "[compare] every run had stopped learning: the differences compare converged models"
+        scored = "every run that did not diverge" if diverged else "every run"
+        return f"[compare] {scored} had stopped learning: the differences compare converged models{diverged_text}"
     return (f"[compare] {len(learning)} of {len(runs)} runs were still learning ({', '.join(learning)}): the rows "
             "with them compare early training, not converged models; train longer (--max-update after --) in a "
-            "new OUT, or with --retrain")
+            f"new OUT, or with --retrain{diverged_text}")
 
 
 if __name__ == "__main__":

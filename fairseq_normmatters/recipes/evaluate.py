@@ -189,6 +189,46 @@ def parse_args(argv=None):
     return args
 
 
+def run_identity(save_dir: Path, prepared: Path) -> dict:
+    """What results.json says of the run itself: its configuration, benchmark, direction, seed
+    and batch (from the run.json compare.sh and train_*.sh write)."""
+    run = json.loads((save_dir / "run.json").read_text()) if (save_dir / "run.json").is_file() else {}
+    return {"config": run.get("config", save_dir.name), "benchmark": run.get("benchmark", "wmt14"),
+            "direction": prepared_direction(prepared), "seed": training_seed(run.get("command", [])),
+            "effective_batch": run.get("effective_batch")}
+
+
+def diverging_update(save_dir: Path) -> int:
+    """The update whose gradients were NaN or inf: the one after the state fairseq saved in
+    SAVE_DIR/crash.pt when it raised; without that file, the one after the last update count
+    in SAVE_DIR/train.log (fairseq's json log), or 1."""
+    if (save_dir / "crash.pt").is_file():
+        return checkpoint_updates(save_dir / "crash.pt") + 1
+    log = save_dir / "train.log"
+    counts = re.findall(r'"num_updates": "?(\d+)', log.read_text(encoding="utf-8")) if log.is_file() else []
+    return int(counts[-1]) + 1 if counts else 1
+
+
+def write_divergence(save_dir: Path, prepared: Path, reason: str) -> dict:
+    """results.json of a run whose training diverged (fairseq raised FloatingPointError: NaN or
+    inf gradients, or fp16's loss scale at its minimum): no scores, the update it had reached
+    and why, so that the tables count it as diverged instead of the comparison failing."""
+    save_dir = Path(save_dir)
+    update = diverging_update(save_dir)
+    results = {**run_identity(save_dir, Path(prepared)), "diverged": {"update": update, "reason": reason},
+               "training": training_state(validation_curve(save_dir)), "num_updates": update}
+    write_text_atomically(save_dir / "results.json", json.dumps(results, indent=1))
+    return results
+
+
+def outcome(results: dict) -> str:
+    """'BLEU 23.4' or 'diverged at update 300 (gradients are Nan/Inf)': a run's results in words."""
+    diverged = results.get("diverged")
+    if diverged:
+        return f"diverged at update {diverged['update']} ({diverged['reason']})"
+    return f"BLEU {results['bleu']}"
+
+
 def main(argv=None):
     args = parse_args(argv)
     save_dir, prepared = Path(args.save_dir), Path(args.prepared_dir)
@@ -221,14 +261,11 @@ def main(argv=None):
     print("[evaluate] fairseq-validate on valid and test", flush=True)
     ppl = perplexities(run_fairseq("fairseq-validate", *common, "--task", "translation",
                                    "--valid-subset", "valid,test"))
-    run = json.loads((save_dir / "run.json").read_text()) if (save_dir / "run.json").is_file() else {}
-    results = {"config": run.get("config", save_dir.name), "benchmark": run.get("benchmark", "wmt14"),
-               "direction": direction, "seed": training_seed(run.get("command", [])), **scores,
+    results = {**run_identity(save_dir, prepared), **scores,
                "hypotheses": str((save_dir / "test.hyp").resolve()), "reference": str(reference.resolve()),
                "valid_ppl": ppl.get("valid"), "test_ppl": ppl.get("test"),
                "checkpoints_averaged": [p.name for p in paths], "averaged": averaged,
                "training": training_state(curve),
-               "effective_batch": run.get("effective_batch"),
                "num_updates": state["optimizer_history"][-1]["num_updates"],
                "beam": args.beam, "lenpen": args.lenpen}
     write_text_atomically(save_dir / "results.json", json.dumps(results, indent=1))

@@ -6,7 +6,9 @@
 The same two steps as train_{benchmark}.sh and evaluate.sh, each announced in the output by a
 line "== training: COMMAND" or "== evaluation: ..." (compare.sh names the failing step from the
 last such line), with Python, torch and fairseq started once per run instead of twice. In a run
-over several nodes of a SLURM job only the first task evaluates.
+over several nodes of a SLURM job only the first task evaluates. A training that diverges
+(fairseq's FloatingPointError) is not evaluated: its results.json says where it diverged
+(evaluate.write_divergence), and the tables count it so.
 """
 
 import logging
@@ -43,6 +45,16 @@ def train(command) -> None:
     fairseq_train.cli_main()
 
 
+def floating_point_error(error: BaseException):
+    """The FloatingPointError that `error` is or arose from, else None. fairseq raises one when
+    the gradients turn NaN or inf (or fp16's loss scale reaches its minimum), then reruns the
+    step under its NanDetector, whose backward hooks can fail in turn under torch 2.13
+    (StopIteration from a module returning a dict without tensors), hiding it as the context."""
+    while error is not None and not isinstance(error, FloatingPointError):
+        error = error.__cause__ or error.__context__
+    return error
+
+
 def first_task() -> bool:
     """Whether this process is the first task of its SLURM job, or not in one: the one that
     evaluates a run trained over several nodes (a task a node)."""
@@ -54,7 +66,16 @@ def main(argv=None) -> None:
     split = argv.index("--")
     evaluation, command = argv[:split], argv[split + 1:]
     announce("training", command)
-    train(command)
+    try:
+        train(command)
+    except Exception as error:
+        divergence = floating_point_error(error)
+        if divergence is None:
+            raise
+        if first_task():
+            from .evaluate import outcome, write_divergence
+            print(f"[one_run] {outcome(write_divergence(evaluation[0], evaluation[1], str(divergence)))}", flush=True)
+        return
     if not first_task():
         return
     announce("evaluation", ["evaluate.sh", *evaluation])

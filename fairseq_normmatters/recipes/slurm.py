@@ -24,6 +24,7 @@ from typing import Dict, List
 import submitit
 
 from . import RecipeError, write_text_atomically
+from .evaluate import outcome
 from .compare import Progress, Run, check_commands, log_tail, minutes, train_then_evaluate, write_results
 from .train import batch_text, effective_batch, rendezvous_flags, run_command
 
@@ -106,7 +107,7 @@ def failure_text(run: Run, record) -> str:
 def state_line(run: Run, state: str, record) -> str:
     if state == "done":
         results = json.loads((run.save_dir / "results.json").read_text())
-        return f"done, BLEU {results['bleu']}"
+        return f"done, {outcome(results)}"
     if state == "failed":
         return f"failed (job {record['job_id']}): {failure_text(run, record)}"
     return f"{state} (job {record['job_id']}, log {run.log})"

@@ -71,6 +71,21 @@ IWSLT14_COMMON = ["--task", "translation", "--share-decoder-input-output-embed",
                   "--warmup-updates", "4000", "--criterion", "label_smoothed_cross_entropy",
                   "--label-smoothing", "0.1", "--max-epoch", "50",
                   "--keep-last-epochs", "10", "--log-format", "json", "--log-interval", "100", "--seed", "1"]
+#: the kinds whose norms the comparison also runs accumulating in a narrow format
+NARROW_ACCUMULATION_KINDS = ("l2", "l1", "linf")
+ACCUMULATION_SUFFIX = "_acc_"  # transformer_l1_acc_bf16: transformer_l1 with --norm-accumulate bf16
+
+
+def with_narrow_accumulation(configs: dict) -> dict:
+    """configs and, for each Transformer of NARROW_ACCUMULATION_KINDS, the same model with its
+    norms accumulating in fp16 (for GPUs) and in bf16 (for CPUs): transformer_KIND_acc_FORMAT."""
+    narrow = {f"transformer_{kind}{ACCUMULATION_SUFFIX}{accumulate}":
+              (configs[f"transformer_{kind}"][0], configs[f"transformer_{kind}"][1] + ["--norm-accumulate", accumulate])
+              for kind in NARROW_ACCUMULATION_KINDS for accumulate in ("fp16", "bf16")}
+    return {**configs, **narrow}
+
+
+CONFIGS, IWSLT14_CONFIGS = with_narrow_accumulation(CONFIGS), with_narrow_accumulation(IWSLT14_CONFIGS)
 # benchmark -> (configs, common flags, GPUs of the reference batch)
 BENCHMARKS = {"wmt14": (CONFIGS, COMMON, REFERENCE_GPUS), "iwslt14": (IWSLT14_CONFIGS, IWSLT14_COMMON, 1)}
 # PRECISION -> fairseq-train flags; bf16 is the plugin's autocast (fairseq's --bf16 implies --tpu)

@@ -2,14 +2,15 @@
 
 import argparse
 
+from ...accumulation import ACCUMULATE_FORMATS, FLOAT32
 from ...constants import CONSTANT_MODES, check_constant
 from ...kinds import NORM_KINDS, NORMS
 from ...weight_norm import RHO_MODES, WEIGHT_NORM_MODES
 
-NORM_DEFAULTS = {"norm_type": "l2", "norm_topk": 8, "norm_constant": "paper"}
+NORM_DEFAULTS = {"norm_type": "l2", "norm_topk": 8, "norm_constant": "paper", "norm_accumulate": FLOAT32}
 WEIGHT_NORM_DEFAULTS = {"weight_norm": "none", "weight_norm_p": "2", "weight_norm_rho": "layer"}
 #: The flag that sets each option a norm kind takes (kinds.NORMS[kind].options).
-OPTION_FLAGS = {"constant": "norm_constant", "k": "norm_topk"}
+OPTION_FLAGS = {"constant": "norm_constant", "k": "norm_topk", "accumulate": "norm_accumulate"}
 
 
 def constant_option(text: str):
@@ -29,6 +30,10 @@ def add_norm_args(parser) -> None:
                         help="k of --norm-type topk (1 <= K <= embedding dim)")
     parser.add_argument("--norm-constant", type=constant_option, metavar="{paper,gaussian,FLOAT}",
                         help="calibration constant of l1/linf/topk")
+    parser.add_argument("--norm-accumulate", choices=tuple(ACCUMULATE_FORMATS),
+                        help="format in which every layer norm accumulates its statistics and normalizes "
+                             "(fp16/bf16: an exact emulation of such a kernel, fairseq_normmatters.accumulation); "
+                             "float32 is the fast paths' own")
 
 
 def add_weight_norm_args(parser) -> None:
@@ -55,12 +60,16 @@ def set_defaults(args, defaults: dict) -> None:
 
 
 def normalization_signature(args) -> dict:
-    """The flags that decide what the model computes, as strings (irrelevant ones left out)."""
+    """The flags that decide what the model computes, as strings (irrelevant ones left out, and
+    --norm-accumulate float32, what every model computed before the flag existed)."""
     norm_type, weight_norm = getattr(args, "norm_type", "l2"), args.weight_norm
     keys = ["weight_norm"] + (["norm_type"] if hasattr(args, "norm_type") else [])
     keys += [OPTION_FLAGS[option] for option in NORMS[norm_type].options]
     keys += ["weight_norm_p", "weight_norm_rho"] if weight_norm != "none" else []
-    return {key: str(getattr(args, key)) for key in keys}
+    signature = {key: str(getattr(args, key)) for key in keys}
+    if signature.get("norm_accumulate") == FLOAT32:
+        del signature["norm_accumulate"]
+    return signature
 
 
 def norm_options(args) -> dict:

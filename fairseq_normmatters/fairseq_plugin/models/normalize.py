@@ -2,6 +2,7 @@
 
 import logging
 
+from ...accumulation import FLOAT32
 from ...convert import cache_weights_per_forward, replace_layer_norms
 from ...weight_norm import DEFAULT_TYPES, apply_weight_norm
 from .flags import norm_options
@@ -18,14 +19,16 @@ def weight_norm_target(name: str, module) -> bool:
 
 
 def normalize_model(model, args):
-    """Apply --norm-type (if the model has the flag) and --weight-norm to a built fairseq model."""
-    if getattr(args, "norm_type", "l2") != "l2":
+    """Apply --norm-type and --norm-accumulate (if the model has them) and --weight-norm to a
+    built fairseq model."""
+    if getattr(args, "norm_type", "l2") != "l2" or getattr(args, "norm_accumulate", FLOAT32) != FLOAT32:
         try:
             count = replace_layer_norms(model, args.norm_type, **norm_options(args))
         except ValueError as error:
-            raise ValueError(f"--norm-type {args.norm_type} --norm-topk {args.norm_topk} "
-                             f"--norm-constant {args.norm_constant}: {error}") from None
-        logger.info("replaced %d layer norms by %s", count, args.norm_type)
+            raise ValueError(f"--norm-type {args.norm_type} --norm-topk {args.norm_topk} --norm-constant "
+                             f"{args.norm_constant} --norm-accumulate {args.norm_accumulate}: {error}") from None
+        logger.info("replaced %d layer norms by %s (accumulating in %s)", count, args.norm_type,
+                    args.norm_accumulate)
     if args.weight_norm != "none":
         names = apply_weight_norm(model, args.weight_norm, p=args.weight_norm_p,
                                   rho=args.weight_norm_rho, include=weight_norm_target)

@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""How accurately each norm kind normalizes when its statistics are accumulated in fp16 or bf16.
+
+For the kinds l2, l1, linf, topk (k=8) and rms, each accumulation format (float32: the
+package's fast path; fp16 and bf16: fairseq_normmatters.accumulation, every partial sum
+rounded), rows of widths 512, 1024 and 4096 and input scales s from 1e-4 to 1e4, it normalizes
+ROWS rows (gamma 1, beta 0) of two families:
+
+    gaussian   x ~ N(0, s^2)
+    outliers   the same with features 0-3 at +-50 s (the few large features of Transformer
+               activations)
+
+and measures, against the float64 norm of the same float32 input, each row's relative error
+||y - y64|| / ||y64|| (inf for a row with inf or NaN) and the share of broken rows: inf, NaN or
+all zero (a row collapsed to beta). A configuration is within 1% at a scale when its median
+row error is and no row is broken; the table gives the widest run of grid scales around s = 1
+where that holds, and the median and worst row errors at s = 1 (bf16's own rounding of the
+output, 2^-9 relative at most per element, is part of every bf16 error). The plot draws the
+median row error against s, one line per kind (width 1024; broken rows at the top).
+
+    python scripts/bench_precision.py [--out docs/precision.md] [--plot docs/precision.png]
+                                      [--rows 256] [--json FILE]
+"""
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from fairseq_normmatters import build_norm, kernels
+from fairseq_normmatters.accumulation import ACCUMULATE_FORMATS
+from fairseq_normmatters.recipes import RecipeError, run_main, write_text_atomically
+
+KINDS = {"l2": {}, "l1": {}, "linf": {}, "topk": {"k": 8}, "rms": {}}
+FORMATS = tuple(ACCUMULATE_FORMATS)
+WIDTHS = (512, 1024, 4096)
+SCALES = tuple(10.0 ** (exponent / 2) for exponent in range(-8, 9))  # 1e-4, 3.2e-4, ..., 1e4
+FAMILIES = ("gaussian", "outliers")
+OUTLIERS, OUTLIER_SIZE = 4, 50.0
+WITHIN = 0.01
+PLOT_WIDTH = 1024
+SEED = 0
+
+
+def rows_of(family: str, width: int, scale: float, rows: int) -> torch.Tensor:
+    """float32 rows of `family` at `scale` (seeded: every kind and format sees the same rows)."""
+    generator = torch.Generator().manual_seed(SEED)
+    x = torch.randn(rows, width, generator=generator, dtype=torch.float64)
+    if family == "outliers":
+        x[:, :OUTLIERS] = OUTLIER_SIZE * torch.where(x[:, :OUTLIERS] < 0, -1.0, 1.0)
+    return (x * scale).float()
+
+
+def measure(kind: str, accumulate: str, x: torch.Tensor) -> dict:
+    """{"worst": the largest row error, "median": the median one, "broken": share of broken rows}."""
+    width = x.shape[1]
+    with torch.no_grad():
+        exact = build_norm(kind, width, **KINDS[kind]).double()(x.double())
+        y = build_norm(kind, width, accumulate=accumulate, **KINDS[kind])(x).double()
+    finite = torch.isfinite(y).all(1)
+    broken = ~finite | (y == 0).all(1)
+    error = ((y - exact).norm(dim=1) / exact.norm(dim=1)).where(finite, torch.tensor(math.inf, dtype=y.dtype))
+    return {"worst": error.max().item(), "median": error.median().item(), "broken": broken.double().mean().item()}
+
+
+def scale_range(errors) -> str:
+    """The widest run of consecutive grid scales containing 1 whose median error is within 1%
+    and no row broken, as
+    '3e-3 .. 1e3', or 'none'."""
+    good = [record["median"] <= WITHIN and record["broken"] == 0 for record in errors]
+    one = SCALES.index(1.0)
+    if not good[one]:
+        return "none"
+    low, high = one, one
+    while low > 0 and good[low - 1]:
+        low -= 1
+    while high < len(SCALES) - 1 and good[high + 1]:
+        high += 1
+    return f"{short(SCALES[low])} .. {short(SCALES[high])}"
+
+
+def short(value: float) -> str:
+    mantissa, exponent = f"{value:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def broken_share(errors) -> str:
+    """'none', or the first grid scale with a broken row and the first where all rows are."""
+    some = next((scale for scale, record in zip(SCALES, errors) if record["broken"] > 0), None)
+    if some is None:
+        return "none"
+    every = next((scale for scale, record in zip(SCALES, errors) if record["broken"] == 1), None)
+    return f"from s = {short(some)}" + (f" (all from {short(every)})" if every is not None else "")
+
+
+def run_grid(rows: int):
+    """{(kind, accumulate, width, family): [measure() per scale]}."""
+    results = {}
+    for width in WIDTHS:
+        for family in FAMILIES:
+            inputs = [rows_of(family, width, scale, rows) for scale in SCALES]
+            for kind in KINDS:
+                for accumulate in FORMATS:
+                    results[kind, accumulate, width, family] = [measure(kind, accumulate, x) for x in inputs]
+    return results
+
+
+def table(results) -> str:
+    lines = ["| kind | accumulate | width | gaussian: within 1% for s in | gaussian: broken rows | "
+             "gaussian: error at s = 1 (median, worst row) | outliers: within 1% for s in | outliers: broken rows |",
+             "|---|---|---|---|---|---|---|---|"]
+    one = SCALES.index(1.0)
+    for kind in KINDS:
+        for accumulate in FORMATS:
+            for width in WIDTHS:
+                gaussian, outliers = (results[kind, accumulate, width, family] for family in FAMILIES)
+                lines.append(f"| {kind} | {accumulate} | {width} | {scale_range(gaussian)} | "
+                             f"{broken_share(gaussian)} | {gaussian[one]['median']:.1e}, {gaussian[one]['worst']:.1e} | "
+                             f"{scale_range(outliers)} | {broken_share(outliers)} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results, path: Path) -> None:
+    """The median row error against s, a panel per format and family, a line per kind."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    figure, axes = plt.subplots(len(FAMILIES), len(FORMATS), figsize=(13, 7), sharex=True, sharey=True)
+    ceiling = 10.0  # broken rows (inf error) are drawn here
+    for row, family in enumerate(FAMILIES):
+        for column, accumulate in enumerate(FORMATS):
+            axis = axes[row][column]
+            for kind in KINDS:
+                median = [ceiling if r["broken"] > 0.5 else min(r["median"], ceiling)
+                          for r in results[kind, accumulate, PLOT_WIDTH, family]]
+                axis.plot(SCALES, median, marker="o", markersize=3, label=kind)
+            axis.axhline(WITHIN, color="grey", linestyle="--", linewidth=1)
+            axis.set_xscale("log")
+            axis.set_yscale("log")
+            axis.set_title(f"{family} rows, accumulating in {accumulate}")
+            axis.grid(alpha=0.3, which="both")
+            if row == len(FAMILIES) - 1:
+                axis.set_xlabel("input scale s")
+            if column == 0:
+                axis.set_ylabel(f"median row's relative error (width {PLOT_WIDTH})")
+    axes[0][0].legend()
+    figure.suptitle(f"Error against float64; scales where most rows break (inf, NaN, all zero) drawn at "
+                    f"{ceiling:g}; dashed: 1%")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=256, help="rows per measurement (default 256)")
+    parser.add_argument("--out", help="write the table here (Markdown)")
+    parser.add_argument("--plot", help="write the plot here (PNG)")
+    parser.add_argument("--json", help="write every measurement here")
+    args = parser.parse_args(argv)
+    if args.rows < 1:
+        raise RecipeError(f"--rows {args.rows}: give at least 1")
+    kernels.set_backend(None)
+    results = run_grid(args.rows)
+    text = table(results)
+    print(text)
+    if args.out:
+        write_text_atomically(Path(args.out), text)
+    if args.plot:
+        plot(results, Path(args.plot))
+    if args.json:
+        records = [{"kind": kind, "accumulate": accumulate, "width": width, "family": family, "scale": scale, **record}
+                   for (kind, accumulate, width, family), errors in results.items()
+                   for scale, record in zip(SCALES, errors)]
+        write_text_atomically(Path(args.json), json.dumps(records, indent=1))
+
+
+if __name__ == "__main__":
+    run_main(main, "bench_precision.py")
