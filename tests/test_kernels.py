@@ -136,6 +136,16 @@ def test_analytic_backward_gradcheck_float64(implementation, kind):
     assert torch.autograd.gradcheck(lambda *t: kernels.RowNormFunction.apply(*t, plan), (x, weight, bias))
 
 
+def test_rows_py_l2_is_torchs_layer_norm_and_its_backward_passes_gradcheck():
+    """rows.py's l2 (the backward of the narrow-accumulation kernel, at float32): y equals
+    LayerNorm's in float64, and the analytic backward agrees with finite differences."""
+    x, weight, bias = inputs(6, 11, torch.float64, "cpu")
+    plan = kernels.RowNormPlan("l2", x.shape[1], 1.0, 1e-5, 0, kernels.UNCOMPILED)
+    expected = torch.nn.functional.layer_norm(x, (11,), weight, bias, 1e-5)
+    assert torch.allclose(kernels.RowNormFunction.apply(x, weight, bias, plan), expected, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda *t: kernels.RowNormFunction.apply(*t, plan), (x, weight, bias))
+
+
 @pytest.mark.parametrize("kind", KINDS + ("rms",))
 @pytest.mark.parametrize("backend", ["native", "compiled"])
 def test_backward_twice_through_a_retained_graph(backend, kind):

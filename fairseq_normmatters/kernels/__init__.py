@@ -8,6 +8,7 @@
     native.py          CPU: rows.py in C++ (native_rows.cpp) through ctypes
     compiled.py        rows.py through torch.compile
     triton_kernels.py  CUDA: hand-written Triton kernels
+    triton_narrow.py   CUDA: the kernel of the norms accumulating in fp16/bf16 (accumulation.py)
 """
 
 from .backends import (
@@ -20,15 +21,17 @@ from .backends import (
     backend_for,
     check_backend,
     implementation,
+    narrow_backend,
     requested_backend,
     run_or_fall_back,
     set_backend,
     triton_available,
 )
-from .function import RowNormFunction, RowNormPlan, fused_norm
+from .function import NarrowTritonPlan, RowNormFunction, RowNormPlan, fused_norm, narrow_norm
 
 __all__ = [
-    "BACKEND_VARIABLE", "BACKENDS", "NATIVE_DTYPES", "UNCOMPILED", "Implementation", "RowNormFunction",
-    "RowNormPlan", "auto_choices", "backend_for", "check_backend", "fused_norm", "implementation",
-    "requested_backend", "run_or_fall_back", "set_backend", "triton_available",
+    "BACKEND_VARIABLE", "BACKENDS", "NATIVE_DTYPES", "UNCOMPILED", "Implementation", "NarrowTritonPlan",
+    "RowNormFunction", "RowNormPlan", "auto_choices", "backend_for", "check_backend", "fused_norm",
+    "implementation", "narrow_backend", "narrow_norm", "requested_backend", "run_or_fall_back", "set_backend",
+    "triton_available",
 ]

@@ -72,6 +72,15 @@ def backend_for(x: torch.Tensor, requested: Optional[str] = None, kind: str = "l
     return "eager" if name in _broken else name
 
 
+def narrow_backend(x: torch.Tensor) -> str:
+    """"triton" where a norm accumulating in fp16/bf16 runs the Triton kernel for x (a CUDA
+    float tensor, Triton usable and not failed here, the backend auto or triton, outside the
+    user's torch.compile), else "eager": accumulation.py's emulation."""
+    usable = x.is_cuda and x.dtype != torch.float64 and "triton" not in _broken and triton_available()
+    wanted = requested_backend() in ("auto", "triton") and not torch.compiler.is_compiling()
+    return "triton" if usable and wanted else "eager"
+
+
 _DEVICES = {"triton": "cuda", "native": "cpu"}
 NATIVE_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 

@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from .backends import Implementation, implementation, run_or_fall_back
+from .backends import Implementation, _mark_broken, implementation, run_or_fall_back
 
 
 class RowNormPlan:
@@ -80,3 +80,42 @@ def fused_norm(x, kind, normalized_size, weight, bias, eps, constant, k, backend
     """The `kind` norm of x over its last `normalized_size` elements by `backend`, planned for
     this one call (the functional API; norm modules keep their plans)."""
     return RowNormPlan(kind, normalized_size, constant, eps, k, implementation(backend)).run(x, weight, bias)
+
+
+class NarrowTritonPlan(RowNormPlan):
+    """A plan whose forward is the Triton kernel accumulating in fp16/bf16 (triton_narrow.py) and
+    whose backward is the float32 analytic one at its statistics. No fallback inside: rows.py
+    would accumulate in float32 (narrow_norm falls back to the emulation instead)."""
+
+    __slots__ = ("accumulate",)
+
+    def __init__(self, kind: str, size: int, constant: float, eps: float, k: Optional[int], accumulate: str):
+        super().__init__(kind, size, constant, eps, k, None)
+        self.accumulate = accumulate
+
+    def forward(self, x, weight, bias):
+        from . import triton_narrow
+        return triton_narrow.forward_rows(x, weight, bias, self.kind, self.constant, self.eps, self.k, self.accumulate)
+
+    def backward(self, grad, x, weight, statistics, needs_weight_grad, needs_bias_grad):
+        from . import triton_narrow
+        return triton_narrow.backward_rows(grad, x, weight, statistics, self.kind, self.constant, self.eps, self.k,
+                                           needs_weight_grad, needs_bias_grad, self.accumulate)
+
+
+def narrow_norm(x, kind, size, weight, bias, eps, constant, k, accumulate, emulate):
+    """The `kind` norm of x accumulating in `accumulate`: by the Triton kernel where
+    backends.narrow_backend(x) says so, else (or once the kernel has failed here: one warning,
+    and the kernels are skipped from then on) by `emulate()`, the CPU emulation."""
+    from .backends import narrow_backend
+    if narrow_backend(x) == "triton":
+        try:
+            return NarrowTritonPlan(kind, size, constant, eps, k, accumulate).run(x, weight, bias)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as error:
+            failure = f"{type(error).__name__}: {error}"
+        result = emulate()  # outside the except: an error of the input itself is raised unchained
+        _mark_broken("triton", failure)
+        return result
+    return emulate()

@@ -15,7 +15,9 @@ k largest |d|), s = C * m + eps and y = gamma * d / s + beta. With g = dL/dy, h 
 The forward saves the input and the statistics of each row, like LayerNorm's mean and rstd, in
 one layout that every backend (rows.py, native, Triton) writes and reads, so that a backward of
 one backend can follow the forward of another: a (count, rows) tensor in the compute dtype,
-rows [mean, m, t] (t = m for l1/linf), or [1/rms] for rms (no centering, eps inside the root).
+rows [mean, m, t] (t = m for l1/linf), [1/rms] for rms (no centering, eps inside the root), or
+[mean, 1/s] for l2 (s = sqrt(mean(d^2) + eps); only the Triton kernels of a narrow accumulation
+use it: float32 l2 is torch's LayerNorm).
 Everything is computed in float32 (or float64) and returned in the input dtype. These are
 plain torch functions: the "compiled" backend hands them to torch.compile, and native_rows.cpp
 implements the same formulas for CPU.
@@ -26,6 +28,9 @@ from typing import Optional, Tuple
 import torch
 
 Tensor = torch.Tensor
+
+
+ROOT_MEAN_SQUARE_KINDS = ("rms", "l2")  # the kinds whose scale is a root mean square, eps inside the root
 
 
 def compute_dtype(x: Tensor) -> torch.dtype:
@@ -49,11 +54,15 @@ def row_statistics(d: Tensor, kind: str, k: int) -> Tuple[Tensor, Tensor]:
 def forward_rows(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], kind: str,
                  constant: float, eps: float, k: int):
     """(y, statistics) for the rows of x (2-D). l1/linf/topk: y = gamma * d / (C m + eps) + beta,
-    statistics [mean, m, t]; rms: y = gamma * x / sqrt(mean(x^2) + eps) + beta, statistics [1/rms]."""
+    statistics [mean, m, t]; rms: y = gamma * x / sqrt(mean(x^2) + eps) + beta, statistics [1/rms];
+    l2: y = gamma * d / sqrt(mean(d^2) + eps) + beta, statistics [mean, 1/s]."""
     xf = x.to(compute_dtype(x))
-    if kind == "rms":
-        inv_rms = torch.rsqrt((xf * xf).mean(-1, keepdim=True) + eps)
-        return affine(xf * inv_rms, weight, bias).to(x.dtype), inv_rms.view(1, -1)
+    if kind in ROOT_MEAN_SQUARE_KINDS:
+        mean = xf.mean(-1, keepdim=True) if kind == "l2" else None
+        d = xf if mean is None else xf - mean
+        inv_s = torch.rsqrt((d * d).mean(-1, keepdim=True) + eps)
+        statistics = inv_s.view(1, -1) if mean is None else torch.cat((mean, inv_s), dim=1).t().contiguous()
+        return affine(d * inv_s, weight, bias).to(x.dtype), statistics
     mean = xf.mean(-1, keepdim=True)
     d = xf - mean
     m, t = row_statistics(d, kind, k)
@@ -86,19 +95,23 @@ def scale_derivative(d: Tensor, m: Tensor, t: Tensor, kind: str, k: int) -> Tens
 
 def backward_rows(grad: Tensor, x: Tensor, weight: Optional[Tensor], statistics: Tensor,
                   kind: str, constant: float, eps: float, k: int, needs_weight_grad: bool,
-                  needs_bias_grad: bool):
+                  needs_bias_grad: bool, centered: Optional[Tensor] = None):
     """(dL/dx, dL/dgamma, dL/dbeta) for the rows of x from dL/dy (2-D); statistics from forward_rows.
-    rms (s = sqrt(mean(x^2) + eps), no centering): dL/dx = h / s - x * mean(h x) / s^3."""
+    rms (s = sqrt(mean(x^2) + eps), no centering): dL/dx = h / s - x * mean(h x) / s^3; l2 the
+    same of d = x - mean(x), then centered: dL/dx_j = dL/dd_j - mean_i(dL/dd_i). `centered`: d
+    (x for rms) as the forward computed it, when that is not x - mean in the compute dtype (a
+    narrow accumulation rounds it to its format: its max must be found among the same values)."""
     dtype = compute_dtype(x)
     g = grad.to(dtype)
     h = g * weight.to(dtype) if weight is not None else g
-    if kind == "rms":
-        (inv_s,) = statistics.unsqueeze(-1)
-        d = x.to(dtype)
-        dx = inv_s * h - inv_s ** 3 * d * (h * d).mean(-1, keepdim=True)
+    if kind in ROOT_MEAN_SQUARE_KINDS:
+        *mean, inv_s = statistics.unsqueeze(-1)
+        d = centered if centered is not None else x.to(dtype) - mean[0] if mean else x.to(dtype)
+        dd = inv_s * h - inv_s ** 3 * d * (h * d).mean(-1, keepdim=True)
+        dx = dd - dd.mean(-1, keepdim=True) if mean else dd
     else:
         mean, m, t = statistics.unsqueeze(-1)
-        d = x.to(dtype) - mean
+        d = centered if centered is not None else x.to(dtype) - mean
         inv_s = 1.0 / (constant * m + eps)
         coupling = constant * inv_s * inv_s * (h * d).sum(-1, keepdim=True)
         dd = h * inv_s - coupling * scale_derivative(d, m, t, kind, k)
