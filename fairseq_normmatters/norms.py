@@ -149,10 +149,13 @@ class NarrowAccumulation:
     accumulated and the row is normalized (accumulation.narrow_norm). The module has kind,
     normalized_shape, eps, weight, bias and, for l1/linf/topk, constant_value and k."""
 
-    accumulate = FLOAT32
+    @property
+    def accumulate(self) -> str:
+        return self.__dict__.get("_accumulate", FLOAT32)  # modules pickled before the option: float32
 
-    def set_accumulate(self, accumulate: str) -> None:
-        self.accumulate = check_accumulate(accumulate)
+    @accumulate.setter
+    def accumulate(self, name: str) -> None:
+        self.__dict__["_accumulate"] = check_accumulate(name)
 
     @property
     def accumulates_narrow(self) -> bool:
@@ -178,7 +181,7 @@ class L2Norm(NarrowAccumulation, nn.LayerNorm):
 
     def __init__(self, normalized_shape: Shape, eps=1e-5, elementwise_affine=True, accumulate=FLOAT32):
         super().__init__(_as_shape(normalized_shape), check_eps(eps), elementwise_affine)
-        self.set_accumulate(accumulate)
+        self.accumulate = accumulate
 
     def forward(self, x):
         return self.narrow_forward(x) if self.accumulates_narrow else super().forward(x)
@@ -248,7 +251,7 @@ class RMSNorm(PlannedRowNorm):
         self.normalized_shape = _as_shape(normalized_shape)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
-        self.set_accumulate(accumulate)
+        self.accumulate = accumulate
         init_affine(self, elementwise_affine)
 
     def reference(self, x):
@@ -287,7 +290,7 @@ class DeviationNorm(PlannedRowNorm):
         self.eps = eps
         self.elementwise_affine = elementwise_affine
         self._set_scale(constant, k)
-        self.set_accumulate(accumulate)
+        self.accumulate = accumulate
         init_affine(self, elementwise_affine)
 
     def __setattr__(self, name, value):

@@ -8,7 +8,12 @@ does not count; each round starts with the next one, so none always follows Laye
 median ms of fwd+bwd, the ratio to LayerNorm (the median of the ratios within a round; JSON:
 round_ratios), the first call's extra time (compilation) separately, and on CUDA the peak-memory
 ratio and the achieved GB/s (5 passes over the tensor: read x, write y, read x and dy, write
-dx) beside torch's copy bandwidth. --overhead times a tiny input (8x512), where the kernels
+dx) beside torch's copy bandwidth. On CUDA each single call is timed between two
+torch.cuda.synchronize() (the "host" figure: the launch path and the kernels) and, in the same
+rounds, the same calls launched back to back between two CUDA events, as
+triton.testing.do_bench times (the "kernel" figure: the GPU's time per call once the host
+keeps ahead; JSON: kernel_ms, layernorm_kernel_ms, kernel_ratio). Where host is well above
+kernel, the launch path is what to make faster. --overhead times a tiny input (8x512), where the kernels
 take a few microseconds, and prints microseconds: the cost of each call's Python and launches.
 
     python scripts/bench_norms.py [--device cpu|cuda] [--quick | --overhead] [--backend auto]
@@ -42,6 +47,20 @@ class Timer:
     def sync(self):
         if self.cuda:
             torch.cuda.synchronize()
+
+    def back_to_back(self, step, calls):
+        """CUDA: seconds per call of `calls` calls of step() launched without waiting, between
+        two CUDA events recorded on the stream (None on CPU)."""
+        if not self.cuda:
+            return None
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        for _ in range(calls):
+            step()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3 / calls
 
     def seconds(self, step, calls=1):
         """The median time of `calls` single calls of step()."""
@@ -112,13 +131,19 @@ def bench_shape(kinds, rows, features, dtype, device, repeats, inner, kernels_on
              else {name: fwd_bwd(m, x, grad) for name, m in modules.items()})
     first = {name: timer.seconds(step) for name, step in steps.items()}
     times = {name: [] for name in steps}
+    kernel_times = {name: [] for name in steps}  # CUDA: back to back, between events
     names = list(steps)
     for round_ in range(repeats):
         for name in names[round_ % len(names):] + names[:round_ % len(names)]:
             times[name].append(timer.seconds(steps[name], inner))
+            kernel_times[name].append(timer.back_to_back(steps[name], inner))
     ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
     # a ratio within a round cancels the drift of a shared machine between rounds
     round_ratios = {kind: [a / b for a, b in zip(times[kind], times["layernorm"])] for kind in kinds}
+    kernel = {name: median_or_none(t, 1e3) for name, t in kernel_times.items()}
+    kernel_ratios = {kind: median_or_none([None if b is None else a / b
+                                           for a, b in zip(kernel_times[kind], kernel_times["layernorm"])])
+                     for kind in kinds}
     peaks = {name: peak_bytes(step, device) for name, step in steps.items()}
     copy_gbps = copy_bandwidth(x, timer, inner) if device == "cuda" else None
     moved = 5 * x.numel() * x.element_size()
@@ -126,12 +151,18 @@ def bench_shape(kinds, rows, features, dtype, device, repeats, inner, kernels_on
              "shape": [rows, features], "ms": ms[kind], "layernorm_ms": ms["layernorm"],
              "ratio": statistics.median(round_ratios[kind]), "round_ratios": round_ratios[kind],
              "compile_s": first[kind] - ms[kind] / 1e3,
+             "kernel_ms": kernel[kind], "layernorm_kernel_ms": kernel["layernorm"], "kernel_ratio": kernel_ratios[kind],
              "backend": backend_label(kind, x), "scope": "kernels" if kernels_only else "module",
              "peak_memory_ratio": peaks[kind] / peaks["layernorm"] if peaks[kind] else None,
              "gbps": moved / ms[kind] / 1e6 if device == "cuda" else None,
              "layernorm_gbps": moved / ms["layernorm"] / 1e6 if device == "cuda" else None,
              "copy_gbps": copy_gbps}
             for kind in kinds]
+
+
+def median_or_none(values, scale=1.0):
+    """scale x the median of values, or None where they are None (the back-to-back times on CPU)."""
+    return None if not values or values[0] is None else scale * statistics.median(values)
 
 
 class Identity(torch.autograd.Function):
@@ -172,7 +203,9 @@ def print_record(r):
     if r["shape"][0] * r["shape"][1] <= OVERHEAD_SHAPE[0] * OVERHEAD_SHAPE[1]:
         print(f"{r['kind']:5s} {r['dtype']:8s} {r['shape'][0]:6d}x{r['shape'][1]:<5d} "
               f"{1e3 * r['ms']:7.1f} us  LayerNorm {1e3 * r['layernorm_ms']:7.1f} us  "
-              f"{1e3 * (r['ms'] - r['layernorm_ms']):+7.1f} us  ratio {r['ratio']:5.2f}x  [{r['backend']}]", flush=True)
+              f"{1e3 * (r['ms'] - r['layernorm_ms']):+7.1f} us  ratio {r['ratio']:5.2f}x  [{r['backend']}]"
+              + (f"  back to back {1e3 * r['kernel_ms']:7.1f} us (LayerNorm {1e3 * r['layernorm_kernel_ms']:.1f})"
+                 if r["kernel_ms"] is not None else ""), flush=True)
         return
     line = (f"{r['kind']:5s} {r['dtype']:8s} {r['shape'][0]:6d}x{r['shape'][1]:<5d} "
             f"{r['ms']:9.3f} ms  LayerNorm {r['layernorm_ms']:9.3f} ms  ratio {r['ratio']:5.2f}x  "
@@ -180,6 +213,10 @@ def print_record(r):
     if r["gbps"] is not None:
         line += (f"  {r['gbps']:6.0f} GB/s (LayerNorm {r['layernorm_gbps']:.0f}, copy {r['copy_gbps']:.0f})"
                  f"  peak mem {r['peak_memory_ratio']:.2f}x")
+    if r["kernel_ms"] is not None:
+        line += (f"\n      back to back (CUDA events): {r['kernel_ms']:9.3f} ms  LayerNorm "
+                 f"{r['layernorm_kernel_ms']:9.3f} ms  ratio {r['kernel_ratio']:5.2f}x  "
+                 f"(host/kernel {r['ms'] / r['kernel_ms']:.1f}x)")
     print(line, flush=True)
 
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """How accurately each norm kind normalizes when its statistics are accumulated in fp16 or bf16.
 
-For the kinds l2, l1, linf, topk (k=8) and rms, each accumulation format (float32: the
+For the norm kinds l2, l1, linf, topk (k=8) and rms, each accumulation format (float32: the
 package's fast path; fp16 and bf16: fairseq_normmatters.accumulation, every partial sum
-rounded), rows of widths 512, 1024 and 4096 and input scales s from 1e-4 to 1e4, it normalizes
-ROWS rows (gamma 1, beta 0) of two families:
+rounded), rows of widths 512, 1024 and 4096 and input scales s from 1e-4 to 1e4, the script
+normalizes ROWS rows (gamma 1, beta 0) of two families:
 
     gaussian   x ~ N(0, s^2)
     outliers   the same with features 0-3 at +-50 s (the few large features of Transformer
@@ -15,16 +15,21 @@ and measures, against the float64 norm of the same float32 input, each row's rel
 all zero (a row collapsed to beta). A configuration is within 1% at a scale when its median
 row error is and no row is broken; the table gives the widest run of grid scales around s = 1
 where that holds, and the median and worst row errors at s = 1 (bf16's own rounding of the
-output, 2^-9 relative at most per element, is part of every bf16 error). The plot draws the
-median row error against s, one line per kind (width 1024; broken rows at the top).
+output, 2^-8 relative at most per element, is part of every bf16 error). The plot draws the
+median row error against s, one line per kind (width 1024; scales where most rows break at
+the top).
 
     python scripts/bench_precision.py [--out docs/precision.md] [--plot docs/precision.png]
-                                      [--rows 256] [--json FILE]
+                                      [--rows 256] [--json FILE] [--device cpu|cuda]
+
+On CUDA the narrow formats run the Triton kernel (kernels/triton_narrow.py), whose statistics
+are the emulation's bit for bit: the table should come out the same as on CPU.
 """
 
 import argparse
 import json
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -57,8 +62,8 @@ def measure(kind: str, accumulate: str, x: torch.Tensor) -> dict:
     """{"worst": the largest row error, "median": the median one, "broken": share of broken rows}."""
     width = x.shape[1]
     with torch.no_grad():
-        exact = build_norm(kind, width, **KINDS[kind]).double()(x.double())
-        y = build_norm(kind, width, accumulate=accumulate, **KINDS[kind])(x).double()
+        exact = build_norm(kind, width, **KINDS[kind]).to(x.device).double()(x.double())
+        y = build_norm(kind, width, accumulate=accumulate, **KINDS[kind]).to(x.device)(x).double()
     finite = torch.isfinite(y).all(1)
     broken = ~finite | (y == 0).all(1)
     error = ((y - exact).norm(dim=1) / exact.norm(dim=1)).where(finite, torch.tensor(math.inf, dtype=y.dtype))
@@ -95,12 +100,12 @@ def broken_share(errors) -> str:
     return f"from s = {short(some)}" + (f" (all from {short(every)})" if every is not None else "")
 
 
-def run_grid(rows: int):
+def run_grid(rows: int, device: str = "cpu"):
     """{(kind, accumulate, width, family): [measure() per scale]}."""
     results = {}
     for width in WIDTHS:
         for family in FAMILIES:
-            inputs = [rows_of(family, width, scale, rows) for scale in SCALES]
+            inputs = [rows_of(family, width, scale, rows).to(device) for scale in SCALES]
             for kind in KINDS:
                 for accumulate in FORMATS:
                     results[kind, accumulate, width, family] = [measure(kind, accumulate, x) for x in inputs]
@@ -120,6 +125,39 @@ def table(results) -> str:
                              f"{broken_share(gaussian)} | {gaussian[one]['median']:.1e}, {gaussian[one]['worst']:.1e} | "
                              f"{scale_range(outliers)} | {broken_share(outliers)} |")
     return "\n".join(lines) + "\n"
+
+
+def first_broken(errors):
+    return next((scale for scale, record in zip(SCALES, errors) if record["broken"] > 0), None)
+
+
+def findings(results) -> str:
+    """What the table says at width 1024 for Gaussian rows, one line per narrow format."""
+    one, lines = SCALES.index(1.0), []
+    for accumulate in FORMATS[1:]:
+        per_kind = {kind: results[kind, accumulate, PLOT_WIDTH, "gaussian"] for kind in KINDS}
+        broken = ", ".join(f"{kind} from s = {short(first_broken(errors))}" if first_broken(errors) else
+                           f"{kind} nowhere" for kind, errors in per_kind.items())
+        medians = [errors[one]["median"] for errors in per_kind.values()]
+        lines.append(f"- {accumulate}: rows break (inf, NaN or all zero) {broken}; at s = 1 the median row "
+                     f"error is {min(medians):.1e} to {max(medians):.1e}.")
+    return "\n".join(lines)
+
+
+def document(results, rows: int, plot_name) -> str:
+    """docs/precision.md: how it was made, what is measured, the findings, the plot, the table."""
+    command = "python scripts/bench_precision.py --out docs/precision.md --plot docs/precision.png"
+    described, families, measures = __doc__.split("\n\n")[1:4]  # the docstring's account of the measurement
+    measured = "\n\n".join((described.replace("ROWS", str(rows)), families, measures))
+    picture = f"\n![median row error against the input scale]({plot_name})\n" if plot_name else ""
+    return (f"# Norms accumulating in fp16 and bf16\n\nMade by `{command}` (torch {torch.__version__}, "
+            f"{rows} rows a measurement, seeded; on CPU the narrow formats run the emulation of "
+            "`fairseq_normmatters.accumulation`, on CUDA the Triton kernel with the same statistics).\n\n"
+            f"{measured}\n\nAt width {PLOT_WIDTH}, Gaussian rows:\n\n{findings(results)}\n\n"
+            "In fp16 a sum of n terms of size a overflows once n a > 65504: first the sum of squares (l2, "
+            "rms), then the sum of |d| (l1), then the sum of x that centers the row (linf and topk, which "
+            "sum no more than k values otherwise). bf16 has float32's range: nothing overflows, and its "
+            "errors are its 8-bit rounding.\n" + picture + "\n" + table(results))
 
 
 def plot(results, path: Path) -> None:
@@ -159,17 +197,20 @@ def main(argv=None):
     parser.add_argument("--out", help="write the table here (Markdown)")
     parser.add_argument("--plot", help="write the plot here (PNG)")
     parser.add_argument("--json", help="write every measurement here")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args(argv)
     if args.rows < 1:
         raise RecipeError(f"--rows {args.rows}: give at least 1")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise RecipeError("--device cuda but torch sees no CUDA device")
     kernels.set_backend(None)
-    results = run_grid(args.rows)
-    text = table(results)
-    print(text)
-    if args.out:
-        write_text_atomically(Path(args.out), text)
+    results = run_grid(args.rows, args.device)
+    print(table(results))
     if args.plot:
         plot(results, Path(args.plot))
+    if args.out:
+        plot_name = None if not args.plot else os.path.relpath(args.plot, Path(args.out).resolve().parent)
+        write_text_atomically(Path(args.out), document(results, args.rows, plot_name))
     if args.json:
         records = [{"kind": kind, "accumulate": accumulate, "width": width, "family": family, "scale": scale, **record}
                    for (kind, accumulate, width, family), errors in results.items()

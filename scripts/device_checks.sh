@@ -13,6 +13,8 @@
 #     tcp init method makes fairseq-train spawn its worker process.
 #  7. A torch profile of a small l1 call: CPU (Python, launch) against GPU time.
 #  8. scripts/bench_norms.py --device cuda --overhead: the per-call cost in microseconds (8x512).
+#  9. Narrow accumulation on CUDA: tests/test_triton_narrow.py compiled for the GPU, and
+#     scripts/bench_precision.py --device cuda (the Triton kernel) against docs/precision.md (CPU).
 # PARTS="1 2 3" selects parts (default 1 2 3; PRECISIONS and CONFIGS narrow part 2, BASE part 3).
 # PARTS=speed is every GPU speed number of docs/performance.md in one run (under 8 minutes on an
 # H200): parts 5 (at 4096x512, 16384x1024, 65536x1024), 8, and 3 with l2, l1, none and bwn, whose
@@ -57,6 +59,16 @@ if want 4; then
 echo "== 4. fast norm paths vs the eager reference on CUDA"
 timeout 240 python3 -m pytest -q -x -p no:cacheprovider tests/test_kernels.py -k "${KERNEL_TESTS:-triton}" 2>&1 | tail -5
 timeout 300 python3 -m pytest -q -x -p no:cacheprovider tests/test_triton_kernels.py 2>&1 | tail -5
+fi
+
+if want 9; then
+echo "== 9. norms accumulating in fp16/bf16: the Triton kernel on CUDA"
+timeout 300 python3 -m pytest -q -x -p no:cacheprovider tests/test_triton_narrow.py 2>&1 | tail -5
+timeout 300 python3 scripts/bench_precision.py --device cuda --out "$OUT/precision_cuda.md" 2>&1 | tail -1
+narrow() { sed -n '/^| kind | accumulate/,/^$/p' "$1" | grep -v '| float32 |' | grep -v '^$'; }  # float32: other kernels
+diff <(narrow docs/precision.md) <(narrow "$OUT/precision_cuda.md") > "$OUT/precision.diff" \
+    && echo "the CUDA table's fp16/bf16 rows are the CPU ones of docs/precision.md" \
+    || { echo "tables differ:"; head -20 "$OUT/precision.diff"; }
 fi
 
 if want 5; then

@@ -171,6 +171,11 @@ def test_the_option_keeps_state_dict_keys_shows_in_repr_and_is_checked(kind):
     assert "accumulate=bf16" in repr(narrow) and "accumulate" not in repr(plain)
     with pytest.raises(ValueError, match=r"accumulate='fp8' is unknown; allowed: float32, fp16, bf16"):
         build_norm(kind, 16, accumulate="fp8", **OPTIONS.get(kind, {}))
+    with pytest.raises(ValueError, match=r"accumulate='half' is unknown"):
+        narrow.accumulate = "half"
+    assert narrow.accumulate == "bf16"  # a refused value changes nothing
+    narrow.accumulate = "float32"
+    assert torch.equal(narrow(torch.ones(2, 16) * torch.arange(16.0)), plain(torch.ones(2, 16) * torch.arange(16.0)))
 
 
 def test_none_and_the_batch_norms_refuse_the_option_saying_why():

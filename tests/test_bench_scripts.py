@@ -35,6 +35,7 @@ def test_bench_norms_quick_writes_records_with_ratios(tmp_path, scope):
         assert (r["device"], r["dtype"], r["shape"], r["backend"]) == ("cpu", dtype, shape, "native")
         assert r["scope"] == scope and r["ms"] > 0 and len(r["round_ratios"]) == 5  # --quick: 5 rounds
         assert r["ratio"] == statistics.median(r["round_ratios"]) > 0
+        assert r["kernel_ms"] is r["layernorm_kernel_ms"] is r["kernel_ratio"] is None  # CUDA events: GPUs only
     assert "ratio" in result.stdout and "worst ratio" in result.stdout
     assert ("threads 2," in result.stdout) == (scope == "kernels")  # OMP_NUM_THREADS=1 above
 
@@ -91,10 +92,14 @@ def test_bench_precision_writes_the_table_the_plot_and_the_records(tmp_path, cap
     import bench_precision  # scripts/bench_precision.py
     out, plot, records = tmp_path / "precision.md", tmp_path / "precision.png", tmp_path / "precision.json"
     bench_precision.main(["--rows", "8", "--out", str(out), "--plot", str(plot), "--json", str(records)])
-    lines = out.read_text().splitlines()
+    document = out.read_text()
+    lines = document[document.index("| kind | accumulate |"):].splitlines()
     rows = {tuple(cell.strip() for cell in line.split("|")[1:4]): [cell.strip() for cell in line.split("|")[4:-1]]
             for line in lines[2:]}
     assert len(rows) == 5 * 3 * 3 and capsys.readouterr().out.startswith(lines[0])
+    assert "Made by `python scripts/bench_precision.py --out docs/precision.md" in document
+    assert "normalizes 8 rows" in document and "![median row error against the input scale](precision.png)" in document
+    assert "- fp16: rows break (inf, NaN or all zero) l2 from s = " in document
     assert all(cells[0] == "1e-4 .. 1e4" and cells[1] == "none" for (_, accumulate, _), cells in rows.items()
                if accumulate in ("float32", "bf16"))
 

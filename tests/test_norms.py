@@ -203,7 +203,8 @@ def test_without_affine_has_no_parameters():
     (lambda: build_norm("l2", 8, eps=-1e-5), "eps must be > 0, got eps=-1e-05"),
     (lambda: build_norm("l1", 8, constant="exact"), "constant 'exact' is unknown; allowed: paper, gaussian"),
     (lambda: build_norm("l1", 8, constant=-1.0), "positive finite float, got -1.0"),
-    (lambda: build_norm("l2", 8, k=3), "norm kind 'l2' does not take options ['k']; it takes no options"),
+    (lambda: build_norm("l2", 8, k=3), "norm kind 'l2' does not take options ['k']; it takes accumulate"),
+    (lambda: build_norm("none", 8, k=3), "norm kind 'none' does not take options ['k']; it takes no options"),
     (lambda: build_norm("l1", 8, k=3, beta=1), "norm kind 'l1' does not take options ['beta', 'k']; it takes constant"),
     (lambda: build_norm("l1", 0), "normalized_shape must be positive integers, got 0"),
 ])

@@ -72,10 +72,14 @@ def backend_for(x: torch.Tensor, requested: Optional[str] = None, kind: str = "l
     return "eager" if name in _broken else name
 
 
+TRITON_MAX_FEATURES = 32768  # the Triton kernels hold a row in one block of registers
+
+
 def narrow_backend(x: torch.Tensor) -> str:
     """"triton" where a norm accumulating in fp16/bf16 runs the Triton kernel for x (a CUDA
     float tensor, Triton usable and not failed here, the backend auto or triton, outside the
-    user's torch.compile), else "eager": accumulation.py's emulation."""
+    user's torch.compile; rows of at most TRITON_MAX_FEATURES), else "eager": accumulation.py's
+    emulation."""
     usable = x.is_cuda and x.dtype != torch.float64 and "triton" not in _broken and triton_available()
     wanted = requested_backend() in ("auto", "triton") and not torch.compiler.is_compiling()
     return "triton" if usable and wanted else "eager"

@@ -107,8 +107,8 @@ def narrow_norm(x, kind, size, weight, bias, eps, constant, k, accumulate, emula
     """The `kind` norm of x accumulating in `accumulate`: by the Triton kernel where
     backends.narrow_backend(x) says so, else (or once the kernel has failed here: one warning,
     and the kernels are skipped from then on) by `emulate()`, the CPU emulation."""
-    from .backends import narrow_backend
-    if narrow_backend(x) == "triton":
+    from .backends import TRITON_MAX_FEATURES, narrow_backend
+    if narrow_backend(x) == "triton" and size <= TRITON_MAX_FEATURES:
         try:
             return NarrowTritonPlan(kind, size, constant, eps, k, accumulate).run(x, weight, bias)
         except torch.OutOfMemoryError:

@@ -10,9 +10,10 @@ import triton
 import triton.language as tl
 
 from . import rows as rows_math
+from .backends import TRITON_MAX_FEATURES
 
 KIND_CODES = {"l1": 0, "linf": 1, "topk": 2}
-MAX_FEATURES = 32768
+MAX_FEATURES = TRITON_MAX_FEATURES
 
 
 @triton.jit
