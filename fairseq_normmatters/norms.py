@@ -162,12 +162,11 @@ class NarrowAccumulation:
         return self.accumulate != FLOAT32
 
     def narrow_forward(self, x):
-        """The Triton kernel on CUDA (kernels.narrow_norm), else the emulation (accumulation.py)."""
+        """The Triton kernel on CUDA (kernels.accumulating_norm), else the emulation (accumulation.py)."""
         size = normalized_size(x, self.normalized_shape, self.weight, self.bias)
-        constant, k = getattr(self, "constant_value", 1.0), getattr(self, "k", None)
-        return kernels.narrow_norm(x, self.kind, size, self.weight, self.bias, self.eps, constant, k, self.accumulate,
-                                   lambda: narrow_norm(x, self.kind, size, self.weight, self.bias, self.eps, constant,
-                                                       k, self.accumulate))
+        options = (x, self.kind, size, self.weight, self.bias, self.eps, getattr(self, "constant_value", 1.0),
+                   getattr(self, "k", None), self.accumulate)
+        return kernels.accumulating_norm(*options, lambda: narrow_norm(*options))
 
     def accumulate_repr(self) -> str:
         return f", accumulate={self.accumulate}" if self.accumulates_narrow else ""

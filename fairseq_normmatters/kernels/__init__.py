@@ -27,11 +27,11 @@ from .backends import (
     set_backend,
     triton_available,
 )
-from .function import NarrowTritonPlan, RowNormFunction, RowNormPlan, fused_norm, narrow_norm
+from .function import NarrowTritonPlan, RowNormFunction, RowNormPlan, accumulating_norm, fused_norm
 
 __all__ = [
     "BACKEND_VARIABLE", "BACKENDS", "NATIVE_DTYPES", "UNCOMPILED", "Implementation", "NarrowTritonPlan",
-    "RowNormFunction", "RowNormPlan", "auto_choices", "backend_for", "check_backend", "fused_norm",
-    "implementation", "narrow_backend", "narrow_norm", "requested_backend", "run_or_fall_back", "set_backend",
+    "RowNormFunction", "RowNormPlan", "accumulating_norm", "auto_choices", "backend_for", "check_backend",
+    "fused_norm", "implementation", "narrow_backend", "requested_backend", "run_or_fall_back", "set_backend",
     "triton_available",
 ]

@@ -85,7 +85,7 @@ def fused_norm(x, kind, normalized_size, weight, bias, eps, constant, k, backend
 class NarrowTritonPlan(RowNormPlan):
     """A plan whose forward is the Triton kernel accumulating in fp16/bf16 (triton_narrow.py) and
     whose backward is the float32 analytic one at its statistics. No fallback inside: rows.py
-    would accumulate in float32 (narrow_norm falls back to the emulation instead)."""
+    would accumulate in float32 (accumulating_norm falls back to the emulation instead)."""
 
     __slots__ = ("accumulate",)
 
@@ -103,7 +103,7 @@ class NarrowTritonPlan(RowNormPlan):
                                            needs_weight_grad, needs_bias_grad, self.accumulate)
 
 
-def narrow_norm(x, kind, size, weight, bias, eps, constant, k, accumulate, emulate):
+def accumulating_norm(x, kind, size, weight, bias, eps, constant, k, accumulate, emulate):
     """The `kind` norm of x accumulating in `accumulate`: by the Triton kernel where
     backends.narrow_backend(x) says so, else (or once the kernel has failed here: one warning,
     and the kernels are skipped from then on) by `emulate()`, the CPU emulation."""
