@@ -62,9 +62,9 @@ def set_defaults(args, defaults: dict) -> None:
 def normalization_signature(args) -> dict:
     """The flags that decide what the model computes, as strings (irrelevant ones left out, and
     --norm-accumulate float32, what every model computed before the flag existed)."""
-    norm_type, weight_norm = getattr(args, "norm_type", "l2"), args.weight_norm
-    keys = ["weight_norm"] + (["norm_type"] if hasattr(args, "norm_type") else [])
-    keys += [OPTION_FLAGS[option] for option in NORMS[norm_type].options]
+    weight_norm, keys = args.weight_norm, ["weight_norm"]
+    if hasattr(args, "norm_type"):  # norm_transformer; norm_lstm has no layer norm, nor its flags
+        keys += ["norm_type"] + [OPTION_FLAGS[option] for option in NORMS[args.norm_type].options]
     keys += ["weight_norm_p", "weight_norm_rho"] if weight_norm != "none" else []
     signature = {key: str(getattr(args, key)) for key in keys}
     if signature.get("norm_accumulate") == FLOAT32:
