@@ -92,12 +92,15 @@ def short(value: float) -> str:
 
 
 def broken_share(errors) -> str:
-    """'none', or the first grid scale with a broken row and the first where all rows are."""
-    some = next((scale for scale, record in zip(SCALES, errors) if record["broken"] > 0), None)
+    """'none', or the first grid scale with broken rows, their share there, and the first scale
+    where all rows are: 'from s = 1e3 (3% there; all from 1e4)'."""
+    some = next(((scale, record["broken"]) for scale, record in zip(SCALES, errors) if record["broken"] > 0), None)
     if some is None:
         return "none"
     every = next((scale for scale, record in zip(SCALES, errors) if record["broken"] == 1), None)
-    return f"from s = {short(some)}" + (f" (all from {short(every)})" if every is not None else "")
+    share = "all" if some[1] == 1 else f"{100 * some[1]:.0f}%" if some[1] >= 0.01 else f"{100 * some[1]:.1f}%"
+    rest = "" if some[1] == 1 else f"; all from {short(every)}" if every is not None else "; never all"
+    return f"from s = {short(some[0])} ({share} there{rest})"
 
 
 def run_grid(rows: int, device: str = "cpu"):

@@ -104,7 +104,7 @@ def test_bench_precision_writes_the_table_the_plot_and_the_records(tmp_path, cap
                if accumulate in ("float32", "bf16"))
 
     def first_broken(kind):
-        return float(rows[kind, "fp16", "1024"][1].split()[3])  # "from s = 1e1 (all from ...)"
+        return float(rows[kind, "fp16", "1024"][1].split()[3])  # "from s = 1e1 (all there)"
     assert first_broken("l2") < first_broken("l1") < first_broken("linf")
     assert plot.read_bytes()[:4] == b"\x89PNG"
     measured = json.loads(records.read_text())
