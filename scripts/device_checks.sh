@@ -19,6 +19,8 @@
 # PARTS=speed is every GPU speed number of docs/performance.md in one run (under 8 minutes on an
 # H200): parts 5 (at 4096x512, 16384x1024, 65536x1024), 8, and 3 with l2, l1, none and bwn, whose
 # words/s ratios (l1 / l2, bwn / none) it prints.
+# PARTS=precision is issue 28's GPU run: part 9, then part 2 with --fp16 on the demo corpus for
+# transformer_{l2,l1,linf} and their _acc_fp16 twins (the norms accumulating in fp16 in the kernel).
 # The summary goes to stdout and $OUT/summary.txt, the training logs to
 # $OUT/logs; data and checkpoints stay in $WORK (default /tmp/device_work).
 set -uo pipefail
@@ -27,6 +29,10 @@ OUT="${OUT:-/tmp/device_out}" WORK="${WORK:-/tmp/device_work}" PARTS="${PARTS:-1
 if [ "$PARTS" = speed ]; then
     PARTS="5 8 3" BASE="${BASE:-transformer_l2 transformer_l1 transformer_none transformer_bwn}"
     BENCH_ARGS="${BENCH_ARGS:---shapes 4096x512 16384x1024 65536x1024}"
+fi
+if [ "$PARTS" = precision ]; then
+    PARTS="9 2" PRECISIONS="${PRECISIONS:-fp16}"
+    CONFIGS="${CONFIGS:-transformer_l2 transformer_l2_acc_fp16 transformer_l1 transformer_l1_acc_fp16 transformer_linf transformer_linf_acc_fp16}"
 fi
 mkdir -p "$OUT/logs" "$WORK"
 exec > >(tee -a "$OUT/summary.txt") 2>&1

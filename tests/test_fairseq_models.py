@@ -162,6 +162,14 @@ def test_topk_larger_than_model_dim_fails_at_build(data, tmp_path):
     assert not list(tmp_path.iterdir()), "nothing may be written"
 
 
+def test_norm_accumulate_without_layer_norms_fails_at_build(data, tmp_path):
+    result = train(data, tmp_path, "norm_transformer_bwn_iwslt_de_en", *TINY_TRANSFORMER,
+                   "--norm-accumulate", "fp16", check=False)
+    assert result.returncode != 0
+    assert "--norm-accumulate fp16: --norm-type none leaves no layer norm to accumulate in it" in result.stderr
+    assert not list(tmp_path.iterdir()), "nothing may be written"
+
+
 def test_rms_norm_swaps_in(data, tmp_path):
     from fairseq_normmatters.convert import replace_layer_norms
     model = fresh_model(*load_config_and_task(data))
