@@ -134,7 +134,7 @@ def forward_rows(x, weight, bias, kind, constant, eps, k, accumulate):
     k_block = triton.next_power_of_2(max(k, 1))
     y = torch.empty((rows, n), dtype=x.dtype, device=x.device)
     statistics = torch.empty((STATISTICS[kind], rows), dtype=torch.float32, device=x.device)
-    slots = [statistics[min(i, len(statistics) - 1)] for i in range(3)]
+    slots = [statistics[min(i, len(statistics) - 1)] for i in range(3)]  # the kernel's 3 pointers; unused ones repeat
     if rows:
         with triton_kernels._on_device_of(x):
             _narrow_forward_kernel[(rows,)](

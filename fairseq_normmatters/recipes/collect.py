@@ -7,12 +7,14 @@ Reads SAVE_DIR/results.json (from evaluate.sh) and the validation losses of SAVE
 (how much its validation loss still fell over its last fifth; recipes/convergence.py states the
 rule) and the update range its evaluation averaged; the second groups the runs of one CONFIG
 (its seeds: mean, standard deviation, n) and compares each configuration with the baseline of
-its family (transformer_l2, lstm_nonorm): the difference of the means with its standard error
+its family (transformer_l2, lstm_nonorm; a CONFIG_acc_FORMAT with CONFIG, the same model
+accumulating in float32): the difference of the means with its standard error
 over the seeds, and for each seed both were trained with, sacreBLEU's paired bootstrap
 resampling test on the test set (the difference and its p-value), beside the paper's
 difference where the paper has one for the runs' direction; a row whose runs or baseline runs
-were still learning says so. The plot shows every run's validation curve, one colour per
-configuration, with the averaged checkpoints marked.
+were still learning says so. A run that diverged (its results.json says where) has no scores:
+both tables say so and the means leave it out. The plot shows every run's validation curve, one
+colour per configuration, with the averaged checkpoints marked.
 """
 
 import argparse
