@@ -17,7 +17,9 @@ row error is and no row is broken; the table gives the widest run of grid scales
 where that holds, and the median and worst row errors at s = 1 (bf16's own rounding of the
 output, 2^-8 relative at most per element, is part of every bf16 error). The plot draws the
 median row error against s, one line per kind (width 1024; scales where most rows break at
-the top).
+the top). A second table quantizes the Gaussian rows of width 1024 to fp8 (e4m3, which
+saturates at 448, and e5m2, whose largest finite value is 57344) before each norm, measured
+against the float64 norm of the unquantized rows.
 
     python scripts/bench_precision.py [--out docs/precision.md] [--plot docs/precision.png]
                                       [--rows 256] [--json FILE] [--device cpu|cuda]
@@ -47,6 +49,7 @@ OUTLIERS, OUTLIER_SIZE = 4, 50.0
 WITHIN = 0.01
 PLOT_WIDTH = 1024
 SEED = 0
+FP8 = {"e4m3": torch.float8_e4m3fn, "e5m2": torch.float8_e5m2}
 
 
 def rows_of(family: str, width: int, scale: float, rows: int) -> torch.Tensor:
@@ -58,11 +61,12 @@ def rows_of(family: str, width: int, scale: float, rows: int) -> torch.Tensor:
     return (x * scale).float()
 
 
-def measure(kind: str, accumulate: str, x: torch.Tensor) -> dict:
-    """{"worst": the largest row error, "median": the median one, "broken": share of broken rows}."""
+def measure(kind: str, accumulate: str, x: torch.Tensor, unrounded: torch.Tensor = None) -> dict:
+    """{"worst": the largest row error, "median": the median one, "broken": share of broken rows},
+    against the float64 norm of `unrounded` (default: x itself)."""
     width = x.shape[1]
     with torch.no_grad():
-        exact = build_norm(kind, width, **KINDS[kind]).to(x.device).double()(x.double())
+        exact = build_norm(kind, width, **KINDS[kind]).to(x.device).double()((x if unrounded is None else unrounded).double())
         y = build_norm(kind, width, accumulate=accumulate, **KINDS[kind]).to(x.device)(x).double()
     finite = torch.isfinite(y).all(1)
     broken = ~finite | (y == 0).all(1)
@@ -70,11 +74,18 @@ def measure(kind: str, accumulate: str, x: torch.Tensor) -> dict:
     return {"worst": error.max().item(), "median": error.median().item(), "broken": broken.double().mean().item()}
 
 
-def scale_range(errors) -> str:
-    """The widest run of consecutive grid scales containing 1 whose median error is within 1%
-    and no row broken, as
-    '3e-3 .. 1e3', or 'none'."""
-    good = [record["median"] <= WITHIN and record["broken"] == 0 for record in errors]
+def within_one_percent(record) -> bool:
+    return record["median"] <= WITHIN and record["broken"] == 0
+
+
+def unbroken(record) -> bool:
+    return record["broken"] == 0
+
+
+def scale_range(errors, good=within_one_percent) -> str:
+    """The widest run of consecutive grid scales containing 1 whose records are good (by default:
+    median error within 1% and no row broken), as '3e-3 .. 1e3', or 'none'."""
+    good = [good(record) for record in errors]
     one = SCALES.index(1.0)
     if not good[one]:
         return "none"
@@ -115,6 +126,23 @@ def run_grid(rows: int, device: str = "cpu"):
     return results
 
 
+def run_fp8_grid(rows: int, device: str = "cpu"):
+    """{(kind, fp8 format, accumulate): [measure() per scale]}: Gaussian rows of width PLOT_WIDTH
+    quantized to the fp8 format before the norm."""
+    inputs = [rows_of("gaussian", PLOT_WIDTH, scale, rows).to(device) for scale in SCALES]
+    return {(kind, name, accumulate): [measure(kind, accumulate, x.to(dtype).float(), x) for x in inputs]
+            for kind in KINDS for name, dtype in FP8.items() for accumulate in FORMATS}
+
+
+def fp8_table(results) -> str:
+    one = SCALES.index(1.0)
+    lines = ["| kind | fp8 input | accumulate | median row error at s = 1 | no broken row for s in |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {kind} | {name} | {accumulate} | {errors[one]['median']:.1e} | {scale_range(errors, unbroken)} |"
+              for (kind, name, accumulate), errors in results.items()]
+    return "\n".join(lines) + "\n"
+
+
 def table(results) -> str:
     lines = ["| kind | accumulate | width | gaussian: within 1% for s in | gaussian: broken rows | "
              "gaussian: error at s = 1 (median, worst row) | outliers: within 1% for s in | outliers: broken rows |",
@@ -147,8 +175,8 @@ def findings(results) -> str:
     return "\n".join(lines)
 
 
-def document(results, rows: int, plot_name) -> str:
-    """docs/precision.md: how it was made, what is measured, the findings, the plot, the table."""
+def document(results, fp8_results, rows: int, plot_name) -> str:
+    """docs/precision.md: how it was made, what is measured, the findings, the plot, the tables."""
     command = "python scripts/bench_precision.py --out docs/precision.md --plot docs/precision.png"
     described, families, measures = __doc__.split("\n\n")[1:4]  # the docstring's account of the measurement
     measured = "\n\n".join((described.replace("ROWS", str(rows)), families, measures))
@@ -161,7 +189,19 @@ def document(results, rows: int, plot_name) -> str:
             "In fp16 a sum of n terms of size a overflows once n a > 65504: first the sum of squares (l2, "
             "rms), then the sum of |d| (l1), then the sum of x that centers the row (linf and topk, which "
             "sum no more than k values otherwise). bf16 has float32's range: nothing overflows, and its "
-            "errors are its 8-bit rounding.\n" + picture + "\n" + table(results))
+            "errors are its 8-bit rounding.\n" + picture + "\n" + table(results) +
+            f"\nWith the input quantized to fp8 first:\n\n{fp8_findings(fp8_results)}\n\n" + fp8_table(fp8_results))
+
+
+def fp8_findings(results) -> str:
+    """The median error at s = 1 of each fp8 format over every kind and accumulation."""
+    one = SCALES.index(1.0)
+    spans = {name: [errors[one]["median"] for (_, fp8, _), errors in results.items() if fp8 == name] for name in FP8}
+    return "- " + "; ".join(f"{name} input: median row error {min(values):.1e} to {max(values):.1e} at s = 1 "
+                            "over every kind and accumulation" for name, values in spans.items()) + \
+        " (the input's own rounding: 3 and 2 bits of significand). e4m3 rounds the rows of the smallest " \
+        "inputs entirely to zero (its smallest number is 2^-9), which come out as beta; the overflows of " \
+        "fp16 accumulation are those of the table above."
 
 
 def plot(results, path: Path) -> None:
@@ -214,7 +254,8 @@ def main(argv=None):
         plot(results, Path(args.plot))
     if args.out:
         plot_name = None if not args.plot else os.path.relpath(args.plot, Path(args.out).resolve().parent)
-        write_text_atomically(Path(args.out), document(results, args.rows, plot_name))
+        fp8_results = run_fp8_grid(args.rows, args.device)
+        write_text_atomically(Path(args.out), document(results, fp8_results, args.rows, plot_name))
     if args.json:
         records = [{"kind": kind, "accumulate": accumulate, "width": width, "family": family, "scale": scale, **record}
                    for (kind, accumulate, width, family), errors in results.items()

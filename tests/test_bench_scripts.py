@@ -93,13 +93,15 @@ def test_bench_precision_writes_the_table_the_plot_and_the_records(tmp_path, cap
     out, plot, records = tmp_path / "precision.md", tmp_path / "precision.png", tmp_path / "precision.json"
     bench_precision.main(["--rows", "8", "--out", str(out), "--plot", str(plot), "--json", str(records)])
     document = out.read_text()
-    lines = document[document.index("| kind | accumulate |"):].splitlines()
+    lines = document[document.index("| kind | accumulate |"):].split("\n\n")[0].splitlines()
     rows = {tuple(cell.strip() for cell in line.split("|")[1:4]): [cell.strip() for cell in line.split("|")[4:-1]]
             for line in lines[2:]}
     assert len(rows) == 5 * 3 * 3 and capsys.readouterr().out.startswith(lines[0])
     assert "Made by `python scripts/bench_precision.py --out docs/precision.md" in document
     assert "normalizes 8 rows" in document and "![median row error against the input scale](precision.png)" in document
     assert "- fp16: rows break (inf, NaN or all zero) l2 from s = " in document
+    fp8 = document[document.index("| kind | fp8 input |"):].splitlines()[2:]
+    assert len(fp8) == 5 * 2 * 3 and all(0.01 < float(line.split("|")[4]) < 0.1 for line in fp8)  # fp8's rounding
     assert all(cells[0] == "1e-4 .. 1e4" and cells[1] == "none" for (_, accumulate, _), cells in rows.items()
                if accumulate in ("float32", "bf16"))
 
