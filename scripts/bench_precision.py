@@ -167,11 +167,14 @@ def findings(results) -> str:
     one, lines = SCALES.index(1.0), []
     for accumulate in FORMATS[1:]:
         per_kind = {kind: results[kind, accumulate, PLOT_WIDTH, "gaussian"] for kind in KINDS}
-        broken = ", ".join(f"{kind} from s = {short(first_broken(errors))}" if first_broken(errors) else
-                           f"{kind} nowhere" for kind, errors in per_kind.items())
+        broken = [f"{kind} from s = {short(first_broken(errors))}" for kind, errors in per_kind.items()
+                  if first_broken(errors)]
+        intact = [kind for kind, errors in per_kind.items() if not first_broken(errors)]
+        said = ([f"rows break (inf, NaN or all zero): {', '.join(broken)}"] if broken else []) + \
+            ([f"no row of {', '.join(intact)} breaks on the grid"] if intact else [])
         medians = [errors[one]["median"] for errors in per_kind.values()]
-        lines.append(f"- {accumulate}: rows break (inf, NaN or all zero) {broken}; at s = 1 the median row "
-                     f"error is {min(medians):.1e} to {max(medians):.1e}.")
+        lines.append(f"- {accumulate}: {'; '.join(said)}; at s = 1 the median row error is {min(medians):.1e} "
+                     f"to {max(medians):.1e}.")
     return "\n".join(lines)
 
 

@@ -99,7 +99,8 @@ def test_bench_precision_writes_the_table_the_plot_and_the_records(tmp_path, cap
     assert len(rows) == 5 * 3 * 3 and capsys.readouterr().out.startswith(lines[0])
     assert "Made by `python scripts/bench_precision.py --out docs/precision.md" in document
     assert "normalizes 8 rows" in document and "![median row error against the input scale](precision.png)" in document
-    assert "- fp16: rows break (inf, NaN or all zero) l2 from s = " in document
+    assert "- fp16: rows break (inf, NaN or all zero): l2 from s = " in document
+    assert "- bf16: no row of l2, l1, linf, topk, rms breaks on the grid; " in document
     fp8 = document[document.index("| kind | fp8 input |"):].splitlines()[2:]
     assert len(fp8) == 5 * 2 * 3 and all(0.01 < float(line.split("|")[4]) < 0.1 for line in fp8)  # fp8's rounding
     assert all(cells[0] == "1e-4 .. 1e4" and cells[1] == "none" for (_, accumulate, _), cells in rows.items()
