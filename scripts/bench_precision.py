@@ -61,13 +61,17 @@ def rows_of(family: str, width: int, scale: float, rows: int) -> torch.Tensor:
     return (x * scale).float()
 
 
-def measure(kind: str, accumulate: str, x: torch.Tensor, unrounded: torch.Tensor = None) -> dict:
-    """{"worst": the largest row error, "median": the median one, "broken": share of broken rows},
-    against the float64 norm of `unrounded` (default: x itself)."""
-    width = x.shape[1]
+def reference(kind: str, x: torch.Tensor) -> torch.Tensor:
+    """The float64 norm of x (gamma 1, beta 0): what every format's output is measured against."""
     with torch.no_grad():
-        exact = build_norm(kind, width, **KINDS[kind]).to(x.device).double()((x if unrounded is None else unrounded).double())
-        y = build_norm(kind, width, accumulate=accumulate, **KINDS[kind]).to(x.device)(x).double()
+        return build_norm(kind, x.shape[1], **KINDS[kind]).to(x.device).double()(x.double())
+
+
+def measure(kind: str, accumulate: str, x: torch.Tensor, exact: torch.Tensor) -> dict:
+    """{"worst": the largest row error, "median": the median one, "broken": share of broken rows}
+    of the `accumulate` norm of x against `exact` (reference())."""
+    with torch.no_grad():
+        y = build_norm(kind, x.shape[1], accumulate=accumulate, **KINDS[kind]).to(x.device)(x).double()
     finite = torch.isfinite(y).all(1)
     broken = ~finite | (y == 0).all(1)
     error = ((y - exact).norm(dim=1) / exact.norm(dim=1)).where(finite, torch.tensor(math.inf, dtype=y.dtype))
@@ -121,8 +125,10 @@ def run_grid(rows: int, device: str = "cpu"):
         for family in FAMILIES:
             inputs = [rows_of(family, width, scale, rows).to(device) for scale in SCALES]
             for kind in KINDS:
+                exact = [reference(kind, x) for x in inputs]
                 for accumulate in FORMATS:
-                    results[kind, accumulate, width, family] = [measure(kind, accumulate, x) for x in inputs]
+                    results[kind, accumulate, width, family] = [measure(kind, accumulate, x, e)
+                                                                for x, e in zip(inputs, exact)]
     return results
 
 
@@ -130,8 +136,14 @@ def run_fp8_grid(rows: int, device: str = "cpu"):
     """{(kind, fp8 format, accumulate): [measure() per scale]}: Gaussian rows of width PLOT_WIDTH
     quantized to the fp8 format before the norm."""
     inputs = [rows_of("gaussian", PLOT_WIDTH, scale, rows).to(device) for scale in SCALES]
-    return {(kind, name, accumulate): [measure(kind, accumulate, x.to(dtype).float(), x) for x in inputs]
-            for kind in KINDS for name, dtype in FP8.items() for accumulate in FORMATS}
+    results = {}
+    for kind in KINDS:
+        exact = [reference(kind, x) for x in inputs]  # of the unquantized rows
+        for name, dtype in FP8.items():
+            quantized = [x.to(dtype).float() for x in inputs]
+            for accumulate in FORMATS:
+                results[kind, name, accumulate] = [measure(kind, accumulate, q, e) for q, e in zip(quantized, exact)]
+    return results
 
 
 def fp8_table(results) -> str:

@@ -76,13 +76,12 @@ TRITON_MAX_FEATURES = 32768  # the Triton kernels hold a row in one block of reg
 
 
 def narrow_backend(x: torch.Tensor) -> str:
-    """"triton" where a norm accumulating in fp16/bf16 runs the Triton kernel for x (a CUDA
-    float tensor, Triton usable and not failed here, the backend auto or triton, outside the
-    user's torch.compile; rows of at most TRITON_MAX_FEATURES), else "eager": accumulation.py's
-    emulation."""
-    usable = x.is_cuda and x.dtype != torch.float64 and "triton" not in _broken and triton_available()
-    wanted = requested_backend() in ("auto", "triton") and not torch.compiler.is_compiling()
-    return "triton" if usable and wanted else "eager"
+    """"triton" where a norm accumulating in fp16/bf16 runs the Triton kernel for x: where the
+    l1 norm's fast path would be Triton (backend_for: auto or forced, CUDA, not float64, not
+    failed here), outside the user's torch.compile (which traces the emulation), for rows of at
+    most TRITON_MAX_FEATURES; else "eager": accumulation.py's emulation."""
+    triton = backend_for(x, None, "l1") == "triton" and not torch.compiler.is_compiling()
+    return "triton" if triton else "eager"
 
 
 _DEVICES = {"triton": "cuda", "native": "cpu"}

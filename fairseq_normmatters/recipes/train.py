@@ -28,6 +28,7 @@ import socket
 import sys
 from pathlib import Path
 
+from ..accumulation import ACCUMULATE_FORMATS, FLOAT32
 from . import (DIRECTIONS, RecipeError, check_not_half_prepared, prepared_direction, run_main, tool_path,
                write_text_atomically)
 
@@ -81,7 +82,7 @@ def with_narrow_accumulation(configs: dict) -> dict:
     norms accumulating in fp16 (for GPUs) and in bf16 (for CPUs): transformer_KIND_acc_FORMAT."""
     narrow = {f"transformer_{kind}{ACCUMULATION_SUFFIX}{accumulate}":
               (configs[f"transformer_{kind}"][0], configs[f"transformer_{kind}"][1] + ["--norm-accumulate", accumulate])
-              for kind in NARROW_ACCUMULATION_KINDS for accumulate in ("fp16", "bf16")}
+              for kind in NARROW_ACCUMULATION_KINDS for accumulate in ACCUMULATE_FORMATS if accumulate != FLOAT32}
     return {**configs, **narrow}
 
 

@@ -21,11 +21,11 @@ def weight_norm_target(name: str, module) -> bool:
 def normalize_model(model, args):
     """Apply --norm-type and --norm-accumulate (if the model has them) and --weight-norm to a
     built fairseq model."""
-    accumulate = getattr(args, "norm_accumulate", FLOAT32)
-    if getattr(args, "norm_type", "l2") == "none" and accumulate != FLOAT32:
+    norm_type, accumulate = getattr(args, "norm_type", "l2"), getattr(args, "norm_accumulate", FLOAT32)
+    if norm_type == "none" and accumulate != FLOAT32:
         raise ValueError(f"--norm-accumulate {accumulate}: --norm-type none leaves no layer norm to accumulate "
                          "in it; leave --norm-accumulate out")
-    if getattr(args, "norm_type", "l2") != "l2" or accumulate != FLOAT32:
+    if norm_type != "l2" or accumulate != FLOAT32:
         try:
             count = replace_layer_norms(model, args.norm_type, **norm_options(args))
         except ValueError as error:
