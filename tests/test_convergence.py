@@ -10,24 +10,45 @@ import torch
 from fairseq_normmatters.recipes import RecipeError
 from fairseq_normmatters.recipes.collect import comparison_table, paper_number, table
 from fairseq_normmatters.recipes.compare import verdict_line
-from fairseq_normmatters.recipes.convergence import converged_tail, training_state, validation_curve
+from fairseq_normmatters.recipes.convergence import converged_tail, state_cell, training_state, validation_curve
 from fairseq_normmatters.recipes.evaluate import checkpoints_to_average
 from fairseq_normmatters.recipes.scoring import bleu_scores, tokenized_bleu
 
 FALLING = [(u, 7.0 * 0.995 ** u + 1.3) for u in range(25, 251, 25)]  # the demo at 250 updates, shaped
-FLAT = [(u, 1.42 + 0.01 * math.sin(u)) for u in range(25, 751, 25)]  # a plateau with noise
+FLAT = [(u, 1.42 + 0.003 * math.sin(u)) for u in range(25, 751, 25)]  # a plateau with noise
+# WMT14's validation NLL as a power law to 100k updates: 2.73 bits at 10k, 2.23 at 100k
+POWER_LAW = [(u, 2.0 + 73 * u ** -0.5) for u in range(1000, 100001, 1000)]
 
 
 def test_a_still_falling_curve_is_marked_and_a_flat_one_is_not():
     falling, flat = training_state(FALLING), training_state(FLAT)
-    assert falling["still_learning"] is True and falling["tail_fall"] > 0.1
-    assert flat["still_learning"] is False and abs(flat["tail_fall"]) < 0.02
-    assert training_state(FALLING[:1]) == {"tail_fall": None, "still_learning": None}
+    assert falling["still_learning"] is True and falling["tail_fall_bits"] > 0.1
+    assert flat["still_learning"] is False and abs(flat["tail_fall_bits"]) < 0.01 and flat["updates"] == 750
+    assert training_state(FALLING[:1]) == {"updates": 25, "tail_fall_bits": None, "still_learning": None}
+
+
+def test_a_power_law_tail_at_100k_updates_is_still_learning_though_it_fell_under_2_percent():
+    """The rule of relative falls of the label-smoothed loss (about 4 bits here) called it
+    converged: 0.027 bits is 0.7% of it. In perplexity it is 1.9%, and doubling the run gains
+    0.066 bits more."""
+    state = training_state(POWER_LAW)
+    assert state["still_learning"] is True and state["tail_fall_bits"] == pytest.approx(0.0272, abs=1e-4)
+    assert state["tail_fall_bits"] / (state["tail_fall_bits"] + 4.0) < 0.02
+    assert state_cell(state) == "still learning, 0.027 bits (1.9% of perplexity)"
+    assert state_cell(training_state(FLAT)).startswith("plateau, ")
 
 
 def test_the_tail_fall_is_measured_from_the_last_validation_before_the_last_fifth():
     curve = [(100, 2.0), (700, 1.6), (799, 1.5), (1000, 1.2)]  # 80% of 1000 is 800: the 799 point
-    assert training_state(curve)["tail_fall"] == pytest.approx((1.5 - 1.2) / 1.5, abs=1e-4)
+    assert training_state(curve)["tail_fall_bits"] == pytest.approx(1.5 - 1.2, abs=1e-4)
+
+
+def test_the_curve_is_the_nll_not_the_label_smoothed_loss(tmp_path):
+    lines = [json.dumps({"valid_loss": f"{ls:.3f}", "valid_nll_loss": f"{nll:.3f}", "valid_num_updates": str(u)})
+             for u, ls, nll in ((800, 4.10, 2.30), (1000, 4.08, 2.25))]
+    (tmp_path / "train.log").write_text("\n".join(lines) + "\n")
+    assert validation_curve(tmp_path) == [(800, 2.30), (1000, 2.25)]
+    assert training_state(validation_curve(tmp_path))["still_learning"] is True  # 0.5% of the smoothed loss
 
 
 def write_log(save_dir, curve):
@@ -43,8 +64,8 @@ def write_checkpoint(path, updates):
 @pytest.fixture
 def run_far_worse_early(tmp_path):
     """Checkpoints at 250, 500, 750 (interval) and 800 (checkpoint_last.pt only); validation
-    loss 5.0, 3.0, 1.53, 1.50: the two older ones far above the last."""
-    write_log(tmp_path, [(250, 5.0), (500, 3.0), (750, 1.53), (800, 1.50)])
+    NLL 5.0, 3.0, 1.52, 1.50: the two older ones far above the last."""
+    write_log(tmp_path, [(250, 5.0), (500, 3.0), (750, 1.52), (800, 1.50)])
     for updates in (250, 500, 750):
         write_checkpoint(tmp_path / f"checkpoint_1_{updates}.pt", updates)
     write_checkpoint(tmp_path / "checkpoint_last.pt", 800)
@@ -57,8 +78,8 @@ def test_the_average_stays_in_the_converged_tail_and_includes_the_final_state(ru
     assert [p.name for p in paths] == ["checkpoint_1_750.pt", "checkpoint_last.pt"]
     assert (averaged["first_update"], averaged["last_update"], averaged["checkpoints"], averaged["asked"]) == \
         (750, 800, 2, 5)
-    assert "update 500's validation loss (3.000) is more than 2% above the last checkpoint's (1.500)" \
-        in averaged["narrowed"]
+    assert ("update 500's validation NLL (3.000 bits) is more than 0.029 bits (2% of perplexity) above the last "
+            "checkpoint's (1.500)") in averaged["narrowed"]
     paths, averaged = checkpoints_to_average(run_far_worse_early, 5, checked=False)
     assert len(paths) == 4 and averaged["narrowed"] == "" and not averaged["checked"]
 
@@ -75,7 +96,7 @@ def test_an_average_that_cannot_be_checked_is_refused_with_the_options(run_far_w
 
 def test_converged_tail_keeps_everything_within_the_tolerance():
     checkpoints = [(u, f"c{u}") for u in (960, 970, 980, 990, 1000)]
-    curve = [(u, 1.41 + 0.001 * (u % 20 == 0)) for u in range(900, 1001, 10)]
+    curve = [(u, 1.41 + 0.02 * (u % 20 == 0)) for u in range(900, 1001, 10)]
     assert converged_tail(checkpoints, curve) == (checkpoints, "")
 
 
@@ -110,7 +131,7 @@ def result(name, config, seed, fall, direction="de-en", benchmark="wmt14"):
             "valid_ppl": 1.5, "test_ppl": 1.6, "num_updates": 800, "sacrebleu_signature": "sig", "curve": [],
             "direction": direction, "benchmark": benchmark,
             "averaged": {"first_update": 700, "last_update": 800, "checkpoints": 5, "asked": 5, "narrowed": ""},
-            "training": {"tail_fall": fall, "still_learning": fall > 0.02}}
+            "training": {"updates": 800, "tail_fall_bits": fall, "still_learning": fall > 0.0144}}
 
 
 def test_the_tables_and_the_last_line_say_which_runs_were_still_learning():
@@ -118,12 +139,15 @@ def test_the_tables_and_the_last_line_say_which_runs_were_still_learning():
             result("transformer_l1-seed1", "transformer_l1", 1, 0.258),
             result("transformer_bwn-seed1", "transformer_bwn", 1, -0.002)]
     rows = {line.split(" | ")[0][2:]: line for line in comparison_table(runs).splitlines()[2:5]}
-    assert rows["transformer_l1"].endswith("| early training: transformer_l1-seed1 (25.8%) still learning |")
-    assert rows["transformer_bwn"].endswith("| converged |")
-    assert "| 700-800 (5) | 25.8% still learning |" in table(runs)
-    assert verdict_line(runs).startswith("[compare] 1 of 3 runs were still learning (transformer_l1-seed1 (25.8%))")
-    assert verdict_line([runs[0], runs[2]]) == \
-        "[compare] every run had stopped learning: the differences compare converged models"
+    assert rows["transformer_l1"].endswith("| 800 | early training: transformer_l1-seed1 (0.258 bits) still learning |")
+    assert rows["transformer_bwn"].endswith("| 800 | plateau |")
+    assert "| 700-800 (5) | still learning, 0.258 bits (19.6% of perplexity) |" in table(runs)
+    assert verdict_line(runs).startswith("[compare] 1 of 3 runs were still learning (transformer_l1-seed1 (0.258 bits) "
+                                         "of NLL over the last fifth): the rows with them compare early training at "
+                                         "800 updates")
+    assert verdict_line([runs[0], runs[2]]) == (
+        "[compare] every run was on its plateau (validation NLL down at most 1% of perplexity over its last fifth): "
+        "the differences compare the models at 800 updates")
 
 
 def test_narrow_accumulation_is_compared_with_its_own_kind_and_a_diverged_seed_is_left_out():
@@ -136,11 +160,12 @@ def test_narrow_accumulation_is_compared_with_its_own_kind_and_a_diverged_seed_i
     row = next(line for line in comparison_table(runs).splitlines() if line.startswith("| transformer_l1_acc_bf16 |"))
     cells = row.split(" | ")
     assert cells[1:4] == ["1, 2", "48.50", "-2.50"]  # seed 1 only, against transformer_l1's 51.00
-    assert row.endswith("| seed 2 at update 300 | converged |")  # the diverged seed is not "still learning"
+    assert row.endswith("| seed 2 at update 300 | 800 | plateau |")  # the diverged seed is not "still learning"
     assert "| 700-800 (5) | diverged at update 300 |" in table(runs)
-    assert verdict_line(runs) == ("[compare] every run that did not diverge had stopped learning: the differences "
-                                  "compare converged models; 1 of 4 runs diverged (transformer_l1_acc_bf16-seed2 at "
-                                  "update 300): they have no scores and the means leave them out")
+    assert verdict_line(runs) == ("[compare] every run that did not diverge was on its plateau (validation NLL down at "
+                                  "most 1% of perplexity over its last fifth): the differences compare the models at "
+                                  "800 updates; 1 of 4 runs diverged (transformer_l1_acc_bf16-seed2 at update 300): "
+                                  "they have no scores and the means leave them out")
 
 
 def test_the_papers_numbers_appear_only_beside_runs_of_their_direction():

@@ -192,7 +192,7 @@ def test_a_half_prepared_iwslt14_directory_names_its_own_prepare_script(iwslt14,
         check_not_half_prepared(tmp_path)
 
 
-def test_retrain_deletes_only_the_runs_of_another_command(iwslt14, tmp_path, capsys):
+def test_retrain_moves_aside_only_the_runs_of_another_experiment(iwslt14, tmp_path, capsys):
     from fairseq_normmatters.recipes import RecipeError
     from fairseq_normmatters.recipes.compare import Run, check_commands, parse_args
     from fairseq_normmatters.recipes.train import start_run
@@ -203,13 +203,65 @@ def test_retrain_deletes_only_the_runs_of_another_command(iwslt14, tmp_path, cap
         start_run(run.config, prepared, run.save_dir, ["--max-update", updates, "--seed", "1"], 0, "iwslt14")
         (run.save_dir / "results.json").write_text("{}")
     args = parse_args(["iwslt14", str(prepared), str(out), "--seeds", "1", "--", "--max-update", "20"])
-    with pytest.raises(RecipeError, match="(?s)1 run\\(s\\) in .* transformer_l2-seed1: --max-update 16 -> --max-update 20"):
+    with pytest.raises(RecipeError, match="(?s)1 run\\(s\\) in .* transformer_l2-seed1: --max-update 16 -> --max-update 20"
+                                          ".*nothing was trained or moved"):
         check_commands(runs, args, 0)
     assert all(run.save_dir.is_dir() for run in runs)
     args.retrain = True
     check_commands(runs, args, 0)
-    assert f"--retrain: deleting {runs[0].save_dir} (--max-update 16 -> --max-update 20)" in capsys.readouterr().out
+    moved = next(out.glob("transformer_l2-seed1.replaced-*"))
+    assert f"--retrain: moved {runs[0].save_dir} aside to {moved} (kept whole; --max-update 16 -> --max-update 20)" \
+        in capsys.readouterr().out
+    assert (moved / "results.json").is_file() and (moved / "run.json").is_file()
     assert not runs[0].save_dir.exists() and (runs[1].save_dir / "results.json").is_file()
+
+
+def test_a_run_is_the_same_experiment_after_a_move_of_its_data_or_another_split_of_its_batch(iwslt14, tmp_path,
+                                                                                             capsys):
+    """What decides the result is compared: the data by content, the batch by its tokens, every
+    other flag; a precision given for one configuration leaves the other's runs valid."""
+    import shutil
+    from fairseq_normmatters.recipes import RecipeError
+    from fairseq_normmatters.recipes.compare import Run, check_commands, parse_args
+    from fairseq_normmatters.recipes.train import start_run
+    _, prepared = iwslt14
+    out, moved = tmp_path / "comparison", tmp_path / "moved" / "prepared"
+    runs = [Run(1, "transformer_l2", 1, out / "transformer_l2-seed1"), Run(2, "transformer_bwn", 1, out / "transformer_bwn-seed1")]
+    for run in runs:
+        start_run(run.config, prepared, run.save_dir, ["--max-tokens", "2000", "--update-freq", "2", "--seed", "1"], 0,
+                  "iwslt14")
+        (run.save_dir / "checkpoint_last.pt").write_bytes(b"")
+    shutil.copytree(prepared, moved)
+    same = ["iwslt14", str(moved), str(out), "--seeds", "1", "--configs", "transformer_l2", "transformer_bwn"]
+    check_commands(runs, parse_args([*same, "--", "--max-tokens", "4000", "--update-freq", "1"]), 0)
+    assert capsys.readouterr().out.count("resumes under the CPU x 2000 tokens x 2 -> the CPU x 4000 tokens x 1, "
+                                         "the same 4000 tokens an update") == 2
+    with pytest.raises(RecipeError, match=r"(?s)transformer_l2-seed1: the batch of an update \(4000 -> 3000 tokens\)"):
+        check_commands(runs, parse_args([*same, "--", "--max-tokens", "3000"]), 0)
+    with pytest.raises(RecipeError, match=r"(?s)1 run\(s\).*transformer_bwn-seed1: \(nothing\) -> --autocast-bf16"):
+        check_commands(runs, parse_args([*same, "--precision", "transformer_bwn=bf16", "--",
+                                         "--max-tokens", "2000", "--update-freq", "2"]), 0)
+    (moved / "bin" / "dict.de.txt").write_text("other 1\n")
+    with pytest.raises(RecipeError, match=r"(?s)2 run\(s\).*: the prepared data \(fingerprint \w+ -> \w+: prepare.json"):
+        check_commands(runs, parse_args([*same, "--", "--max-tokens", "2000", "--update-freq", "2"]), 0)
+
+
+def test_the_precision_options_name_what_they_apply_to(capsys, tmp_path, monkeypatch):
+    from fairseq_normmatters.recipes.compare import parse_args
+    base = ["iwslt14", str(tmp_path), str(tmp_path / "out"), "--configs", "transformer_l2", "transformer_bwn"]
+    args = parse_args([*base, "--precision", "fp32", "--precision", "transformer_bwn=bf16"])
+    assert args.precisions == {"transformer_l2": "fp32", "transformer_bwn": "bf16"}
+    for options, message in ((["--precision", "lstm_bwn=fp32"], "--precision lstm_bwn=fp32: lstm_bwn is not among "
+                                                                 "the configurations run (transformer_l2, transformer_bwn)"),
+                             (["--precision", "transformer_l2=fp8"], "'fp8' is not a precision; allowed: fp16, amp, "
+                                                                     "bf16, fp32")):
+        with pytest.raises(SystemExit):
+            parse_args([*base, *options])
+        assert message in capsys.readouterr().err
+    monkeypatch.setenv("PRECISION", "fp16")
+    with pytest.raises(SystemExit):
+        parse_args(base)
+    assert "PRECISION=fp16: compare.sh takes --precision [CONFIG=]P" in capsys.readouterr().err
 
 
 def test_runs_that_diverge_are_counted_as_diverged_and_the_comparison_completes(iwslt14, tmp_path):
@@ -230,9 +282,10 @@ def test_runs_that_diverge_are_counted_as_diverged_and_the_comparison_completes(
         assert results["diverged"]["reason"] == "gradients are Nan/Inf" and "bleu" not in results and 1 < update < 8
         assert sum(line.startswith(f"[compare] {number}/2 {run}: done in ") and
                    f", diverged at update {update} (gradients are Nan/Inf)" in line for line in screen) == 1
-        assert f"| {run} | {run.split('-')[0]} | 1 | CPU x 2000 x 1 | {update} | — | diverged at update {update} |" in table
+        assert f"| {run} | {run.split('-')[0]} | 1 | CPU x 2000 x 1 | fp32 | {update} | — | diverged at update {update} |" in table
         assert f"| seed 1 at update {update} | " in table
         where.append(f"{run} at update {update}")
     assert "| transformer_l1 | 1 | — | — |" in table  # no BLEU, so no difference either
     assert screen[-1] == f"[compare] all 2 runs diverged ({', '.join(where)}): there are no scores to compare"
     assert script("compare.sh", *options).stdout.count("done before") == 2
+

@@ -293,4 +293,18 @@ def test_prepare_en_de_keeps_the_german_reference_and_trains_from_english(prepar
 def test_extra_arguments_come_last(prepared, tmp_path):
     _, out = prepared
     cmd = command("transformer_bwn", out, tmp_path, ["--lr", "0.1"], gpus=1)
-    assert cmd[-2:] == ["--lr", "0.1"] and "--fp16" in cmd and "norm_transformer_bwn_wmt_en_de" in cmd
+    assert cmd[-2:] == ["--lr", "0.1"] and "--amp" in cmd and "norm_transformer_bwn_wmt_en_de" in cmd
+
+
+def test_each_configuration_trains_in_its_own_precision_on_gpus(prepared, tmp_path):
+    """fp16 for the models with a layer norm, amp for those without (fp16's loss scale collapsed
+    for the BWN Transformer); an explicit precision wins, and the CPU has neither."""
+    from fairseq_normmatters.recipes.train import precision_of
+    _, out = prepared
+    flags = {config: [f for f in command(config, out, tmp_path, [], gpus=8) if f in ("--fp16", "--amp")]
+             for config in ("transformer_l2", "transformer_l1", "transformer_bwn", "transformer_none", "lstm_nonorm")}
+    assert flags == {"transformer_l2": ["--fp16"], "transformer_l1": ["--fp16"], "transformer_bwn": ["--amp"],
+                     "transformer_none": ["--amp"], "lstm_nonorm": ["--amp"]}
+    assert "--fp16" in command("transformer_bwn", out, tmp_path, [], gpus=8, precision="fp16")
+    assert (precision_of("transformer_bwn", "wmt14", 8), precision_of("transformer_bwn", "wmt14", 0),
+            precision_of("transformer_l2", "wmt14", 0, "bf16")) == ("amp", "fp32", "bf16")

@@ -4,8 +4,8 @@
 
 Reads SAVE_DIR/results.json (from evaluate.sh) and the validation losses of SAVE_DIR/train.log
 (fairseq's json log) of every run. The first table lists every run with its state of training
-(how much its validation loss still fell over its last fifth; recipes/convergence.py states the
-rule) and the update range its evaluation averaged; the second groups the runs of one CONFIG
+(how much its validation NLL still fell over its last fifth, in bits; recipes/convergence.py
+states the rule) and the update range its evaluation averaged; the second groups the runs of one CONFIG
 (its seeds: mean, standard deviation, n) and compares each configuration with the baseline of
 its family (transformer_l2, lstm_nonorm; a CONFIG_acc_FORMAT with CONFIG, the same model
 accumulating in float32): the difference of the means with its standard error
@@ -27,7 +27,7 @@ from pathlib import Path
 from . import RecipeError, run_main, write_atomically, write_text_atomically
 from .convergence import RULES, averaged_span, state_cell, training_state, validation_curve
 from .scoring import TOKENIZED_METHOD
-from .train import ACCUMULATION_SUFFIX
+from .train import ACCUMULATION_SUFFIX, run_starts_changed
 
 # config -> metric -> (value, WMT14 direction it was measured in, source). Hoffer et al. 2018
 # report their runs as WMT14 de-en; the 27.3 beside them is Vaswani et al.'s base Transformer
@@ -50,7 +50,10 @@ def load_run(save_dir: Path) -> dict:
     for score in SCORES:  # a diverged run has none: the means and tests leave it out
         run.setdefault(score, None)
     run.setdefault("direction", "de-en")
-    run.setdefault("training", training_state(run["curve"]))
+    if run["curve"] or "training" not in run:  # the rule of today, also for runs evaluated before it
+        run["training"] = training_state(run["curve"])
+    record = save_dir / "run.json"
+    run["resumed_elsewhere"] = run_starts_changed(json.loads(record.read_text())) if record.is_file() else ""
     return run
 
 
@@ -138,8 +141,8 @@ def paper_difference(run, metric: str) -> str:
 
 
 def still_learning(runs):
-    """The runs marked still learning, as 'name (fall%)' (a diverged run is not: it stopped)."""
-    return [f"{r['name']} ({100 * r['training']['tail_fall']:.1f}%)" for r in runs
+    """The runs marked still learning, as 'name (0.050 bits)' (a diverged run is not: it stopped)."""
+    return [f"{r['name']} ({r['training']['tail_fall_bits']:.3f} bits)" for r in runs
             if r["training"].get("still_learning") and not r.get("diverged")]
 
 
@@ -150,7 +153,7 @@ def diverged_cell(runs) -> str:
 
 
 def state_of_comparison(members, baseline) -> str:
-    """'converged', or which of the runs (the configuration's and its baseline's) were still
+    """'plateau', or which of the runs (the configuration's and its baseline's) were still
     learning, so that the row's difference reads as an early-training comparison."""
     runs = members + (baseline or [])
     learning = still_learning(runs)
@@ -158,7 +161,15 @@ def state_of_comparison(members, baseline) -> str:
         return "early training: " + ", ".join(learning) + " still learning"
     if any(r["training"].get("still_learning") is None for r in runs if not r.get("diverged")):
         return "unknown (a run has no validation curve)"
-    return "converged"
+    return "plateau"
+
+
+def updates_cell(runs) -> str:
+    """'600' or '480-600': the updates the scored runs of a row (and so its comparison) stopped at."""
+    counts = sorted({r.get("num_updates") for r in runs if r.get("num_updates") is not None and not r.get("diverged")})
+    if not counts:
+        return "—"
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
 
 
 def comparison_table(runs) -> str:
@@ -167,8 +178,9 @@ def comparison_table(runs) -> str:
     for run in runs:
         groups.setdefault(run["config"], []).append(run)
     rows = ["| config | seeds | BLEU | ΔBLEU vs baseline | paired bootstrap (test set) | paper ΔBLEU | "
-            "valid ppl | Δ valid ppl | test ppl | Δ test ppl | paper Δppl | diverged | state of training |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "valid ppl | Δ valid ppl | test ppl | Δ test ppl | paper Δppl | diverged | compared at updates | "
+            "state of training |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for config, members in groups.items():
         baseline = groups.get(baseline_of(config)) if baseline_of(config) != config else None
         seeds = ", ".join(str(r.get("seed", "?")) for r in members)
@@ -179,32 +191,42 @@ def comparison_table(runs) -> str:
                     f"{mean_and_sd([r['valid_ppl'] for r in members])} | {compare('valid_ppl')} | "
                     f"{mean_and_sd([r['test_ppl'] for r in members])} | {compare('test_ppl')} | "
                     f"{paper_difference(members[0], 'ppl')} | {diverged_cell(members)} | "
-                    f"{state_of_comparison(members, baseline)} |")
+                    f"{updates_cell(members + (baseline or []))} | {state_of_comparison(members, baseline)} |")
     return "\n".join(rows) + (
         "\n\nΔ: a configuration's mean minus its baseline's (transformer_l2, lstm_nonorm; for CONFIG_acc_FORMAT, "
         "CONFIG: the same model with its norms accumulating in float32), ± the standard "
         "error of that difference over the seeds (with 2+ seeds of each); a diverged run (its training's "
         "gradients turned NaN or inf) has no scores and is left out of the means. Paired bootstrap: sacreBLEU's "
         f"test of the two translations of one seed ({BOOTSTRAP_SAMPLES} resamples of the test set); it "
-        "measures the test set's noise, not the training run's: the seeds measure that. State of training: "
-        "'early training' when a run of the row or of its baseline was still learning (" + RULES + "); "
+        "measures the test set's noise, not the training run's: the seeds measure that. Compared at updates: "
+        "where the row's runs and its baseline's stopped. State of training: 'plateau' when every run of the "
+        "row and of its baseline was on its plateau, 'early training' when a run of the row or of its baseline "
+        "was still learning (" + RULES + "); "
         "its difference then measures how fast the two learn, not where they end.\n")
 
 
 def table(runs) -> str:
-    rows = ["| run | config | seed | batch | updates | averaged | tail fall | BLEU (sacreBLEU) | BLEU (tok.) | "
-            "BLEU (lc, tok.) | valid ppl | test ppl | paper BLEU | paper ppl |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| run | config | seed | batch | precision | updates | averaged | state of training (NLL fall, last "
+            "fifth) | BLEU (sacreBLEU) | BLEU (tok.) | BLEU (lc, tok.) | valid ppl | test ppl | paper BLEU | paper ppl |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         batch = run.get("effective_batch")
         batch = f"{batch['gpus'] or 'CPU'} x {batch['max_tokens']} x {batch['update_freq']}" if batch else "—"
         state = f"diverged at update {run['diverged']['update']}" if run.get("diverged") else state_cell(run['training'])
-        rows.append(f"| {run['name']} | {run['config']} | {run.get('seed', '—')} | {batch} | {run.get('num_updates', '—')} | "
-                    f"{averaged_cell(run)} | {state} | "
+        rows.append(f"| {run['name']} | {run['config']} | {run.get('seed', '—')} | {batch} | "
+                    f"{run.get('precision') or '—'} | {run.get('num_updates', '—')} | {averaged_cell(run)} | {state} | "
                     f"{fmt(run['bleu'])} | {fmt(run['bleu_tok'])} | {fmt(run.get('bleu_lowercase'))} | "
                     f"{fmt(run['valid_ppl'])} | {fmt(run['test_ppl'])} | {fmt(paper_number(run, 'bleu'), 1)} | "
                     f"{fmt(paper_number(run, 'ppl'), 1)} |")
-    return "\n".join(rows) + "\n\n" + table_notes(runs)
+    return "\n".join(rows) + "\n\n" + resumed_elsewhere(runs) + table_notes(runs)
+
+
+def resumed_elsewhere(runs) -> str:
+    """A warning naming the runs resumed on another GPU layout or under other software versions
+    than they began with (run.json's starts), or ''."""
+    changed = [f"{run['name']}: {run['resumed_elsewhere']}" for run in runs if run.get("resumed_elsewhere")]
+    return ("**Resumed elsewhere** (the same experiment; versions can move a result a little): "
+            + "; ".join(changed) + ".\n\n") if changed else ""
 
 
 def averaged_cell(run) -> str:
@@ -224,10 +246,12 @@ def table_notes(runs) -> str:
     directions = ", ".join(sorted({f"{run.get('benchmark', 'wmt14')} {run['direction']}" for run in runs}))
     return (f"Runs: {directions}. sacreBLEU signature: " + "; ".join(signatures) + ". BLEU (tok.): " + methods +
             ", BLEU as multi-bleu.perl computes it; BLEU (lc, tok.): the same lowercased (IWSLT14 papers). "
+            "Precision: what the run trained in (fp16 for models with a layer norm, amp without, unless "
+            "compare.sh --precision said otherwise; fp16 and amp are fp32 on a CPU). "
             "Batch: GPUs (over all nodes; CPU: one) x --max-tokens x --update-freq, the tokens an update "
             "sees at most (the recipes make it the benchmark's reference: WMT14 8 x 4096, IWSLT14 1 x 4096). "
             "Updates: the run's last; averaged: the updates of the checkpoints averaged for evaluation "
-            "(narrowed: the older ones' validation loss was too far above the last's; evaluate.sh --help). "
+            "(narrowed: the older ones' validation NLL was too far above the last's; evaluate.sh --help). "
             + RULES + "\nPaper: Hoffer et al. 2018 report WMT14 de-en (Transformer base, 2-layer LSTM); the "
             "27.3 BLEU they compare with is Vaswani et al.'s base Transformer on WMT14 en-de. Each number is "
             "shown only beside WMT14 runs of the direction it was measured in.\n")
@@ -270,12 +294,12 @@ def plot(runs, path: Path) -> None:
     whole.set_yscale("log")
     whole.yaxis.set_major_formatter(ScalarFormatter())
     whole.yaxis.set_minor_formatter(ScalarFormatter())
-    whole.set_title("validation loss")
+    whole.set_title("validation NLL")
     tail.set_title("its second half")
     for axis in (whole, tail):
         axis.set_xlabel("updates")
         axis.grid(alpha=0.3, which="both")
-    whole.set_ylabel("label-smoothed loss, base 2 (log scale)")
+    whole.set_ylabel("validation NLL, bits a token (log scale)")
     whole.legend()
     figure.tight_layout()
     write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=110, format=path.suffix[1:] or "png"))

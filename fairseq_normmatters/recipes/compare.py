@@ -33,7 +33,6 @@ import argparse
 import difflib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -45,10 +44,12 @@ from typing import Dict, List
 
 from . import DIRECTIONS, STEP_PREFIX, RecipeError, check_not_half_prepared, prepared_direction, run_main
 from .collect import main as collect
-from .collect import still_learning
+from .collect import still_learning, updates_cell
+from .convergence import RULES
 from .evaluate import outcome
-from .train import (BENCHMARKS, batch_text, cpu_not_chosen, effective_batch, recorded_command, rendezvous_flags,
-                    run_command, start_run, training_arguments, visible_gpus)
+from .identity import result_identity, software_versions, version_changes
+from .train import (BENCHMARKS, PRECISIONS, batch_text, cpu_not_chosen, effective_batch, layout, rendezvous_flags,
+                    run_command, start_run, visible_gpus)
 
 DEFAULT_CONFIGS = ("transformer_l2", "transformer_l1", "transformer_bwn", "transformer_none", "lstm_nonorm",
                    "lstm_bwn")
@@ -61,7 +62,7 @@ def parse_args(argv):
     argv = list(argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[:argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(prog="compare.sh", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="compare.sh", description=__doc__.splitlines()[0], epilog=RULES)
     parser.add_argument("benchmark", choices=tuple(BENCHMARKS))
     parser.add_argument("prepared", help="made by scripts/prepare_{benchmark}_de_en.sh")
     parser.add_argument("out", help="one folder per configuration and seed, and the results")
@@ -71,6 +72,10 @@ def parse_args(argv):
                         help="runs side by side, each on 1/P of the CPU cores or GPUs (default 1)")
     parser.add_argument("--direction", choices=tuple(DIRECTIONS),
                         help="the translation direction; default: the one PREPARED was made for")
+    parser.add_argument("--precision", action="append", default=[], metavar="[CONFIG=]P",
+                        help="train CONFIG in P (fp16, amp, bf16, fp32) instead of its own precision (fp16 with a "
+                             "layer norm, amp without); P alone: every configuration; repeatable. The runs of the "
+                             "other configurations keep theirs, and stay valid")
     parser.add_argument("--retrain", action="store_true",
                         help="delete and train again the runs recorded with another fairseq-train command")
     parser.add_argument("--keep-checkpoints", action="store_true",
@@ -88,9 +93,29 @@ def parse_args(argv):
                      f"{', '.join(BENCHMARKS[args.benchmark][0])}")
     if args.seeds < 1:
         parser.error(f"--seeds {args.seeds}: needs at least 1")
+    args.precisions = precision_overrides(parser, args)
     if args.parallel < 1:
         parser.error(f"--parallel {args.parallel}: needs at least 1")
     return args
+
+
+def precision_overrides(parser, args) -> Dict[str, str]:
+    """{config: precision} of the --precision options (P alone: every configuration of --configs;
+    a CONFIG=P after it wins for that CONFIG). PRECISION in the environment is refused: it would
+    change the precision of every configuration, and with it every recorded run."""
+    if os.environ.get("PRECISION"):
+        parser.error(f"PRECISION={os.environ['PRECISION']}: compare.sh takes --precision [CONFIG=]P, naming the "
+                     "configurations it applies to (PRECISION is train_*.sh's, for one run)")
+    overrides = {}
+    for option in args.precision:
+        config, _, precision = option.rpartition("=")
+        if precision not in PRECISIONS:
+            parser.error(f"--precision {option}: {precision!r} is not a precision; allowed: {', '.join(PRECISIONS)}")
+        if config and config not in args.configs:
+            parser.error(f"--precision {option}: {config} is not among the configurations run "
+                         f"({', '.join(args.configs)})")
+        overrides.update({name: precision for name in ([config] if config else args.configs)})
+    return overrides
 
 
 def add_slurm_options(parser) -> None:
@@ -187,11 +212,16 @@ class Run:
         run over several nodes, its seed."""
         return [*args.extra, *world_size_flags(args), "--seed", str(self.seed)]
 
+    def command(self, args, gpus: int, where=(), build=run_command) -> List[str]:
+        """The run's fairseq-train command on `gpus` GPUs with the ranks meeting `where`, in its
+        precision (--precision's, else its configuration's); build=start_run records it."""
+        return build(self.config, args.prepared, self.save_dir, [*self.extra(args), *where], gpus, args.benchmark,
+                     getattr(args, "precisions", {}).get(self.config))
 
-def command_difference(recorded: List[str], now: List[str]) -> str:
-    """'--max-update 250 -> --max-update 750; ...': where two training commands differ
-    (train.training_arguments of each), a changed value shown with its flag."""
-    recorded, now = training_arguments(recorded), training_arguments(now)
+
+def arguments_difference(recorded: List[str], now: List[str]) -> str:
+    """'--max-update 250 -> --max-update 750; ...': where two lists of training arguments differ,
+    a changed value shown with its flag."""
     changes = []
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=recorded, b=now, autojunk=False).get_opcodes():
         if tag == "equal":
@@ -202,44 +232,100 @@ def command_difference(recorded: List[str], now: List[str]) -> str:
     return "; ".join(changes)
 
 
-def runs_of_another_command(runs: List[Run], args, gpus: int) -> Dict[str, str]:
-    """{run's folder name: how its recorded command differs} for each run with work done under
-    another fairseq-train command than it would get now."""
+def identity_difference(recorded: dict, now: dict) -> str:
+    """Where two result identities (identity.result_identity) differ, in words ('' if nowhere)."""
+    changes = [arguments_difference(recorded["arguments"], now["arguments"])] * (recorded["arguments"] != now["arguments"])
+    if recorded["data"] != now["data"]:
+        changes.append(f"the prepared data (fingerprint {recorded['data']} -> {now['data']}: prepare.json's settings "
+                       "or the binarized files differ)")
+    if recorded["batch_tokens"] != now["batch_tokens"]:
+        changes.append(f"the batch of an update ({recorded['batch_tokens']} -> {now['batch_tokens']} tokens)")
+    return "; ".join(changes)
+
+
+def recorded_identity(record: dict) -> dict:
+    """The result identity run.json recorded (computed from its command for a run.json older
+    than the record of it)."""
+    return record.get("identity") or result_identity(record["command"], record.get("effective_batch", {}).get("tokens"))
+
+
+def read_record(run: Run):
+    """The run's run.json, or None."""
+    path = run.save_dir / "run.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def runs_of_another_identity(runs: List[Run], args, gpus: int) -> Dict[str, str]:
+    """{run's folder name: how it differs} for each run with work done under another result
+    identity than it would get now (identity.py: arguments, data, batch; not where, nor how
+    the batch is split over GPUs)."""
     found = {}
     for run in runs:
         if not run.has_work():
             continue
-        recorded = recorded_command(run.save_dir)
-        now = run_command(run.config, args.prepared, run.save_dir, run.extra(args), gpus, args.benchmark)
-        if recorded is None:
+        record, command = read_record(run), run.command(args, gpus)
+        if record is None or "command" not in record:
             found[run.save_dir.name] = f"no fairseq-train command recorded ({run.save_dir / 'run.json'})"
-        elif training_arguments(recorded) != training_arguments(now):
-            found[run.save_dir.name] = command_difference(recorded, now)
+            continue
+        difference = identity_difference(recorded_identity(record),
+                                         result_identity(command, effective_batch(command, gpus)["tokens"]))
+        if difference:
+            found[run.save_dir.name] = difference
     return found
 
 
+def say_resumes_elsewhere(runs: List[Run], args, gpus: int) -> None:
+    """A line for each unfinished run that resumes under other software versions or another GPU
+    layout than its last start (the same experiment: said, not refused; run.json keeps both)."""
+    now = software_versions()
+    for run in runs:
+        record = read_record(run)
+        if not record or not record.get("starts") or (run.save_dir / "results.json").is_file():
+            continue
+        last = record["starts"][-1]
+        changes = [version_changes(last["versions"], now)]
+        batch = effective_batch(run.command(args, gpus), gpus)
+        if layout(batch) != layout(last["effective_batch"]):
+            changes.append(f"{layout(last['effective_batch'])} -> {layout(batch)}, the same {batch['tokens']} tokens "
+                           "an update")
+        if any(changes):
+            print(f"[compare] warning: {run.save_dir.name} resumes under {'; '.join(c for c in changes if c)} "
+                  "(recorded in its run.json and said in the table)", flush=True)
+
+
+def move_aside(save_dir: Path) -> Path:
+    """Rename a run's folder to FOLDER.replaced-YYYYmmdd-HHMMSS beside it (kept whole) and return
+    the new path."""
+    target = save_dir.with_name(f"{save_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    save_dir.rename(target)
+    return target
+
+
 def check_commands(runs: List[Run], args, gpus: int, busy: Dict[str, str] = None) -> None:
-    """Refuse (or with --retrain, delete) the runs trained with another command than now; `busy`
-    names the runs still being trained elsewhere ({folder name: job id}), never deleted."""
-    differing = runs_of_another_command(runs, args, gpus)
+    """Refuse (or with --retrain, move aside) the runs trained as another experiment than now;
+    `busy` names the runs still being trained elsewhere ({folder name: job id}), never moved.
+    Runs that resume under other versions or GPUs are said."""
+    differing = runs_of_another_identity(runs, args, gpus)
+    say_resumes_elsewhere([run for run in runs if run.save_dir.name not in differing], args, gpus)
     if not differing:
         return
     held = [f"{name} (job {job})" for name, job in (busy or {}).items() if name in differing]
     if args.retrain and held:
-        raise RecipeError(f"--retrain would delete runs whose jobs are queued or running: {', '.join(held)}; "
-                          "scancel those jobs first (nothing was deleted)")
+        raise RecipeError(f"--retrain would move aside runs whose jobs are queued or running: {', '.join(held)}; "
+                          "scancel those jobs first (nothing was moved)")
     if args.retrain:
         for run in runs:
             if run.save_dir.name in differing:
-                print(f"[compare] --retrain: deleting {run.save_dir} ({differing[run.save_dir.name]})", flush=True)
-                shutil.rmtree(run.save_dir)
+                kept = move_aside(run.save_dir)
+                print(f"[compare] --retrain: moved {run.save_dir} aside to {kept} (kept whole; "
+                      f"{differing[run.save_dir.name]}); training it anew", flush=True)
         return
     lines = [f"  {name}: {difference}" for name, difference in differing.items()]
     shown = "\n".join(lines[:10]) + (f"\n  ... and {len(lines) - 10} more" if len(lines) > 10 else "")
-    raise RecipeError(f"{len(differing)} run(s) in {args.out} were trained with another fairseq-train command "
-                      f"than this one would give them (recorded -> now):\n{shown}\nnothing was trained or "
-                      "deleted: use another OUT for the new command, or add --retrain to delete these runs and "
-                      "train them again")
+    raise RecipeError(f"{len(differing)} run(s) in {args.out} were trained as another experiment than this command "
+                      f"would train (recorded -> now):\n{shown}\nnothing was trained or moved: use another OUT for "
+                      "the new command, or add --retrain to move these runs aside (kept, as FOLDER.replaced-DATE) "
+                      "and train them again")
 
 
 def check_direction(args) -> None:
@@ -327,8 +413,7 @@ def train_then_evaluate(run: Run, args, gpus: int, environment: Dict[str, str], 
     ranks meeting `where` (train.rendezvous_flags), the output in `log` (default: the run's,
     whose process also records the command in run.json: the other nodes of a run do not);
     returns the training command."""
-    build = start_run if log in (None, run.log) else run_command
-    train = build(run.config, args.prepared, run.save_dir, [*run.extra(args), *where], gpus, args.benchmark)
+    train = run.command(args, gpus, where, start_run if log in (None, run.log) else run_command)
     cleaning = [] if args.keep_checkpoints else ["--remove-unneeded-checkpoints"]
     run_logged(run, [sys.executable, "-m", "fairseq_normmatters.recipes.one_run", str(run.save_dir),
                      str(args.prepared), *EVALUATION[args.benchmark], *cleaning, "--", *train], environment, log)
@@ -338,8 +423,7 @@ def train_then_evaluate(run: Run, args, gpus: int, environment: Dict[str, str], 
 def train_and_evaluate(run: Run, args, share: Share, progress: Progress) -> None:
     """train_then_evaluate on `share` of the machine, its start and end said by `progress`."""
     started = time.monotonic()
-    batch = effective_batch(run_command(run.config, args.prepared, run.save_dir, run.extra(args), share.gpus,
-                                        args.benchmark), share.gpus)
+    batch = effective_batch(run.command(args, share.gpus), share.gpus)
     progress.say(run, f"training, batch {batch_text(batch)}")
     train_then_evaluate(run, args, share.gpus, share.environment, rendezvous_flags(share.gpus))
     took = time.monotonic() - started
@@ -404,20 +488,22 @@ def write_results(runs: List[Run], out: Path, progress: Progress) -> None:
 
 
 def verdict_line(runs) -> str:
-    """One line: whether the table compares converged runs, or names those still learning, and
-    the runs that diverged."""
+    """One line: whether the table compares runs on their plateau (and at how many updates), or
+    names those still learning, and the runs that diverged."""
     learning = still_learning(runs)
     diverged = [f"{run['name']} at update {run['diverged']['update']}" for run in runs if run.get("diverged")]
     diverged_text = (f"; {len(diverged)} of {len(runs)} runs diverged ({', '.join(diverged)}): they have no scores and "
                      "the means leave them out") if diverged else ""
     if len(diverged) == len(runs):
         return f"[compare] all {len(runs)} runs diverged ({', '.join(diverged)}): there are no scores to compare"
+    at = f"at {updates_cell(runs)} updates"
     if not learning:
         scored = "every run that did not diverge" if diverged else "every run"
-        return f"[compare] {scored} had stopped learning: the differences compare converged models{diverged_text}"
-    return (f"[compare] {len(learning)} of {len(runs)} runs were still learning ({', '.join(learning)}): the rows "
-            "with them compare early training, not converged models; train longer (--max-update after --) in a "
-            f"new OUT, or with --retrain{diverged_text}")
+        return (f"[compare] {scored} was on its plateau (validation NLL down at most 1% of perplexity over its last "
+                f"fifth): the differences compare the models {at}{diverged_text}")
+    return (f"[compare] {len(learning)} of {len(runs)} runs were still learning ({', '.join(learning)} of NLL over "
+            f"the last fifth): the rows with them compare early training {at}, not models on their plateau; train "
+            f"longer (--max-update after --) in a new OUT, or with --retrain{diverged_text}")
 
 
 if __name__ == "__main__":

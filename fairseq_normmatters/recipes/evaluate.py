@@ -6,9 +6,9 @@
 1. Average the parameters of the run's last --average checkpoints by update (checkpoint_E_U.pt,
    checkpointE.pt and checkpoint_last.pt alike, ordered by the update each holds, so the final
    state counts even when only checkpoint_last.pt has it) into SAVE_DIR/checkpoint_avg.pt,
-   keeping only the converged tail: from the newest back, the checkpoints whose validation loss
+   keeping only the converged tail: from the newest back, the checkpoints whose validation NLL
    (the last validation at or before their update, in SAVE_DIR/train.log) is at most {tolerance}
-   above the newest checkpoint's, stopping at the first that is not. A narrowed average is
+   bits (2% of perplexity) above the newest checkpoint's, stopping at the first that is not. A narrowed average is
    said on the screen and in results.json ("averaged": the update range and the reason). A run
    whose train.log has no validation loss at or before its newest checkpoint is refused: pass
    --average 1 to score that checkpoint alone, or --unchecked-average to average the last N
@@ -40,12 +40,12 @@ import torch
 from ..fairseq_plugin.checkpoint import allow_fairseq_checkpoints
 from . import (DIRECTIONS, RecipeError, check_not_half_prepared, prepared_direction, run_fairseq, run_main,
                write_atomically, write_text_atomically)
-from .convergence import AVERAGE_TOLERANCE, averaged_span, converged_tail, training_state, validation_curve
+from .convergence import AVERAGE_TOLERANCE_BITS, averaged_span, converged_tail, training_state, validation_curve
 from .scoring import bleu_scores
 from .train import last_value
 
 USER_DIR = str(Path(__file__).resolve().parent.parent)
-__doc__ = __doc__.replace("{tolerance}", f"{AVERAGE_TOLERANCE:.0%}")
+__doc__ = __doc__.replace("{tolerance}", f"{AVERAGE_TOLERANCE_BITS:.3f}")
 NOT_AVERAGED = ("checkpoint_best.pt", "checkpoint_avg.pt")  # copies of an earlier state / our output
 
 
@@ -190,12 +190,12 @@ def parse_args(argv=None):
 
 
 def run_identity(save_dir: Path, prepared: Path) -> dict:
-    """What results.json says of the run itself: its configuration, benchmark, direction, seed
-    and batch (from the run.json compare.sh and train_*.sh write)."""
+    """What results.json says of the run itself: its configuration, benchmark, direction, seed,
+    batch and precision (from the run.json compare.sh and train_*.sh write)."""
     run = json.loads((save_dir / "run.json").read_text()) if (save_dir / "run.json").is_file() else {}
     return {"config": run.get("config", save_dir.name), "benchmark": run.get("benchmark", "wmt14"),
             "direction": prepared_direction(prepared), "seed": training_seed(run.get("command", [])),
-            "effective_batch": run.get("effective_batch")}
+            "effective_batch": run.get("effective_batch"), "precision": run.get("precision")}
 
 
 def diverging_update(save_dir: Path) -> int:

@@ -6,14 +6,23 @@
 The same two steps as train_{benchmark}.sh and evaluate.sh, each announced in the output by a
 line "== training: COMMAND" or "== evaluation: ..." (compare.sh names the failing step from the
 last such line), with Python, torch and fairseq started once per run instead of twice. In a run
-over several nodes of a SLURM job only the first task evaluates. A training that diverges
-(fairseq's FloatingPointError) is not evaluated: its results.json says where it diverged
-(evaluate.write_divergence), and the tables count it so.
+over several nodes of a SLURM job only the first task evaluates. A training that diverges is not
+evaluated: its results.json says where it diverged (evaluate.write_divergence), and the tables
+count it so. Divergence is read from what fairseq says, its FloatingPointError's text, in
+whatever process layout it was raised (divergence_reason).
+
+A CPU run over several ranks (`--cpu --distributed-world-size N`) has its N rank processes
+started here, as fairseq starts one a GPU (torch.multiprocessing.spawn), each with gloo and
+--distributed-no-spawn: fairseq's own spawn counts GPUs only, and on a CPU it trains one
+process however many ranks are asked.
 """
 
 import logging
 import os
+import re
 import sys
+import traceback
+from typing import Optional
 
 from .. import install_fairseq_plugin
 from . import LOG_FORMAT, STEP_PREFIX, run_main
@@ -39,20 +48,61 @@ def announce(step: str, command) -> None:
 
 
 def train(command) -> None:
-    """fairseq-train's own main with `command` (fairseq-train and its arguments) as sys.argv."""
+    """fairseq-train's own main with `command` (fairseq-train and its arguments) as sys.argv, in
+    this process or, for a CPU run over several ranks, in one process a rank (cpu_ranks)."""
+    ranks = cpu_ranks(command)
+    if ranks > 1:
+        import torch.multiprocessing
+        from .train import free_port
+        init = ["--distributed-init-method", f"tcp://127.0.0.1:{free_port()}"]
+        torch.multiprocessing.spawn(train_rank, args=(command + init, ranks), nprocs=ranks, join=True)
+        return
     from fairseq_cli import train as fairseq_train
     sys.argv = list(command)
     fairseq_train.cli_main()
 
 
-def floating_point_error(error: BaseException):
-    """The FloatingPointError that `error` is or arose from, else None. fairseq raises one when
-    the gradients turn NaN or inf (or fp16's loss scale reaches its minimum), then reruns the
-    step under its NanDetector, whose backward hooks can fail in turn under torch 2.13
-    (StopIteration from a module returning a dict without tensors), hiding it as the context."""
-    while error is not None and not isinstance(error, FloatingPointError):
-        error = error.__cause__ or error.__context__
-    return error
+def cpu_ranks(command) -> int:
+    """The rank processes to start for `command`: its --distributed-world-size for a CPU run
+    (--cpu) that does not start its ranks itself (--distributed-no-spawn), else 1."""
+    from .train import last_value, whole
+    if "--cpu" not in command or "--distributed-no-spawn" in command:
+        return 1
+    return whole(last_value(command, "--distributed-world-size", 1)) or 1
+
+
+def train_rank(rank: int, command, ranks: int) -> None:
+    """Rank `rank` of a CPU run of `ranks` processes: fairseq-train with gloo, this rank, and
+    its share of the run's threads (legacy_ddp unless the command names a --ddp-backend)."""
+    import torch
+    torch.set_num_threads(max(1, torch.get_num_threads() // ranks))
+    ddp = [] if "--ddp-backend" in command else ["--ddp-backend", "legacy_ddp"]
+    train([*command, "--distributed-no-spawn", "--distributed-rank", str(rank), "--distributed-backend", "gloo",
+           "--device-id", "0", *ddp])
+
+
+#: fairseq's FloatingPointError in a traceback's text: in this process, or a spawned worker's
+#: (torch's ProcessRaisedException carries the worker's traceback as text, with no __cause__)
+FLOATING_POINT_ERROR = re.compile(r"^(?:[\w.]+\.)?FloatingPointError: (.*?)(?=\n\n|\Z)", re.M | re.S)
+NON_FINITE_RANK = re.compile(r"rank +(\d+) = (?:nan|-?inf)\b")
+
+
+def divergence_reason(error: BaseException) -> Optional[str]:
+    """Why the training diverged, as fairseq said it, or None if `error` is no divergence.
+    fairseq raises FloatingPointError when the gradients turn NaN or inf ("gradients are
+    Nan/Inf" on one process) or fp16's loss scale reaches its minimum; on several workers NaN
+    gradient norms fail its consistency check first ("gradients are inconsistent between
+    workers" with a norm of nan or inf on some rank), which with finite norms is a real fault,
+    not a divergence. Under torch 2.13 fairseq's NanDetector can fail in turn and hide the error
+    as the context of its own: the whole chain's text is searched, the last one wins."""
+    found = FLOATING_POINT_ERROR.findall("".join(traceback.format_exception(error)))
+    if not found:
+        return None
+    message = found[-1].strip()
+    if "gradients are inconsistent between workers" not in message:
+        return message.splitlines()[0]
+    ranks = NON_FINITE_RANK.findall(message)
+    return f"gradients are Nan/Inf (rank {', '.join(ranks)} of the workers)" if ranks else None
 
 
 def first_task() -> bool:
@@ -69,12 +119,12 @@ def main(argv=None) -> None:
     try:
         train(command)
     except Exception as error:
-        divergence = floating_point_error(error)
-        if divergence is None:
+        reason = divergence_reason(error)
+        if reason is None:
             raise
         if first_task():
             from .evaluate import outcome, write_divergence
-            print(f"[one_run] {outcome(write_divergence(evaluation[0], evaluation[1], str(divergence)))}", flush=True)
+            print(f"[one_run] {outcome(write_divergence(evaluation[0], evaluation[1], reason))}", flush=True)
         return
     if not first_task():
         return

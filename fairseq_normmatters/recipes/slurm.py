@@ -26,7 +26,7 @@ import submitit
 from . import RecipeError, write_text_atomically
 from .evaluate import outcome
 from .compare import Progress, Run, check_commands, log_tail, minutes, train_then_evaluate, write_results
-from .train import batch_text, effective_batch, rendezvous_flags, run_command
+from .train import batch_text, effective_batch, rendezvous_flags
 
 MAX_REQUEUES = 10  # requeues at the time limit before a run is given up as too long for its limit
 CPUS_PER_GPU = 4  # a job's CPUs when --cpus-per-run is not given
@@ -171,9 +171,7 @@ def compare_on_slurm(runs: List[Run], args) -> None:
             progress.say(run, state_line(run, state, record))
     to_submit = [run for run in runs if states[run.number][0] in ("new", "failed")]
     if to_submit:
-        batch = effective_batch(run_command(to_submit[0].config, args.prepared, to_submit[0].save_dir,
-                                            to_submit[0].extra(args), args.gpus_per_node, args.benchmark),
-                                args.gpus_per_node)
+        batch = effective_batch(to_submit[0].command(args, args.gpus_per_node), args.gpus_per_node)
         print(f"[compare] submitting {len(to_submit)} job(s), each {args.nodes} node(s), batch {batch_text(batch)}",
               flush=True)
         submit(to_submit, args, len(runs))

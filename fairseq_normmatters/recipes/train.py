@@ -12,9 +12,10 @@ below. The rest of this text is WMT14's.
 Paper-like settings (Vaswani et al. base; the authors' seq2seq recipe): Adam (0.9, 0.98),
 inverse-sqrt learning rate with 4000 warm-up updates, label smoothing 0.1, all embeddings
 shared, dropout 0.1, --max-tokens 4096 per GPU with --update-freq so that the effective batch
-is 8 GPUs x 4096 tokens, fp16 on CUDA (PRECISION=amp, bf16 or fp32 to change; bf16 is the
-plugin's --autocast-bf16, since fairseq's --bf16 implies --tpu and crashes; on CPU only bf16
-applies), all visible GPUs (GPUS=N: the first N; IWSLT14: one unless GPUS says more), the
+is 8 GPUs x 4096 tokens, the configuration's precision on CUDA (fp16 for the models with a layer
+norm, amp for those without: BWN, none, the LSTMs; PRECISION=fp16, amp, bf16 or fp32 to change;
+bf16 is the plugin's --autocast-bf16, since fairseq's --bf16 implies --tpu and crashes; on CPU
+only bf16 applies), all visible GPUs (GPUS=N: the first N; IWSLT14: one unless GPUS says more), the
 batch the same on any GPU count (batch_flags), json logs in
 SAVE_DIR/train.log, a checkpoint and a validation every 1000 updates (the last 5 kept, for
 averaging the converged tail: the last 4000 updates and the final state). LSTMs: the same
@@ -26,9 +27,12 @@ import json
 import os
 import socket
 import sys
+import time
 from pathlib import Path
+from typing import List, NamedTuple
 
 from ..accumulation import ACCUMULATE_FORMATS, FLOAT32
+from .identity import result_identity, software_versions, version_changes
 from . import (DIRECTIONS, RecipeError, check_not_half_prepared, prepared_direction, run_main, tool_path,
                write_text_atomically)
 
@@ -38,16 +42,29 @@ TAIL_CHECKPOINTS = ["--save-interval-updates", "1000", "--keep-interval-updates"
                     "--validate-interval-updates", "1000"]
 TRANSFORMER = ["--lr", "0.0007", "--dropout", "0.1"]
 LSTM = ["--lr", "0.001", "--dropout", "0.2", "--clip-norm", "1.0"]
-CONFIGS = {  # name -> (architecture, flags)
-    "transformer_l2": ("norm_transformer_wmt_en_de", TRANSFORMER),
-    "transformer_l1": ("norm_transformer_l1_wmt_en_de", TRANSFORMER),
-    "transformer_linf": ("norm_transformer_linf_wmt_en_de", TRANSFORMER),
-    "transformer_topk": ("norm_transformer_topk_wmt_en_de", TRANSFORMER),
-    "transformer_bwn": ("norm_transformer_bwn_wmt_en_de", TRANSFORMER),
-    "transformer_none": ("norm_transformer_wmt_en_de", TRANSFORMER + ["--norm-type", "none"]),  # BWN's baseline
-    "transformer_l1_c1": ("norm_transformer_l1_c1_wmt_en_de", TRANSFORMER),
-    "lstm_nonorm": ("norm_lstm_wmt_en_de", LSTM),
-    "lstm_bwn": ("norm_lstm_bwn_wmt_en_de", LSTM),
+
+
+class Config(NamedTuple):
+    """A configuration of the comparison: its architecture, its flags after the recipe's, and
+    the PRECISION it trains in on GPUs by default. Models with a layer norm train in fp16;
+    those without any activation norm (BWN, none, the LSTMs) in amp, whose float32 master
+    weights and per-op casts keep going where fp16's loss scale collapsed (the BWN Transformer's
+    fell 32 -> 2 in its first updates on an H200, README)."""
+    arch: str
+    flags: List[str]
+    precision: str = "fp16"
+
+
+CONFIGS = {
+    "transformer_l2": Config("norm_transformer_wmt_en_de", TRANSFORMER),
+    "transformer_l1": Config("norm_transformer_l1_wmt_en_de", TRANSFORMER),
+    "transformer_linf": Config("norm_transformer_linf_wmt_en_de", TRANSFORMER),
+    "transformer_topk": Config("norm_transformer_topk_wmt_en_de", TRANSFORMER),
+    "transformer_bwn": Config("norm_transformer_bwn_wmt_en_de", TRANSFORMER, "amp"),
+    "transformer_none": Config("norm_transformer_wmt_en_de", TRANSFORMER + ["--norm-type", "none"], "amp"),  # BWN's baseline
+    "transformer_l1_c1": Config("norm_transformer_l1_c1_wmt_en_de", TRANSFORMER),
+    "lstm_nonorm": Config("norm_lstm_wmt_en_de", LSTM, "amp"),
+    "lstm_bwn": Config("norm_lstm_bwn_wmt_en_de", LSTM, "amp"),
 }
 COMMON = ["--task", "translation", "--share-all-embeddings", "--optimizer", "adam",
           "--adam-betas", "(0.9, 0.98)", "--adam-eps", "1e-9", "--lr-scheduler", "inverse_sqrt",
@@ -57,15 +74,15 @@ COMMON = ["--task", "translation", "--share-all-embeddings", "--optimizer", "ada
           "--log-format", "json", "--log-interval", "100", "--seed", "1"]
 REFERENCE_GPUS = 8
 IWSLT14_TRANSFORMER = ["--lr", "5e-4", "--dropout", "0.3", "--weight-decay", "0.0001"]
-IWSLT14_CONFIGS = {  # name -> (architecture, flags)
-    "transformer_l2": ("norm_transformer_iwslt_de_en", IWSLT14_TRANSFORMER),
-    "transformer_l1": ("norm_transformer_l1_iwslt_de_en", IWSLT14_TRANSFORMER),
-    "transformer_linf": ("norm_transformer_linf_iwslt_de_en", IWSLT14_TRANSFORMER),
-    "transformer_bwn": ("norm_transformer_bwn_iwslt_de_en", IWSLT14_TRANSFORMER),
-    "transformer_none": ("norm_transformer_iwslt_de_en", IWSLT14_TRANSFORMER + ["--norm-type", "none"]),
-    "transformer_l1_c1": ("norm_transformer_l1_iwslt_de_en", IWSLT14_TRANSFORMER + ["--norm-constant", "1.0"]),
-    "lstm_nonorm": ("norm_lstm_iwslt_de_en", LSTM),
-    "lstm_bwn": ("norm_lstm_bwn_iwslt_de_en", LSTM),
+IWSLT14_CONFIGS = {
+    "transformer_l2": Config("norm_transformer_iwslt_de_en", IWSLT14_TRANSFORMER),
+    "transformer_l1": Config("norm_transformer_l1_iwslt_de_en", IWSLT14_TRANSFORMER),
+    "transformer_linf": Config("norm_transformer_linf_iwslt_de_en", IWSLT14_TRANSFORMER),
+    "transformer_bwn": Config("norm_transformer_bwn_iwslt_de_en", IWSLT14_TRANSFORMER, "amp"),
+    "transformer_none": Config("norm_transformer_iwslt_de_en", IWSLT14_TRANSFORMER + ["--norm-type", "none"], "amp"),
+    "transformer_l1_c1": Config("norm_transformer_l1_iwslt_de_en", IWSLT14_TRANSFORMER + ["--norm-constant", "1.0"]),
+    "lstm_nonorm": Config("norm_lstm_iwslt_de_en", LSTM, "amp"),
+    "lstm_bwn": Config("norm_lstm_bwn_iwslt_de_en", LSTM, "amp"),
 }
 IWSLT14_COMMON = ["--task", "translation", "--share-decoder-input-output-embed", "--optimizer", "adam",
                   "--adam-betas", "(0.9, 0.98)", "--clip-norm", "0.0", "--lr-scheduler", "inverse_sqrt",
@@ -81,7 +98,8 @@ def with_narrow_accumulation(configs: dict) -> dict:
     """configs and, for each Transformer of NARROW_ACCUMULATION_KINDS, the same model with its
     norms accumulating in fp16 (for GPUs) and in bf16 (for CPUs): transformer_KIND_acc_FORMAT."""
     narrow = {f"transformer_{kind}{ACCUMULATION_SUFFIX}{accumulate}":
-              (configs[f"transformer_{kind}"][0], configs[f"transformer_{kind}"][1] + ["--norm-accumulate", accumulate])
+              configs[f"transformer_{kind}"]._replace(flags=configs[f"transformer_{kind}"].flags
+                                                      + ["--norm-accumulate", accumulate])
               for kind in NARROW_ACCUMULATION_KINDS for accumulate in ACCUMULATE_FORMATS if accumulate != FLOAT32}
     return {**configs, **narrow}
 
@@ -180,8 +198,9 @@ def check_device(gpus: int, extra) -> None:
                           "driver and CUDA_VISIBLE_DEVICES, or pass --cpu after the other arguments to train on the CPU")
 
 
-def command(config, prepared, save_dir, extra, gpus, precision="fp16", benchmark="wmt14"):
-    """The fairseq-train command line of CONFIG of `benchmark` (a list)."""
+def command(config, prepared, save_dir, extra, gpus, precision=None, benchmark="wmt14"):
+    """The fairseq-train command line of CONFIG of `benchmark` (a list), in `precision` (default:
+    the configuration's)."""
     configs, common, reference_gpus = BENCHMARKS[benchmark]
     if config not in configs:
         raise RecipeError(f"unknown CONFIG {config!r}; known: {', '.join(configs)}")
@@ -189,7 +208,7 @@ def command(config, prepared, save_dir, extra, gpus, precision="fp16", benchmark
     data = Path(prepared) / "bin"
     if not any(data.glob("dict.*.txt")):
         raise RecipeError(f"{data} holds no fairseq data (dict.*.txt): run scripts/prepare_{benchmark}_de_en.sh first")
-    arch, flags = configs[config]
+    arch, flags, default_precision = configs[config]
     source, target = DIRECTIONS[prepared_direction(prepared)]
     user_dir = str(Path(__file__).resolve().parent.parent)
     check_device(gpus, extra)
@@ -197,22 +216,14 @@ def command(config, prepared, save_dir, extra, gpus, precision="fp16", benchmark
     return [tool_path("fairseq-train"), str(data.resolve()), "--user-dir", user_dir, "--arch", arch,
             "--save-dir", str(save_dir), "--log-file", str(Path(save_dir) / "train.log"),
             "--source-lang", source, "--target-lang", target,
-            *common, *flags, *device_flags(gpus, precision, reference_gpus, world_size), *extra]
+            *common, *flags, *device_flags(gpus, precision or default_precision, reference_gpus, world_size), *extra]
 
 
-#: the flags of a fairseq-train command that name where the run is, not what it trains
-WHERE_FLAGS = ("--user-dir", "--save-dir", "--log-file", "--distributed-init-method", "--distributed-port")
-
-
-def training_arguments(command):
-    """A fairseq-train command without the program's path and the values of WHERE_FLAGS: what
-    two runs must share to be the same training."""
-    kept, skip = [], False
-    for argument in command[1:]:
-        if not skip:
-            kept.append(argument)
-        skip = argument in WHERE_FLAGS
-    return kept
+def precision_of(config: str, benchmark: str, gpus: int, asked=None) -> str:
+    """The precision a run of CONFIG trains in: `asked`, else the configuration's; fp32 on the
+    CPU for fairseq's CUDA-only fp16 and amp (they fall back to float32 there)."""
+    precision = asked or BENCHMARKS[benchmark][0][config].precision
+    return "fp32" if gpus == 0 and precision in CUDA_ONLY_PRECISIONS else precision
 
 
 def free_port() -> int:
@@ -253,7 +264,7 @@ def main(argv=None):
     gpus = gpus_per_run(benchmark, visible_gpus(), asked)
     if gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(visible_devices()[:gpus])
-    cmd = start_run(config, prepared, save_dir, extra, gpus, benchmark)
+    cmd = start_run(config, prepared, save_dir, extra, gpus, benchmark, os.environ.get("PRECISION") or None)
     if cpu_not_chosen(gpus, extra):
         print("[train] no GPU here and none expected (torch without CUDA): training on the CPU (--cpu)")
     print(f"[train] batch: {batch_text(effective_batch(cmd, gpus))}")
@@ -275,26 +286,48 @@ def visible_devices():
     return listed.split(",") if listed else [str(i) for i in range(visible_gpus())]
 
 
-def run_command(config, prepared, save_dir, extra, gpus, benchmark="wmt14"):
-    """The fairseq-train command of CONFIG (command(), with $PRECISION) for `gpus` GPUs."""
-    return command(config, prepared, save_dir, extra, gpus, os.environ.get("PRECISION", "fp16"), benchmark)
+def run_command(config, prepared, save_dir, extra, gpus, benchmark="wmt14", precision=None):
+    """The fairseq-train command of CONFIG (command()) for `gpus` GPUs, in `precision` (default:
+    the configuration's)."""
+    return command(config, prepared, save_dir, extra, gpus, precision, benchmark)
 
 
-def recorded_command(save_dir):
-    """The fairseq-train command SAVE_DIR/run.json recorded, or None."""
-    path = Path(save_dir) / "run.json"
-    return json.loads(path.read_text()).get("command") if path.is_file() else None
-
-
-def start_run(config, prepared, save_dir, extra, gpus, benchmark="wmt14"):
-    """run_command(...), after SAVE_DIR/run.json records it (evaluate and collect read the
-    configuration and seed there, compare the command)."""
-    cmd = run_command(config, prepared, save_dir, extra, gpus, benchmark)
+def start_run(config, prepared, save_dir, extra, gpus, benchmark="wmt14", precision=None):
+    """run_command(...), after SAVE_DIR/run.json records it: the configuration, seed and precision
+    (evaluate and collect read them), the command and its result identity (compare checks them),
+    and, appended to the earlier starts of a resumed run, this start's batch layout and software
+    versions (a change of either is said: run_starts_changed)."""
+    cmd = run_command(config, prepared, save_dir, extra, gpus, benchmark, precision)
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     batch = effective_batch(cmd, gpus)
-    write_text_atomically(Path(save_dir) / "run.json", json.dumps(
-        {"config": config, "benchmark": benchmark, "command": cmd, "effective_batch": batch}, indent=1))
+    path = Path(save_dir) / "run.json"
+    starts = json.loads(path.read_text()).get("starts", []) if path.is_file() else []
+    starts.append({"at": time.strftime("%Y-%m-%d %H:%M:%S"), "effective_batch": batch, "versions": software_versions()})
+    write_text_atomically(path, json.dumps(
+        {"config": config, "benchmark": benchmark, "command": cmd, "effective_batch": batch,
+         "precision": precision_of(config, benchmark, gpus, precision),
+         "identity": result_identity(cmd, batch["tokens"]), "starts": starts}, indent=1))
     return cmd
+
+
+def run_starts_changed(record: dict) -> str:
+    """How a run's later starts differ from its first one ('' for none): its GPU layout of the
+    same batch ('began on 8 GPUs x 4096 tokens x 1, resumed on 16 GPUs x 2048 tokens x 1') and the
+    software versions that changed ('torch 2.12.0 -> 2.13.0')."""
+    starts = record.get("starts", [])
+    if len(starts) < 2:
+        return ""
+    first, changes = starts[0], []
+    layouts = [layout(start["effective_batch"]) for start in starts]
+    if len(set(layouts)) > 1:
+        changes.append(f"began on {layouts[0]}, resumed on {', then '.join(dict.fromkeys(layouts[1:]))}")
+    changes += [changed for start in starts[1:] if (changed := version_changes(first["versions"], start["versions"]))]
+    return "; ".join(dict.fromkeys(changes))
+
+
+def layout(batch: dict) -> str:
+    """'8 GPUs x 4096 tokens x 1': GPUs x --max-tokens x --update-freq."""
+    return batch_text(batch).split(" = ")[0]
 
 
 if __name__ == "__main__":
