@@ -73,12 +73,17 @@ def make_wmt14_raw(raw: Path):
     return raw
 
 
+# A 300-piece vocabulary cuts German into about twice as many pieces as English: a piece ratio
+# of 1.5 would drop a fifth of the pairs, so the tests' limit is wider
+TINY_VOCABULARY = ["--vocab-size", "300", "--max-ratio", "4"]
+
+
 @pytest.fixture(scope="session")  # not module: the long tests run first (conftest.py), the rest later
 def prepared(tmp_path_factory):
     root = tmp_path_factory.mktemp("wmt14")
     raw = make_wmt14_raw(root / "raw")
     out = root / "prepared"
-    script("prepare_wmt14_de_en.sh", "--raw-dir", raw, "--vocab-size", "300", "--workers", "1", out)
+    script("prepare_wmt14_de_en.sh", "--raw-dir", raw, *TINY_VOCABULARY, "--workers", "1", out)
     return raw, out
 
 
@@ -90,7 +95,7 @@ def test_prepare_outputs_and_is_idempotent(prepared):
     assert (out / "raw" / "test.en").read_text().splitlines() == demo_lines("test", "en", 0, 30)
     assert len((out / "raw" / "valid.de").read_text().splitlines()) == 40
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
-    again = script("prepare_wmt14_de_en.sh", "--raw-dir", raw, "--vocab-size", "300", out)
+    again = script("prepare_wmt14_de_en.sh", "--raw-dir", raw, *TINY_VOCABULARY, out)
     assert "already prepared" in again.stdout
     assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*")}
 
@@ -110,7 +115,7 @@ def test_prepare_interrupted_says_so_in_one_line_and_the_rerun_completes(prepare
     from fairseq_normmatters.recipes import prepare, run_main
     raw, reference = prepared
     out = tmp_path / "out"
-    argv = ["--raw-dir", str(raw), "--vocab-size", "300", "--workers", "1", str(out)]
+    argv = ["--raw-dir", str(raw), *TINY_VOCABULARY, "--workers", "1", str(out)]
 
     def ctrl_c(*args):
         raise KeyboardInterrupt
@@ -280,13 +285,13 @@ def test_the_wmt14_recipe_checkpoints_its_tail_by_update(prepared, tmp_path):
 def test_prepare_en_de_keeps_the_german_reference_and_trains_from_english(prepared, tmp_path):
     raw, _ = prepared
     out = tmp_path / "en_de"
-    script("prepare_wmt14_de_en.sh", "--raw-dir", raw, "--vocab-size", "300", "--workers", "1",
+    script("prepare_wmt14_de_en.sh", "--raw-dir", raw, *TINY_VOCABULARY, "--workers", "1",
            "--direction", "en-de", out)
     assert (out / "raw" / "test.de").read_text().splitlines() == demo_lines("test", "de", 0, 30)
     assert (out / "bin" / "train.en-de.en.bin").is_file() and not (out / "bin" / "train.de-en.de.bin").exists()
     cmd = command("transformer_l2", out, tmp_path / "save", [], gpus=1)
     assert cmd[cmd.index("--source-lang") + 1:cmd.index("--target-lang") + 2] == ["en", "--target-lang", "de"]
-    again = script("prepare_wmt14_de_en.sh", "--raw-dir", raw, "--vocab-size", "300", out, check=False)
+    again = script("prepare_wmt14_de_en.sh", "--raw-dir", raw, *TINY_VOCABULARY, out, check=False)
     assert again.returncode == 1 and "was prepared with other settings" in again.stderr  # de-en asked: refused
 
 

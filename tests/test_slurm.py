@@ -140,7 +140,7 @@ def test_a_comparison_through_slurm_resumes_a_requeued_job_and_tabulates(cluster
     longer = run(cluster, SCRIPTS / "compare.sh", "iwslt14", prepared, out, "--seeds", "2", "--configs",
                  "transformer_l2", "transformer_l1", "--launcher", "slurm", "--retrain", "--", *SCHEDULE,
                  "--max-update", "70", check=False)
-    assert longer.returncode == 1 and "--retrain would delete runs whose jobs are queued or running: " in longer.stderr
+    assert longer.returncode == 1 and "--retrain would move aside runs whose jobs are queued or running: " in longer.stderr
     assert f"transformer_l1-seed1 (job {job})" in longer.stderr and (requeued / "checkpoint_last.pt").is_file()
 
     # another job gets SLURM's time-limit warning (SIGUSR2) mid-training: it requeues itself

@@ -14,18 +14,32 @@ downloaded into OUT/downloads first. OUT receives:
     bin/                             fairseq-preprocess --joined-dictionary output, source and
                                      target as --direction says (default de-en)
     prepare.json                     the settings and "done" once finished
+
+It streams: the corpus is read, cleaned, encoded and written a chunk at a time (CHUNK_PAIRS
+pairs, --workers processes), so its memory does not grow with the corpus (scripts/bench_prepare.py
+measures it). The training text is cleaned as fairseq's prepare-wmt14en2de.sh cleans it: Moses'
+punctuation normalization and removal of non-printing characters (sacremoses, `\\p{C}` -> space)
+before sentencepiece, then pairs of 1 to --max-len pieces on both sides and a length ratio of at
+most --max-ratio kept, counted in sentencepiece pieces as fairseq counts BPE tokens (its
+clean-corpus-n.perl runs after BPE). The validation text is normalized likewise; the test set is
+left as released (its reference is what sacreBLEU scores against).
 """
 
 import argparse
 import html
+import itertools
 import json
-import random
+import os
 import re
+import shutil
 import tarfile
+import unicodedata
 import urllib.request
+from collections import deque
+from multiprocessing import Pool
 from pathlib import Path
 
-from . import DIRECTIONS, RecipeError, run_main, run_tool, write_text_atomically
+from . import DIRECTIONS, RecipeError, free_space, run_main, run_tool, write_text_atomically
 
 WMT14_ARCHIVES = {
     "training-parallel-europarl-v7.tgz": "https://www.statmt.org/europarl/v7/de-en.tgz",
@@ -51,6 +65,7 @@ WMT14_TEST = {"de-en": ("test-full.tgz", "test-full/newstest2014-deen-src.de.sgm
                         "test-full/newstest2014-deen-src.en.sgm")}
 SPLITS = ("train", "valid", "test")
 LANGS = ("de", "en")
+CHUNK_PAIRS = 20_000  # pairs read, cleaned or encoded at once by one worker
 
 
 def parse_args(argv=None, prog="prepare_wmt14_de_en.sh", description=__doc__, vocab_size=32000, max_len=250,
@@ -61,9 +76,11 @@ def parse_args(argv=None, prog="prepare_wmt14_de_en.sh", description=__doc__, vo
     parser.add_argument("--vocab-size", type=int, default=vocab_size, help="joint sentencepiece vocabulary")
     parser.add_argument("--spm-sample", type=int, default=2_000_000,
                         help="sentences sampled to train sentencepiece (keeps memory bounded)")
-    parser.add_argument("--max-len", type=int, default=max_len, help="drop training pairs longer (words)")
+    parser.add_argument("--max-len", type=int, default=max_len,
+                        help="drop training pairs longer (WMT14: sentencepiece pieces; IWSLT14: Moses tokens)")
     parser.add_argument("--max-ratio", type=float, default=1.5, help="drop training pairs with a longer length ratio")
-    parser.add_argument("--workers", type=int, default=4, help="fairseq-preprocess workers")
+    parser.add_argument("--workers", type=int, default=4,
+                        help="processes that clean and encode the text, and fairseq-preprocess's workers")
     parser.add_argument("--direction", choices=tuple(DIRECTIONS), default="de-en",
                         help="source-target (default de-en; en-de is the direction of Vaswani et al.'s 27.3)")
     return parser.parse_args(argv, argparse.Namespace(script=prog))
@@ -100,18 +117,45 @@ class SourceFinder:
         self.raw, self.benchmark = raw, benchmark
 
     def read_lines(self, archive: str, member: str):
+        """The lines of a (small) file: the segments of an .sgm/.xml file, else its lines."""
         name = Path(member).name
-        places = [self.raw / member, self.raw / name]
-        for place in places:
-            if place.is_file():
-                return self._decode(place.read_bytes(), name)
-        archive_path = self.raw / archive
-        if archive_path.is_file():
-            with tarfile.open(archive_path) as tar:
-                for info in tar.getmembers():
-                    if info.isfile() and (info.name.lstrip("./") == member or Path(info.name).name == name):
-                        return self._decode(tar.extractfile(info).read(), name)
-        looked = ", ".join(str(p) for p in places) + f", and inside {archive_path}"
+        return self._decode(self.path(archive, member, None).read_bytes() if self._extracted(member) else
+                            self._member_bytes(archive, member), name)
+
+    def path(self, archive: str, member: str, scratch) -> Path:
+        """The file itself: extracted under RAW, else copied out of its archive into `scratch`
+        (a stream, for the training files' gigabytes)."""
+        found = self._extracted(member)
+        if found:
+            return found
+        if not (self.raw / archive).is_file():
+            self._missing(archive, member)
+        with tarfile.open(self.raw / archive) as tar:
+            info = self._member(tar, member)
+            target = Path(scratch) / Path(member).name
+            with tar.extractfile(info) as source, target.open("wb") as copy:
+                shutil.copyfileobj(source, copy, 1 << 24)
+        return target
+
+    def _extracted(self, member: str):
+        return next((place for place in (self.raw / member, self.raw / Path(member).name) if place.is_file()), None)
+
+    def _member_bytes(self, archive: str, member: str) -> bytes:
+        if not (self.raw / archive).is_file():
+            self._missing(archive, member)
+        with tarfile.open(self.raw / archive) as tar:
+            return tar.extractfile(self._member(tar, member)).read()
+
+    def _member(self, tar, member: str):
+        name = Path(member).name
+        for info in tar.getmembers():
+            if info.isfile() and (info.name.lstrip("./") == member or Path(info.name).name == name):
+                return info
+        self._missing(tar.name, member)
+
+    def _missing(self, archive: str, member: str):
+        name = Path(member).name
+        looked = f"{self.raw / member}, {self.raw / name}, and inside {self.raw / Path(archive).name}"
         raise RecipeError(f"missing {self.benchmark} file {name}: looked at {looked}")
 
     @staticmethod
@@ -126,22 +170,38 @@ def is_plain_corpus(raw: Path) -> bool:
     return all((raw / f"{split}.{lang}").is_file() for split in SPLITS for lang in LANGS)
 
 
-def read_corpus(raw: Path, direction: str = "de-en"):
-    """split -> (German lines, English lines), from a plain corpus or the WMT14 files (the test
-    set of `direction`)."""
+def parallel_lines(de_path: Path, en_path: Path):
+    """(German line, English line) pairs of two files, read a line at a time (lines end at
+    "\\n" only, as Moses' scripts read them); files of unequal length raise RecipeError."""
+    with open_text(de_path) as de, open_text(en_path) as en:
+        for number, (s, t) in enumerate(itertools.zip_longest(de, en), 1):
+            if s is None or t is None:
+                longer, shorter = (de_path, en_path) if t is None else (en_path, de_path)
+                raise RecipeError(f"{shorter} has {number - 1} lines but {longer} has more")
+            yield s.rstrip("\n"), t.rstrip("\n")
+
+
+def open_text(path: Path):
+    return open(path, encoding="utf-8", errors="replace", newline="\n")
+
+
+def read_corpus(raw: Path, direction: str, scratch: Path):
+    """split -> iterable of (German, English) pairs, from a plain corpus or the WMT14 files (the
+    test set of `direction`); the training pairs are streamed (an archive's members are copied
+    out into `scratch` first)."""
     if is_plain_corpus(raw):
-        return {split: tuple((raw / f"{split}.{lang}").read_text(encoding="utf-8").splitlines()
-                             for lang in LANGS) for split in SPLITS}
+        return {split: parallel_lines(raw / f"{split}.de", raw / f"{split}.en") for split in SPLITS}
     finder = SourceFinder(raw)
-    corpus = {}
-    for split, files in {**WMT14_FILES, "test": [WMT14_TEST[direction]]}.items():
-        de, en = [], []
+    train = itertools.chain.from_iterable(parallel_lines(finder.path(archive, de, scratch), finder.path(archive, en, scratch))
+                                          for archive, de, en in WMT14_FILES["train"])
+    corpus = {"train": train}
+    for split, files in (("valid", WMT14_FILES["valid"]), ("test", [WMT14_TEST[direction]])):
+        pairs = []
         for archive, de_member, en_member in files:
             de_lines, en_lines = finder.read_lines(archive, de_member), finder.read_lines(archive, en_member)
             check_parallel(de_member, de_lines, en_member, en_lines)
-            de += de_lines
-            en += en_lines
-        corpus[split] = (de, en)
+            pairs += zip(de_lines, en_lines)
+        corpus[split] = pairs
     return corpus
 
 
@@ -163,33 +223,169 @@ def download(out: Path) -> Path:
 
 
 def clean_pairs(de, en, max_len, max_ratio, lengths=None):
-    """Drop empty pairs, pairs over max_len words and pairs with a length ratio over max_ratio.
-    A pair's lengths are its whitespace-separated words, or `lengths` ((German lengths, English
+    """Drop empty pairs, pairs over max_len and pairs with a length ratio over max_ratio. A
+    pair's lengths are its whitespace-separated words, or `lengths` ((German lengths, English
     lengths), e.g. Moses tokens) where given."""
     de, en = [" ".join(s.split()) for s in de], [" ".join(t.split()) for t in en]
     lengths = lengths or ([len(s.split()) for s in de], [len(t.split()) for t in en])
-    kept = [(s, t) for s, t, ls, lt in zip(de, en, *lengths)
-            if ls and lt and ls <= max_len and lt <= max_len and max(ls, lt) <= max_ratio * min(ls, lt)]
+    kept = [(s, t) for s, t, ls, lt in zip(de, en, *lengths) if within_limits(ls, lt, max_len, max_ratio)]
     return [p[0] for p in kept], [p[1] for p in kept]
 
 
-def write_lines(path: Path, lines):
-    write_text_atomically(path, "".join(line + "\n" for line in lines))
+def within_limits(source_length: int, target_length: int, max_len: int, max_ratio: float) -> bool:
+    """clean-corpus-n.perl's test: both sides 1..max_len long, their ratio at most max_ratio."""
+    shorter, longer = sorted((source_length, target_length))
+    return shorter >= 1 and longer <= max_len and longer <= max_ratio * shorter
 
 
-def train_sentencepiece(train_de, train_en, spm_dir: Path, vocab_size: int, sample: int):
+#: the characters at least one of Moses' punctuation rules needs to change a line (sacremoses
+#: 0.2's MosesPunctNormalizer: quotes, dashes, brackets, no-break spaces, ...): a line with none
+#: of them, and no run of spaces, is left as it is without running the 45 rules
+PUNCTUATION_TRIGGERS = re.compile("[\r()%:;`'\"\u201e\u201c\u201d\u2013\u2014\u00b4\u2018\u2019\u201a\u2026\u00ab\u00bb\u00a0]|  ")
+_normalizers = {}
+
+
+def normalize(line: str, language: str) -> str:
+    """As fairseq's WMT14 script: Moses' normalize-punctuation.perl (sacremoses), then
+    remove-non-printing-char.perl (every character of Unicode category C a space), then one
+    space between words."""
+    if PUNCTUATION_TRIGGERS.search(line):
+        if language not in _normalizers:
+            from sacremoses import MosesPunctNormalizer
+            _normalizers[language] = MosesPunctNormalizer(lang=language)
+        line = _normalizers[language].normalize(line)
+    if not line.isprintable():  # a character of category C, Z (but ' ') is there
+        line = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in line)
+    return " ".join(line.split())
+
+
+def normalized_chunk(pairs):
+    return [(normalize(de, "de"), normalize(en, "en")) for de, en in pairs]
+
+
+def chunks(items, size: int = CHUNK_PAIRS):
+    """Lists of `size` items of an iterable, the last one shorter."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def map_chunks(function, items, workers: int, initializer=None, initargs=()):
+    """function(chunk) for each chunk of `items`, in order, on `workers` processes, with at most
+    2 x workers chunks in flight (Pool.imap would read the whole input ahead into memory)."""
+    if workers <= 1:
+        if initializer:
+            initializer(*initargs)
+        yield from map(function, chunks(items))
+        return
+    with Pool(workers, initializer, initargs) as pool:
+        pending = deque()
+        for chunk in chunks(items):
+            pending.append(pool.apply_async(function, (chunk,)))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+class PairWriter:
+    """Writes (German, English) lines to PREFIX.de and PREFIX.en through temporaries, renamed
+    over them only when the whole split is written (close), never a part of one."""
+
+    def __init__(self, prefix: Path):
+        self.paths = [prefix.with_name(f"{prefix.name}.{lang}") for lang in LANGS]
+        self.files = [open(f"{path}.tmp", "w", encoding="utf-8", newline="\n") for path in self.paths]
+        self.count = 0
+
+    def write(self, pairs) -> None:
+        for file, lines in zip(self.files, zip(*pairs) if pairs else ((), ())):
+            file.write("".join(line + "\n" for line in lines))
+        self.count += len(pairs)
+
+    def close(self) -> int:
+        for file, path in zip(self.files, self.paths):
+            file.close()
+            os.replace(f"{path}.tmp", path)
+        return self.count
+
+    def discard(self) -> None:
+        for file, path in zip(self.files, self.paths):
+            file.close()
+            Path(f"{path}.tmp").unlink(missing_ok=True)
+
+
+def write_pairs(prefix: Path, batches) -> int:
+    """Every batch of pairs in `batches` into PREFIX.{de,en} (PairWriter); returns the pairs
+    written. A failure removes the temporaries and names the disk's free space."""
+    writer = PairWriter(prefix)
+    try:
+        for batch in batches:
+            writer.write(batch)
+        return writer.close()
+    except OSError as error:
+        writer.discard()
+        raise RecipeError(f"writing {prefix}.de/.en failed ({error}); {free_space(prefix.parent)} free on its disk") from None
+    except BaseException:
+        writer.discard()
+        raise
+
+
+def train_sentencepiece(files, spm_dir: Path, vocab_size: int, sample: int):
+    """One joint unigram model on `sample` sentences drawn from `files` (sentencepiece's own
+    reservoir sampling, seeded: the whole text is never in memory)."""
     import sentencepiece as spm
-    lines = train_de + train_en
-    if len(lines) > sample:
-        lines = random.Random(0).sample(lines, sample)
-    sample_file = spm_dir / "spm_input.txt"
-    write_lines(sample_file, lines)
+    spm.set_random_generator_seed(0)
     spm.SentencePieceTrainer.train(
-        input=str(sample_file), model_prefix=str(spm_dir / "spm"), vocab_size=vocab_size,
+        input=",".join(map(str, files)), model_prefix=str(spm_dir / "spm"), vocab_size=vocab_size,
         character_coverage=1.0, model_type="unigram", hard_vocab_limit=False,
         input_sentence_size=sample, shuffle_input_sentence=True, minloglevel=2)
-    sample_file.unlink()
-    return spm.SentencePieceProcessor(model_file=str(spm_dir / "spm.model"))
+    return spm_dir / "spm.model"
+
+
+_sentencepiece = None
+
+
+def load_sentencepiece(model: str) -> None:
+    """A worker's sentencepiece model (Pool initializer)."""
+    global _sentencepiece
+    import sentencepiece as spm
+    _sentencepiece = spm.SentencePieceProcessor(model_file=model)
+
+
+def encoded_chunk(pairs):
+    """[(German, English, German pieces, English pieces)] of pairs, the pieces joined by spaces."""
+    de, en = (_sentencepiece.encode(list(side), out_type=str) for side in zip(*pairs))
+    return [(s, t, " ".join(ps), " ".join(pt)) for s, t, ps, pt in zip(*zip(*pairs), de, en)]
+
+
+def encode_split(out: Path, split: str, model: Path, workers: int, limits=None):
+    """OUT/spm/SPLIT.{de,en}: OUT/raw/SPLIT.{de,en} encoded with the model; with `limits`
+    (max_len, max_ratio) only the pairs within them (in pieces) are kept, in both folders.
+    Returns (pairs kept, pairs read)."""
+    read = [0]
+
+    def batches():
+        encoded = map_chunks(encoded_chunk, parallel_lines(out / "raw" / f"{split}.de", out / "raw" / f"{split}.en"),
+                             workers, load_sentencepiece, (str(model),))
+        for chunk in encoded:
+            read[0] += len(chunk)
+            yield [pair for pair in chunk if limits is None or
+                   within_limits(pair[2].count(" ") + 1, pair[3].count(" ") + 1, *limits) and pair[2] and pair[3]]
+
+    raw, pieces = PairWriter(out / "raw" / f"{split}.kept"), PairWriter(out / "spm" / split)
+    try:
+        for batch in batches():
+            raw.write([pair[:2] for pair in batch])
+            pieces.write([pair[2:] for pair in batch])
+    except BaseException:
+        raw.discard()
+        pieces.discard()
+        raise
+    kept = pieces.close()
+    raw.close()
+    for lang in LANGS:
+        os.replace(out / "raw" / f"{split}.kept.{lang}", out / "raw" / f"{split}.{lang}")
+    return kept, read[0]
 
 
 def main(argv=None):
@@ -199,11 +395,11 @@ def main(argv=None):
         return
     raw = Path(args.raw_dir).resolve() if args.raw_dir else download(out)
     print(f"[prepare] reading {raw}", flush=True)
-    corpus = read_corpus(raw, args.direction)
-    train = clean_pairs(*corpus["train"], args.max_len, args.max_ratio)
-    print(f"[prepare] train: {len(train[0])} of {len(corpus['train'][0])} pairs kept after cleaning", flush=True)
-    finish(out, settings, args, {"train": train, "valid": clean_pairs(*corpus["valid"], 10**9, float("inf")),
-                                 "test": corpus["test"]})
+    scratch = out / "extracted"  # the training files copied out of their archives, removed at the end
+    scratch.mkdir(exist_ok=True)
+    corpus = read_corpus(raw, args.direction, scratch)
+    finish(out, settings, args, corpus, normalized=("train", "valid"), limits=(args.max_len, args.max_ratio))
+    shutil.rmtree(scratch)
 
 
 def start(args):
@@ -218,20 +414,27 @@ def start(args):
     return out, settings
 
 
-def finish(out: Path, settings: dict, args, texts: dict) -> None:
-    """Write texts (split -> (German lines, English lines)) under OUT/raw, train one joint
-    sentencepiece model on the training text, encode every split under OUT/spm, binarize it
-    into OUT/bin with fairseq-preprocess and mark OUT done."""
+def finish(out: Path, settings: dict, args, texts: dict, normalized=(), limits=None) -> None:
+    """Write texts (split -> iterable of (German, English) pairs; the `normalized` splits
+    normalized as Moses does) under OUT/raw, train one joint sentencepiece model on the training
+    text, encode every split under OUT/spm (the training pairs kept within `limits`, (max_len,
+    max_ratio) in pieces, where given), binarize them into OUT/bin with fairseq-preprocess and
+    mark OUT done. Every step streams, --workers processes at a time."""
     for sub in ("raw", "spm"):
         (out / sub).mkdir(exist_ok=True)
-    for split, pair in texts.items():
-        for lang, lines in zip(LANGS, pair):
-            write_lines(out / "raw" / f"{split}.{lang}", lines)
-    print(f"[prepare] training a joint sentencepiece model (vocab {args.vocab_size})", flush=True)
-    sp = train_sentencepiece(*texts["train"], out / "spm", args.vocab_size, args.spm_sample)
-    for split, pair in texts.items():
-        for lang, lines in zip(LANGS, pair):
-            write_lines(out / "spm" / f"{split}.{lang}", (" ".join(p) for p in sp.encode(lines, out_type=str)))
+    for split, pairs in texts.items():
+        batches = map_chunks(normalized_chunk, pairs, args.workers) if split in normalized else chunks(pairs)
+        count = write_pairs(out / "raw" / split, batches)
+        print(f"[prepare] {split}: {count} pairs read" + (", normalized" if split in normalized else ""), flush=True)
+    print(f"[prepare] training a joint sentencepiece model (vocab {args.vocab_size}, on at most "
+          f"{args.spm_sample} sentences)", flush=True)
+    model = train_sentencepiece([out / "raw" / f"train.{lang}" for lang in LANGS], out / "spm", args.vocab_size,
+                                args.spm_sample)
+    for split in texts:
+        kept, read = encode_split(out, split, model, args.workers, limits if split == "train" else None)
+        if split == "train" and limits:
+            print(f"[prepare] train: {kept} of {read} pairs kept after cleaning (1-{limits[0]} pieces a side, "
+                  f"length ratio at most {limits[1]})", flush=True)
     print("[prepare] fairseq-preprocess", flush=True)
     source, target = DIRECTIONS[args.direction]
     run_tool("fairseq-preprocess", "--source-lang", source, "--target-lang", target,

@@ -94,7 +94,8 @@ def main(argv=None):
     train, valid = split_validation(*cleaned)
     print(f"[prepare] {len(cleaned[0])} of {len(train_de)} pairs kept after cleaning: {len(train[0])} train, "
           f"{len(valid[0])} valid; {len(test[0])} test", flush=True)
-    finish(out, settings, args, {"train": train, "valid": valid, "test": test})
+    finish(out, settings, args, {split: list(zip(*pair)) for split, pair in
+                                 (("train", train), ("valid", valid), ("test", test))})
 
 
 if __name__ == "__main__":

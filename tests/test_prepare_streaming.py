@@ -1,0 +1,66 @@
+"""prepare streams the corpus (its memory does not grow with it) and cleans it as fairseq's
+prepare-wmt14en2de.sh does: Moses' punctuation normalization, non-printing characters removed,
+the length filter in pieces."""
+
+import random
+
+import pytest
+
+from fairseq_normmatters.recipes import RecipeError
+from fairseq_normmatters.recipes.prepare import (CHUNK_PAIRS, map_chunks, normalize, normalized_chunk,
+                                                 parallel_lines, within_limits)
+from test_recipes import DEMO
+
+
+def test_normalization_is_moses_normalize_punctuation_then_remove_non_printing_char():
+    assert normalize("„Hallo“ – sagte er ( laut ) : ja…", "de") == '"Hallo" - sagte er (laut): ja...'
+    assert normalize("It’s 50 % «off»\u00a0!", "en") == "It's 50% \"off\"!"
+    assert normalize("a\u200bb\x07c\td  e", "en") == "a b c d e"  # \u200b (Cf), \x07 (Cc): a space each
+
+
+def test_the_shortcut_past_lines_without_punctuation_rules_changes_nothing():
+    """normalize skips Moses' 45 rules for a line with none of their characters: on every kind
+    of line the result is what the rules give, then one space between words."""
+    from sacremoses import MosesPunctNormalizer
+    rng = random.Random(0)
+    lines = (DEMO / "train.de").read_text(encoding="utf-8").splitlines()[:300]
+    marks = ["„", "“", "”", "(", ")", " :", " ;", "%", "–", "—", "’", "‘", "´", "`", "''", "«", "»", "\u00a0", "…",
+             "\r", "  ", '"', "'"]
+    lines += [line.replace(" ", rng.choice(marks), 2) for line in lines[:200]]
+    for lang in ("de", "en"):
+        moses = MosesPunctNormalizer(lang=lang)
+        assert [normalize(line, lang) for line in lines] == [" ".join(moses.normalize(line).split()) for line in lines]
+
+
+def test_the_length_filter_is_clean_corpus_n():
+    assert within_limits(1, 1, 250, 1.5) and within_limits(250, 167, 250, 1.5)
+    assert not within_limits(0, 3, 250, 1.5) and not within_limits(251, 250, 250, 1.5)
+    assert not within_limits(10, 16, 250, 1.5) and within_limits(10, 15, 250, 1.5)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_chunks_are_mapped_in_order_with_a_bounded_read_ahead(workers):
+    """At most 2 x workers chunks are read ahead of the one given back: the memory of a pass
+    does not grow with the corpus (Pool.imap would read all of it first)."""
+    consumed = [0]
+
+    def pairs():
+        for number in range(10 * CHUNK_PAIRS):
+            consumed[0] += 1
+            yield f"de {number}", "en"
+    given_back = 0
+    for chunk in map_chunks(normalized_chunk, pairs(), workers):
+        assert chunk[0][0] == f"de {given_back * CHUNK_PAIRS}" and len(chunk) == CHUNK_PAIRS
+        given_back += 1
+        assert consumed[0] - given_back * CHUNK_PAIRS <= 2 * workers * CHUNK_PAIRS
+    assert given_back == 10
+
+
+def test_parallel_files_are_read_by_newline_only_and_must_have_as_many_lines(tmp_path):
+    (tmp_path / "a.de").write_text("eins\u2028zwei\nDrei\n", encoding="utf-8")
+    (tmp_path / "a.en").write_text("one two\nthree\n", encoding="utf-8")
+    assert list(parallel_lines(tmp_path / "a.de", tmp_path / "a.en")) == [("eins\u2028zwei", "one two"),
+                                                                          ("Drei", "three")]
+    (tmp_path / "a.en").write_text("one two\n", encoding="utf-8")
+    with pytest.raises(RecipeError, match=r"a.en has 1 lines but .*a.de has more"):
+        list(parallel_lines(tmp_path / "a.de", tmp_path / "a.en"))
