@@ -4,12 +4,12 @@
     python scripts/bench_prepare.py --pairs 1000000 [--workers 2] [--work /tmp/bench_prepare] [--keep]
 
 Writes a plain corpus (train/valid/test.{de,en}) of N training pairs whose lines have WMT14's
-length (about 23 words a side, a long tail past the 250-piece limit, 120 bytes a line: 1M
-pairs are about 240 MB of text) over a Zipf-distributed vocabulary of 60k made-up words, with
+length (about 20 words a side with a long tail, about 120 bytes a line: 1M pairs are about
+240 MB of text) over a Zipf-distributed vocabulary of 60k made-up words, with
 quotes, dashes and brackets for the punctuation normalization to change; then runs the prepare
 script on it (--vocab-size 32000) and prints the wall time and the peak memory: of the whole
-process tree (the sum of its processes' resident sets, sampled every 0.2 s) and of its largest
-process. The corpus is made once per N and reused; --keep keeps the prepared output.
+process tree (the sum of its processes' proportional set sizes, sampled every 0.5 s) and the
+largest resident set of one of its processes. The corpus is made once per N and reused; --keep keeps the prepared output.
 """
 
 import argparse
@@ -30,7 +30,7 @@ PUNCTUATION = ["„{}“", "“{}”", "({})", "{} –", "{} :", "«{}»", "{} .
 
 def made_up_words(rng: random.Random, count: int):
     letters = "abcdefghijklmnopqrstuvwxyzäöüß"
-    return ["".join(rng.choice(letters) for _ in range(rng.randint(2, 11))) for _ in range(count)]
+    return ["".join(rng.choice(letters) for _ in range(rng.randint(2, 8))) for _ in range(count)]
 
 
 def sentence(rng, words, weights, length: int) -> str:
@@ -47,45 +47,50 @@ def write_corpus(directory: Path, pairs: int, seed: int = 1) -> None:
     for split, count in (("train", pairs), ("valid", 3000), ("test", 3000)):
         with open(directory / f"{split}.de", "w") as de, open(directory / f"{split}.en", "w") as en:
             for _ in range(count):
-                length = max(1, min(300, int(rng.lognormvariate(3.0, 0.55))))
+                length = max(1, min(300, int(rng.lognormvariate(2.85, 0.55))))
                 de.write(sentence(rng, words["de"], weights, length) + "\n")
                 en.write(sentence(rng, words["en"], weights, max(1, int(length * rng.uniform(0.85, 1.25)))) + "\n")
 
 
-def tree_rss(root: int) -> tuple:
-    """(sum, largest) resident set in bytes of process `root` and all its descendants."""
-    children = {}
+def tree_memory(root: int) -> tuple:
+    """(sum of proportional set sizes, largest resident set), in bytes, of process `root` and
+    all its descendants (the processes started after it: a process id is not reused until the
+    ids wrap around). The proportional set counts a page shared by k processes (a forked
+    worker's) 1/k in each, so the sum is the memory the tree holds."""
+    children = {root: []}
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
+        if entry.isdigit() and int(entry) > root:
             try:
                 with open(f"/proc/{entry}/stat") as stat:
                     parent = int(stat.read().rsplit(")", 1)[1].split()[1])
                 children.setdefault(parent, []).append(int(entry))
             except (OSError, ValueError, IndexError):
                 continue
-    sizes, todo = [], [root]
+    proportional, resident, todo = 0, 0, [root]
     while todo:
         pid = todo.pop()
         todo += children.get(pid, [])
         try:
-            with open(f"/proc/{pid}/statm") as statm:
-                sizes.append(int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+            with open(f"/proc/{pid}/smaps_rollup") as rollup:
+                fields = dict(line.split(":", 1) for line in rollup if line[0].isupper())
         except (OSError, ValueError):
             continue
-    return sum(sizes), max(sizes, default=0)
+        proportional += int(fields["Pss"].split()[0]) * 1024
+        resident = max(resident, int(fields["Rss"].split()[0]) * 1024)
+    return proportional, resident
 
 
 def run_measured(command) -> dict:
-    """Run `command`; its wall time and the peaks of tree_rss, sampled every 0.2 s."""
+    """Run `command`; its wall time and the peaks of tree_memory, sampled every 0.5 s."""
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peaks, output = [0, 0], []
     reader = threading.Thread(target=lambda: output.extend(process.stdout), daemon=True)
     reader.start()
     while process.poll() is None:
-        total, largest = tree_rss(process.pid)
+        total, largest = tree_memory(process.pid)
         peaks = [max(peaks[0], total), max(peaks[1], largest)]
-        time.sleep(0.2)
+        time.sleep(0.5)
     reader.join()
     return {"seconds": time.monotonic() - started, "tree_peak": peaks[0], "process_peak": peaks[1],
             "status": process.returncode, "output": "".join(output)}
@@ -113,7 +118,7 @@ def main() -> None:
     minutes, seconds = divmod(round(result["seconds"]), 60)
     print(f"[bench_prepare] {args.pairs} pairs ({megabytes:.0f} MB of training text), --workers {args.workers}: "
           f"{minutes} min {seconds:02d} s, peak memory {result['tree_peak'] / 1e9:.2f} GB (all its processes; "
-          f"the largest {result['process_peak'] / 1e9:.2f} GB)")
+          f"the largest resident set {result['process_peak'] / 1e9:.2f} GB)")
 
 
 if __name__ == "__main__":

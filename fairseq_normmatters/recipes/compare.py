@@ -5,18 +5,23 @@
 
 For each configuration (default: the benchmark's Transformer l2, l1, bwn, none and the LSTM
 nonorm, bwn) and each seed 1..N (default 3) it trains OUT/CONFIG-seedS as train_{benchmark}.sh
-does with --seed S, evaluates it as evaluate.sh does (WMT14: beam 4, lenpen 0.6, the last 5
+does with --seed S, in the configuration's precision (fp16 with a layer norm, amp without;
+--precision [CONFIG=]P), evaluates it as evaluate.sh does (WMT14: beam 4, lenpen 0.6, the last 5
 checkpoints averaged; IWSLT14: beam 5, lenpen 1, as fairseq's example) and finally writes
 OUT/results.md and OUT/curves.png with collect_results.py: the seeds' means and spreads, each
 configuration's difference from its baseline with sacreBLEU's paired bootstrap test, and the
-paper's differences, and says at the end which runs were still learning (their differences
-compare early training). A run whose results.json exists is skipped; one that stopped half-way
-resumes from its checkpoint_last.pt (fairseq-train's own resume); rerun the same command after
-any interruption. Arguments after -- go to every fairseq-train (e.g. a shorter schedule). A run
-that was trained (or began to be) with another fairseq-train command than the one it would get
-now is neither counted nor resumed: compare.sh names the difference and stops before training
-anything; use another OUT, or --retrain to delete those runs and train them anew. --direction
-(de-en or en-de) must be the one PREPARED was made for (prepare_*.sh --direction).
+paper's differences, and says at the end at how many updates the runs compare and which were
+still learning (the rule is below). A run whose results.json exists is skipped; one that
+stopped half-way resumes from its checkpoint_last.pt (fairseq-train's own resume); rerun the
+same command after any interruption. Arguments after -- go to every fairseq-train (e.g. a
+shorter schedule). A run begun as another experiment than this command would train
+(recipes/identity.py: other training flags, other data by content, another batch in tokens;
+not another place, GPU count or split of the same batch) is neither counted nor resumed:
+compare.sh names the difference and stops before training anything; use another OUT, or
+--retrain to move those runs aside (kept, as RUN.replaced-DATE) and train them anew. A run
+resumed on another GPU layout or under other software versions is said on the screen and in
+the table. --direction (de-en or en-de) must be the one PREPARED was made for
+(prepare_*.sh --direction).
 
 --parallel P runs P runs side by side, each with its share of the machine: 1/P of the CPU
 cores (OMP_NUM_THREADS) or of the visible GPUs (CUDA_VISIBLE_DEVICES). The screen gets one line
@@ -77,7 +82,8 @@ def parse_args(argv):
                              "layer norm, amp without); P alone: every configuration; repeatable. The runs of the "
                              "other configurations keep theirs, and stay valid")
     parser.add_argument("--retrain", action="store_true",
-                        help="delete and train again the runs recorded with another fairseq-train command")
+                        help="move aside (kept, renamed RUN.replaced-DATE) and train again the runs begun as "
+                             "another experiment")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep every checkpoint of an evaluated run (default: only those its average "
                              "and a resume need)")
@@ -276,14 +282,16 @@ def runs_of_another_identity(runs: List[Run], args, gpus: int) -> Dict[str, str]
 
 def say_resumes_elsewhere(runs: List[Run], args, gpus: int) -> None:
     """A line for each unfinished run that resumes under other software versions or another GPU
-    layout than its last start (the same experiment: said, not refused; run.json keeps both)."""
-    now = software_versions()
+    layout than its last start (the same experiment: said, not refused; run.json keeps both).
+    On SLURM the versions are the nodes' (the job records them, the table says a change), not
+    this login node's."""
+    now = software_versions() if getattr(args, "launcher", "local") == "local" else None
     for run in runs:
         record = read_record(run)
         if not record or not record.get("starts") or (run.save_dir / "results.json").is_file():
             continue
         last = record["starts"][-1]
-        changes = [version_changes(last["versions"], now)]
+        changes = [version_changes(last["versions"], now) if now else ""]
         batch = effective_batch(run.command(args, gpus), gpus)
         if layout(batch) != layout(last["effective_batch"]):
             changes.append(f"{layout(last['effective_batch'])} -> {layout(batch)}, the same {batch['tokens']} tokens "

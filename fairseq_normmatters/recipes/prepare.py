@@ -35,11 +35,12 @@ import shutil
 import tarfile
 import unicodedata
 import urllib.request
-from collections import deque
 from multiprocessing import Pool
 from pathlib import Path
 
-from . import DIRECTIONS, RecipeError, free_space, run_main, run_tool, write_text_atomically
+from . import DIRECTIONS, RecipeError, free_space, run_main, write_text_atomically
+from .binarize import preprocess
+from .chunked import chunks, map_chunks
 
 WMT14_ARCHIVES = {
     "training-parallel-europarl-v7.tgz": "https://www.statmt.org/europarl/v7/de-en.tgz",
@@ -65,7 +66,6 @@ WMT14_TEST = {"de-en": ("test-full.tgz", "test-full/newstest2014-deen-src.de.sgm
                         "test-full/newstest2014-deen-src.en.sgm")}
 SPLITS = ("train", "valid", "test")
 LANGS = ("de", "en")
-CHUNK_PAIRS = 20_000  # pairs read, cleaned or encoded at once by one worker
 
 
 def parse_args(argv=None, prog="prepare_wmt14_de_en.sh", description=__doc__, vocab_size=32000, max_len=250,
@@ -74,8 +74,9 @@ def parse_args(argv=None, prog="prepare_wmt14_de_en.sh", description=__doc__, vo
     parser.add_argument("out", help="output directory (new, empty, or an earlier run of this script)")
     parser.add_argument("--raw-dir", help=raw_help)
     parser.add_argument("--vocab-size", type=int, default=vocab_size, help="joint sentencepiece vocabulary")
-    parser.add_argument("--spm-sample", type=int, default=2_000_000,
-                        help="sentences sampled to train sentencepiece (keeps memory bounded)")
+    parser.add_argument("--spm-sample", type=int, default=1_000_000,
+                        help="sentences sampled to train sentencepiece (default 1M: its trainer holds the "
+                             "sample, and took 7.6 GB for 2M sentences of 175 bytes)")
     parser.add_argument("--max-len", type=int, default=max_len,
                         help="drop training pairs longer (WMT14: sentencepiece pieces; IWSLT14: Moses tokens)")
     parser.add_argument("--max-ratio", type=float, default=1.5, help="drop training pairs with a longer length ratio")
@@ -263,31 +264,6 @@ def normalized_chunk(pairs):
     return [(normalize(de, "de"), normalize(en, "en")) for de, en in pairs]
 
 
-def chunks(items, size: int = CHUNK_PAIRS):
-    """Lists of `size` items of an iterable, the last one shorter."""
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
-
-
-def map_chunks(function, items, workers: int, initializer=None, initargs=()):
-    """function(chunk) for each chunk of `items`, in order, on `workers` processes, with at most
-    2 x workers chunks in flight (Pool.imap would read the whole input ahead into memory)."""
-    if workers <= 1:
-        if initializer:
-            initializer(*initargs)
-        yield from map(function, chunks(items))
-        return
-    with Pool(workers, initializer, initargs) as pool:
-        pending = deque()
-        for chunk in chunks(items):
-            pending.append(pool.apply_async(function, (chunk,)))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
-
-
 class PairWriter:
     """Writes (German, English) lines to PREFIX.de and PREFIX.en through temporaries, renamed
     over them only when the whole split is written (close), never a part of one."""
@@ -332,14 +308,20 @@ def write_pairs(prefix: Path, batches) -> int:
 
 def train_sentencepiece(files, spm_dir: Path, vocab_size: int, sample: int):
     """One joint unigram model on `sample` sentences drawn from `files` (sentencepiece's own
-    reservoir sampling, seeded: the whole text is never in memory)."""
+    reservoir sampling, seeded: the whole text is never in memory), trained in a process of its
+    own, so that the gigabytes its trainer takes go back when it ends (the encoding workers,
+    forked afterwards, do not start from them)."""
+    with Pool(1) as pool:
+        pool.apply(train_unigram, (",".join(map(str, files)), str(spm_dir / "spm"), vocab_size, sample))
+    return spm_dir / "spm.model"
+
+
+def train_unigram(files: str, prefix: str, vocab_size: int, sample: int) -> None:
     import sentencepiece as spm
     spm.set_random_generator_seed(0)
     spm.SentencePieceTrainer.train(
-        input=",".join(map(str, files)), model_prefix=str(spm_dir / "spm"), vocab_size=vocab_size,
-        character_coverage=1.0, model_type="unigram", hard_vocab_limit=False,
-        input_sentence_size=sample, shuffle_input_sentence=True, minloglevel=2)
-    return spm_dir / "spm.model"
+        input=files, model_prefix=prefix, vocab_size=vocab_size, character_coverage=1.0, model_type="unigram",
+        hard_vocab_limit=False, input_sentence_size=sample, shuffle_input_sentence=True, minloglevel=2)
 
 
 _sentencepiece = None
@@ -365,7 +347,8 @@ def encode_split(out: Path, split: str, model: Path, workers: int, limits=None):
     read = [0]
 
     def batches():
-        encoded = map_chunks(encoded_chunk, parallel_lines(out / "raw" / f"{split}.de", out / "raw" / f"{split}.en"),
+        encoded = map_chunks(encoded_chunk, chunks(parallel_lines(out / "raw" / f"{split}.de",
+                                                                  out / "raw" / f"{split}.en")),
                              workers, load_sentencepiece, (str(model),))
         for chunk in encoded:
             read[0] += len(chunk)
@@ -423,7 +406,7 @@ def finish(out: Path, settings: dict, args, texts: dict, normalized=(), limits=N
     for sub in ("raw", "spm"):
         (out / sub).mkdir(exist_ok=True)
     for split, pairs in texts.items():
-        batches = map_chunks(normalized_chunk, pairs, args.workers) if split in normalized else chunks(pairs)
+        batches = map_chunks(normalized_chunk, chunks(pairs), args.workers) if split in normalized else chunks(pairs)
         count = write_pairs(out / "raw" / split, batches)
         print(f"[prepare] {split}: {count} pairs read" + (", normalized" if split in normalized else ""), flush=True)
     print(f"[prepare] training a joint sentencepiece model (vocab {args.vocab_size}, on at most "
@@ -435,12 +418,8 @@ def finish(out: Path, settings: dict, args, texts: dict, normalized=(), limits=N
         if split == "train" and limits:
             print(f"[prepare] train: {kept} of {read} pairs kept after cleaning (1-{limits[0]} pieces a side, "
                   f"length ratio at most {limits[1]})", flush=True)
-    print("[prepare] fairseq-preprocess", flush=True)
-    source, target = DIRECTIONS[args.direction]
-    run_tool("fairseq-preprocess", "--source-lang", source, "--target-lang", target,
-             "--trainpref", out / "spm" / "train", "--validpref", out / "spm" / "valid",
-             "--testpref", out / "spm" / "test", "--destdir", out / "bin", "--joined-dictionary",
-             "--workers", args.workers, quiet=True)
+    print("[prepare] binarizing as fairseq-preprocess --joined-dictionary does (recipes/binarize.py)", flush=True)
+    preprocess(out / "spm", out / "bin", *DIRECTIONS[args.direction], tuple(texts), args.workers)
     write_text_atomically(out / "prepare.json",
                           json.dumps({"status": "done", "settings": settings, "script": args.script}, indent=1))
     print(f"[prepare] done: {out / 'bin'}")
