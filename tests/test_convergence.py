@@ -34,7 +34,7 @@ def test_a_power_law_tail_at_100k_updates_is_still_learning_though_it_fell_under
     state = training_state(POWER_LAW)
     assert state["still_learning"] is True and state["tail_fall_bits"] == pytest.approx(0.0272, abs=1e-4)
     assert state["tail_fall_bits"] / (state["tail_fall_bits"] + 4.0) < 0.02
-    assert state_cell(state) == "still learning, 0.027 bits (1.9% of perplexity)"
+    assert state_cell(state) == "still learning, 0.0272 bits (1.90% of perplexity)"
     assert state_cell(training_state(FLAT)).startswith("plateau, ")
 
 
@@ -139,10 +139,10 @@ def test_the_tables_and_the_last_line_say_which_runs_were_still_learning():
             result("transformer_l1-seed1", "transformer_l1", 1, 0.258),
             result("transformer_bwn-seed1", "transformer_bwn", 1, -0.002)]
     rows = {line.split(" | ")[0][2:]: line for line in comparison_table(runs).splitlines()[2:5]}
-    assert rows["transformer_l1"].endswith("| 800 | early training: transformer_l1-seed1 (0.258 bits) still learning |")
+    assert rows["transformer_l1"].endswith("| 800 | early training: transformer_l1-seed1 (0.2580 bits) still learning |")
     assert rows["transformer_bwn"].endswith("| 800 | plateau |")
-    assert "| 700-800 (5) | still learning, 0.258 bits (19.6% of perplexity) |" in table(runs)
-    assert verdict_line(runs).startswith("[compare] 1 of 3 runs were still learning (transformer_l1-seed1 (0.258 bits) "
+    assert "| 700-800 (5) | still learning, 0.2580 bits (19.58% of perplexity) |" in table(runs)
+    assert verdict_line(runs).startswith("[compare] 1 of 3 runs were still learning (transformer_l1-seed1 (0.2580 bits) "
                                          "of NLL over the last fifth): the rows with them compare early training at "
                                          "800 updates")
     assert verdict_line([runs[0], runs[2]]) == (

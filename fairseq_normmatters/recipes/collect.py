@@ -141,8 +141,8 @@ def paper_difference(run, metric: str) -> str:
 
 
 def still_learning(runs):
-    """The runs marked still learning, as 'name (0.050 bits)' (a diverged run is not: it stopped)."""
-    return [f"{r['name']} ({r['training']['tail_fall_bits']:.3f} bits)" for r in runs
+    """The runs marked still learning, as 'name (0.0500 bits)' (a diverged run is not: it stopped)."""
+    return [f"{r['name']} ({r['training']['tail_fall_bits']:.4f} bits)" for r in runs
             if r["training"].get("still_learning") and not r.get("diverged")]
 
 
@@ -211,7 +211,7 @@ def table(runs) -> str:
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         batch = run.get("effective_batch")
-        batch = f"{batch['gpus'] or 'CPU'} x {batch['max_tokens']} x {batch['update_freq']}" if batch else "—"
+        batch = f"{batch_where(batch)} x {batch['max_tokens']} x {batch['update_freq']}" if batch else "—"
         state = f"diverged at update {run['diverged']['update']}" if run.get("diverged") else state_cell(run['training'])
         rows.append(f"| {run['name']} | {run['config']} | {run.get('seed', '—')} | {batch} | "
                     f"{run.get('precision') or '—'} | {run.get('num_updates', '—')} | {averaged_cell(run)} | {state} | "
@@ -227,6 +227,12 @@ def resumed_elsewhere(runs) -> str:
     changed = [f"{run['name']}: {run['resumed_elsewhere']}" for run in runs if run.get("resumed_elsewhere")]
     return ("**Resumed elsewhere** (the same experiment; versions can move a result a little): "
             + "; ".join(changed) + ".\n\n") if changed else ""
+
+
+def batch_where(batch: dict) -> str:
+    """'8' (GPUs), 'CPU', or '2 CPU ranks'."""
+    ranks = batch.get("ranks") or 1
+    return str(batch["gpus"]) if batch["gpus"] else ("CPU" if ranks == 1 else f"{ranks} CPU ranks")
 
 
 def averaged_cell(run) -> str:

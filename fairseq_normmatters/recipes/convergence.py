@@ -76,12 +76,12 @@ def training_state(curve: Curve) -> dict:
 
 
 def fall_text(fall_bits: float) -> str:
-    """'0.027 bits (1.9% of perplexity)'."""
-    return f"{fall_bits:.3f} bits ({100 * (2 ** fall_bits - 1):.1f}% of perplexity)"
+    """'0.0272 bits (1.90% of perplexity)'."""
+    return f"{fall_bits:.4f} bits ({100 * (2 ** fall_bits - 1):.2f}% of perplexity)"
 
 
 def state_cell(state: dict) -> str:
-    """'plateau, -0.002 bits (-0.1% of perplexity)' or 'still learning, 0.050 bits (3.5% ...)',
+    """'plateau, -0.0020 bits (-0.14% of perplexity)' or 'still learning, 0.0500 bits (3.53% ...)',
     or '—' when unknown: for the tables."""
     fall = state.get("tail_fall_bits")
     if fall is None:

@@ -49,7 +49,7 @@ class Config(NamedTuple):
     the PRECISION it trains in on GPUs by default. Models with a layer norm train in fp16;
     those without any activation norm (BWN, none, the LSTMs) in amp, whose float32 master
     weights and per-op casts keep going where fp16's loss scale collapsed (the BWN Transformer's
-    fell 32 -> 2 in its first updates on an H200, README)."""
+    fell 32 -> 2 in its first updates on an H200: docs/recipes.md)."""
     arch: str
     flags: List[str]
     precision: str = "fp16"
@@ -153,14 +153,14 @@ def last_value(command, flag: str, default=None):
 
 
 def effective_batch(command, gpus: int) -> dict:
-    """{"gpus", "max_tokens", "update_freq", "tokens"} of a fairseq-train command run on `gpus`
-    GPUs here (its --distributed-world-size where it names one; 1 on CPU): the batch an update
-    sees at most."""
+    """{"gpus", "ranks", "max_tokens", "update_freq", "tokens"} of a fairseq-train command run on
+    `gpus` GPUs here (its --distributed-world-size where it names one; on CPU "gpus" is 0 and
+    the ranks are one_run's CPU processes): the batch an update sees at most."""
     cpu = "--cpu" in command
-    world = 1 if cpu else whole(last_value(command, "--distributed-world-size", gpus or 1))
+    world = whole(last_value(command, "--distributed-world-size", 1 if cpu else gpus or 1))
     max_tokens, update_freq = whole(last_value(command, "--max-tokens")), whole(last_value(command, "--update-freq", 1))
     known = None not in (world, max_tokens, update_freq)
-    return {"gpus": 0 if cpu else world, "max_tokens": max_tokens, "update_freq": update_freq,
+    return {"gpus": 0 if cpu else world, "ranks": world, "max_tokens": max_tokens, "update_freq": update_freq,
             "tokens": world * max_tokens * update_freq if known else None}
 
 
@@ -173,8 +173,11 @@ def whole(value):
 
 
 def batch_text(batch: dict) -> str:
-    """'8 GPUs x 4096 tokens x 1 = 32768 tokens an update' (the CPU counts as one)."""
-    where = "the CPU" if batch["gpus"] == 0 else f"{batch['gpus']} GPU{'s' * (batch['gpus'] != 1)}"
+    """'8 GPUs x 4096 tokens x 1 = 32768 tokens an update' (the CPU: 'the CPU x ...', or '2 CPU
+    ranks x ...' for a run over several CPU processes)."""
+    ranks = batch.get("ranks") or 1
+    where = ("the CPU" if ranks == 1 else f"{ranks} CPU ranks") if batch["gpus"] == 0 else \
+        f"{batch['gpus']} GPU{'s' * (batch['gpus'] != 1)}"
     return f"{where} x {batch['max_tokens']} tokens x {batch['update_freq']} = {batch['tokens']} tokens an update"
 
 
