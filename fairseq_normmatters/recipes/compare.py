@@ -240,7 +240,9 @@ def arguments_difference(recorded: List[str], now: List[str]) -> str:
 
 def identity_difference(recorded: dict, now: dict) -> str:
     """Where two result identities (identity.result_identity) differ, in words ('' if nowhere)."""
-    changes = [arguments_difference(recorded["arguments"], now["arguments"])] * (recorded["arguments"] != now["arguments"])
+    changes = []
+    if recorded["arguments"] != now["arguments"]:
+        changes.append(arguments_difference(recorded["arguments"], now["arguments"]))
     if recorded["data"] != now["data"]:
         changes.append(f"the prepared data (fingerprint {recorded['data']} -> {now['data']}: prepare.json's settings "
                        "or the binarized files differ)")
