@@ -189,3 +189,13 @@ def test_compare_refuses_another_direction(tmp_path):
                                           r"directory with scripts/prepare_wmt14_de_en.sh --direction en-de"):
         check_direction(args)
     check_direction(parse_args(["wmt14", str(tmp_path), str(tmp_path / "out")]))  # the prepared one: fine
+
+
+def test_compare_help_states_the_rule(capsys):
+    from fairseq_normmatters.recipes.compare import parse_args
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    help_text = "".join(capsys.readouterr().out.split())  # argparse wraps lines, at hyphens too
+    for said in ("validation NLL (bits a token, not the label-smoothed loss)",
+                 "on its plateau when it fell at most 0.0144 bits (1% of perplexity), else still learning"):
+        assert "".join(said.split()) in help_text
