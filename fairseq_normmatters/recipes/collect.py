@@ -27,7 +27,7 @@ from pathlib import Path
 from . import RecipeError, run_main, write_atomically, write_text_atomically
 from .convergence import RULES, averaged_span, state_cell, training_state, validation_curve
 from .scoring import TOKENIZED_METHOD
-from .train import ACCUMULATION_SUFFIX, run_starts_changed
+from .train import ACCUMULATION_SUFFIX, batch_where, run_starts_changed
 
 # config -> metric -> (value, WMT14 direction it was measured in, source). Hoffer et al. 2018
 # report their runs as WMT14 de-en; the 27.3 beside them is Vaswani et al.'s base Transformer
@@ -227,12 +227,6 @@ def resumed_elsewhere(runs) -> str:
     changed = [f"{run['name']}: {run['resumed_elsewhere']}" for run in runs if run.get("resumed_elsewhere")]
     return ("**Resumed elsewhere** (the same experiment; versions can move a result a little): "
             + "; ".join(changed) + ".\n\n") if changed else ""
-
-
-def batch_where(batch: dict) -> str:
-    """'8' (GPUs), 'CPU', or '2 CPU ranks'."""
-    ranks = batch.get("ranks") or 1
-    return str(batch["gpus"]) if batch["gpus"] else ("CPU" if ranks == 1 else f"{ranks} CPU ranks")
 
 
 def averaged_cell(run) -> str:

@@ -263,15 +263,18 @@ def read_record(run: Run):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def runs_of_another_identity(runs: List[Run], args, gpus: int) -> Dict[str, str]:
-    """{run's folder name: how it differs} for each run with work done under another result
-    identity than it would get now (identity.py: arguments, data, batch; not where, nor how
-    the batch is split over GPUs)."""
+def runs_with_work(runs: List[Run], args, gpus: int):
+    """[(run, its run.json or None, the fairseq-train command it would get now)] of the runs with
+    work done (Run.has_work)."""
+    return [(run, read_record(run), run.command(args, gpus)) for run in runs if run.has_work()]
+
+
+def runs_of_another_identity(recorded, gpus: int) -> Dict[str, str]:
+    """{run's folder name: how it differs} for each of `recorded` (runs_with_work) done under
+    another result identity than it would get now (identity.py: arguments, data, batch; not
+    where, nor how the batch is split over GPUs)."""
     found = {}
-    for run in runs:
-        if not run.has_work():
-            continue
-        record, command = read_record(run), run.command(args, gpus)
+    for run, record, command in recorded:
         if record is None or "command" not in record:
             found[run.save_dir.name] = f"no fairseq-train command recorded ({run.save_dir / 'run.json'})"
             continue
@@ -282,19 +285,18 @@ def runs_of_another_identity(runs: List[Run], args, gpus: int) -> Dict[str, str]
     return found
 
 
-def say_resumes_elsewhere(runs: List[Run], args, gpus: int) -> None:
-    """A line for each unfinished run that resumes under other software versions or another GPU
-    layout than its last start (the same experiment: said, not refused; run.json keeps both).
-    On SLURM the versions are the nodes' (the job records them, the table says a change), not
-    this login node's."""
+def say_resumes_elsewhere(recorded, args, gpus: int) -> None:
+    """A line for each unfinished run of `recorded` (runs_with_work) that resumes under other
+    software versions or another GPU layout than its last start (the same experiment: said, not
+    refused; run.json keeps both). On SLURM the versions are the nodes' (the job records them,
+    the table says a change), not this login node's."""
     now = software_versions() if getattr(args, "launcher", "local") == "local" else None
-    for run in runs:
-        record = read_record(run)
+    for run, record, command in recorded:
         if not record or not record.get("starts") or (run.save_dir / "results.json").is_file():
             continue
         last = record["starts"][-1]
         changes = [version_changes(last["versions"], now) if now else ""]
-        batch = effective_batch(run.command(args, gpus), gpus)
+        batch = effective_batch(command, gpus)
         if layout(batch) != layout(last["effective_batch"]):
             changes.append(f"{layout(last['effective_batch'])} -> {layout(batch)}, the same {batch['tokens']} tokens "
                            "an update")
@@ -315,8 +317,9 @@ def check_commands(runs: List[Run], args, gpus: int, busy: Dict[str, str] = None
     """Refuse (or with --retrain, move aside) the runs trained as another experiment than now;
     `busy` names the runs still being trained elsewhere ({folder name: job id}), never moved.
     Runs that resume under other versions or GPUs are said."""
-    differing = runs_of_another_identity(runs, args, gpus)
-    say_resumes_elsewhere([run for run in runs if run.save_dir.name not in differing], args, gpus)
+    recorded = runs_with_work(runs, args, gpus)
+    differing = runs_of_another_identity(recorded, gpus)
+    say_resumes_elsewhere([entry for entry in recorded if entry[0].save_dir.name not in differing], args, gpus)
     if not differing:
         return
     held = [f"{name} (job {job})" for name, job in (busy or {}).items() if name in differing]

@@ -11,11 +11,11 @@ downloaded into OUT/downloads first. OUT receives:
                                      and English reference files, en-de the English source and
                                      German reference)
     spm/spm.model, spm/*.{de,en}     one joint sentencepiece model and the encoded text
-    bin/                             fairseq-preprocess --joined-dictionary output, source and
-                                     target as --direction says (default de-en)
+    bin/                             what fairseq-preprocess --joined-dictionary writes (recipes/
+                                     binarize.py), source and target as --direction says (default de-en)
     prepare.json                     the settings and "done" once finished
 
-It streams: the corpus is read, cleaned, encoded and written a chunk at a time (CHUNK_PAIRS
+It streams: the corpus is read, cleaned, encoded and written a chunk at a time (chunked.CHUNK
 pairs, --workers processes), so its memory does not grow with the corpus (scripts/bench_prepare.py
 measures it). The training text is cleaned as fairseq's prepare-wmt14en2de.sh cleans it: Moses'
 punctuation normalization and removal of non-printing characters (sacremoses, `\\p{C}` -> space)
@@ -26,6 +26,7 @@ left as released (its reference is what sacreBLEU scores against).
 """
 
 import argparse
+import contextlib
 import html
 import itertools
 import json
@@ -81,7 +82,7 @@ def parse_args(argv=None, prog="prepare_wmt14_de_en.sh", description=__doc__, vo
                         help="drop training pairs longer (WMT14: sentencepiece pieces; IWSLT14: Moses tokens)")
     parser.add_argument("--max-ratio", type=float, default=1.5, help="drop training pairs with a longer length ratio")
     parser.add_argument("--workers", type=int, default=4,
-                        help="processes that clean and encode the text, and fairseq-preprocess's workers")
+                        help="processes that clean, encode and binarize the text")
     parser.add_argument("--direction", choices=tuple(DIRECTIONS), default="de-en",
                         help="source-target (default de-en; en-de is the direction of Vaswani et al.'s 27.3)")
     return parser.parse_args(argv, argparse.Namespace(script=prog))
@@ -119,9 +120,8 @@ class SourceFinder:
 
     def read_lines(self, archive: str, member: str):
         """The lines of a (small) file: the segments of an .sgm/.xml file, else its lines."""
-        name = Path(member).name
-        return self._decode(self.path(archive, member, None).read_bytes() if self._extracted(member) else
-                            self._member_bytes(archive, member), name)
+        found = self._extracted(member)
+        return self._decode(found.read_bytes() if found else self._member_bytes(archive, member), Path(member).name)
 
     def path(self, archive: str, member: str, scratch) -> Path:
         """The file itself: extracted under RAW, else copied out of its archive into `scratch`
@@ -290,20 +290,31 @@ class PairWriter:
             Path(f"{path}.tmp").unlink(missing_ok=True)
 
 
-def write_pairs(prefix: Path, batches) -> int:
-    """Every batch of pairs in `batches` into PREFIX.{de,en} (PairWriter); returns the pairs
-    written. A failure removes the temporaries and names the disk's free space."""
-    writer = PairWriter(prefix)
+@contextlib.contextmanager
+def pair_writers(*prefixes: Path):
+    """PairWriters of `prefixes`, closed (their files in place) when the block ends, discarded
+    (their temporaries removed) when it fails; a failure to write names the disk's free space."""
+    writers = [PairWriter(prefix) for prefix in prefixes]
     try:
+        yield writers
+    except BaseException as error:
+        for writer in writers:
+            writer.discard()
+        if isinstance(error, OSError):
+            raise RecipeError(f"writing {', '.join(f'{p}.de/.en' for p in prefixes)} failed ({error}); "
+                              f"{free_space(prefixes[0].parent)} free on its disk") from None
+        raise
+    for writer in writers:
+        writer.close()
+
+
+def write_pairs(prefix: Path, batches) -> int:
+    """Every batch of pairs in `batches` into PREFIX.{de,en} (pair_writers); returns the pairs
+    written."""
+    with pair_writers(prefix) as (writer,):
         for batch in batches:
             writer.write(batch)
-        return writer.close()
-    except OSError as error:
-        writer.discard()
-        raise RecipeError(f"writing {prefix}.de/.en failed ({error}); {free_space(prefix.parent)} free on its disk") from None
-    except BaseException:
-        writer.discard()
-        raise
+    return writer.count
 
 
 def train_sentencepiece(files, spm_dir: Path, vocab_size: int, sample: int):
@@ -344,31 +355,21 @@ def encode_split(out: Path, split: str, model: Path, workers: int, limits=None):
     """OUT/spm/SPLIT.{de,en}: OUT/raw/SPLIT.{de,en} encoded with the model; with `limits`
     (max_len, max_ratio) only the pairs within them (in pieces) are kept, in both folders.
     Returns (pairs kept, pairs read)."""
-    read = [0]
-
-    def batches():
-        encoded = map_chunks(encoded_chunk, chunks(parallel_lines(out / "raw" / f"{split}.de",
-                                                                  out / "raw" / f"{split}.en")),
-                             workers, load_sentencepiece, (str(model),))
-        for chunk in encoded:
-            read[0] += len(chunk)
-            yield [pair for pair in chunk if limits is None or
-                   within_limits(pair[2].count(" ") + 1, pair[3].count(" ") + 1, *limits) and pair[2] and pair[3]]
-
-    raw, pieces = PairWriter(out / "raw" / f"{split}.kept"), PairWriter(out / "spm" / split)
-    try:
-        for batch in batches():
-            raw.write([pair[:2] for pair in batch])
-            pieces.write([pair[2:] for pair in batch])
-    except BaseException:
-        raw.discard()
-        pieces.discard()
-        raise
-    kept = pieces.close()
-    raw.close()
-    for lang in LANGS:
-        os.replace(out / "raw" / f"{split}.kept.{lang}", out / "raw" / f"{split}.{lang}")
-    return kept, read[0]
+    raw = out / "raw" / split
+    pairs = parallel_lines(raw.with_name(f"{split}.de"), raw.with_name(f"{split}.en"))
+    read = 0
+    with pair_writers(out / "spm" / split, *([raw.with_name(f"{split}.kept")] if limits else [])) as writers:
+        for chunk in map_chunks(encoded_chunk, chunks(pairs), workers, load_sentencepiece, (str(model),)):
+            read += len(chunk)
+            kept = [pair for pair in chunk if limits is None or
+                    within_limits(len(pair[2].split()), len(pair[3].split()), *limits)]
+            writers[0].write([pair[2:] for pair in kept])
+            if limits:
+                writers[1].write([pair[:2] for pair in kept])
+    if limits:
+        for lang in LANGS:
+            os.replace(raw.with_name(f"{split}.kept.{lang}"), raw.with_name(f"{split}.{lang}"))
+    return writers[0].count, read
 
 
 def main(argv=None):
@@ -401,8 +402,8 @@ def finish(out: Path, settings: dict, args, texts: dict, normalized=(), limits=N
     """Write texts (split -> iterable of (German, English) pairs; the `normalized` splits
     normalized as Moses does) under OUT/raw, train one joint sentencepiece model on the training
     text, encode every split under OUT/spm (the training pairs kept within `limits`, (max_len,
-    max_ratio) in pieces, where given), binarize them into OUT/bin with fairseq-preprocess and
-    mark OUT done. Every step streams, --workers processes at a time."""
+    max_ratio) in pieces, where given), binarize them into OUT/bin as fairseq-preprocess does
+    (recipes/binarize.py) and mark OUT done. Every step streams, --workers processes at a time."""
     for sub in ("raw", "spm"):
         (out / sub).mkdir(exist_ok=True)
     for split, pairs in texts.items():

@@ -175,10 +175,18 @@ def whole(value):
 def batch_text(batch: dict) -> str:
     """'8 GPUs x 4096 tokens x 1 = 32768 tokens an update' (the CPU: 'the CPU x ...', or '2 CPU
     ranks x ...' for a run over several CPU processes)."""
-    ranks = batch.get("ranks") or 1
-    where = ("the CPU" if ranks == 1 else f"{ranks} CPU ranks") if batch["gpus"] == 0 else \
-        f"{batch['gpus']} GPU{'s' * (batch['gpus'] != 1)}"
+    where = batch_where(batch)
+    if batch["gpus"]:
+        where += f" GPU{'s' * (batch['gpus'] != 1)}"
+    elif where == "CPU":
+        where = "the CPU"
     return f"{where} x {batch['max_tokens']} tokens x {batch['update_freq']} = {batch['tokens']} tokens an update"
+
+
+def batch_where(batch: dict) -> str:
+    """Where a batch (effective_batch) trains: '8' (GPUs), 'CPU', or '2 CPU ranks'."""
+    ranks = batch.get("ranks") or 1
+    return str(batch["gpus"]) if batch["gpus"] else ("CPU" if ranks == 1 else f"{ranks} CPU ranks")
 
 
 def cpu_not_chosen(gpus, extra) -> bool:
@@ -211,7 +219,7 @@ def command(config, prepared, save_dir, extra, gpus, precision=None, benchmark="
     data = Path(prepared) / "bin"
     if not any(data.glob("dict.*.txt")):
         raise RecipeError(f"{data} holds no fairseq data (dict.*.txt): run scripts/prepare_{benchmark}_de_en.sh first")
-    arch, flags, default_precision = configs[config]
+    arch, flags, _ = configs[config]
     source, target = DIRECTIONS[prepared_direction(prepared)]
     user_dir = str(Path(__file__).resolve().parent.parent)
     check_device(gpus, extra)
@@ -219,7 +227,8 @@ def command(config, prepared, save_dir, extra, gpus, precision=None, benchmark="
     return [tool_path("fairseq-train"), str(data.resolve()), "--user-dir", user_dir, "--arch", arch,
             "--save-dir", str(save_dir), "--log-file", str(Path(save_dir) / "train.log"),
             "--source-lang", source, "--target-lang", target,
-            *common, *flags, *device_flags(gpus, precision or default_precision, reference_gpus, world_size), *extra]
+            *common, *flags, *device_flags(gpus, precision_of(config, benchmark, gpus, precision), reference_gpus,
+                                           world_size), *extra]
 
 
 def precision_of(config: str, benchmark: str, gpus: int, asked=None) -> str:
