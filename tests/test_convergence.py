@@ -178,7 +178,7 @@ def test_the_papers_numbers_appear_only_beside_runs_of_their_direction():
     assert "| 27.3 |" not in table(bwn) and "| 26.5 |" in table(bwn)
     # BWN's 26.5 (de-en) against 27.3 (en-de) is no paper difference
     row = next(line for line in comparison_table(bwn).splitlines() if line.startswith("| transformer_bwn |"))
-    assert row.split(" | ")[5] == "—"
+    assert row.split(" | ")[6] == "—"
 
 
 def test_compare_refuses_another_direction(tmp_path):
@@ -199,3 +199,33 @@ def test_compare_help_states_the_rule(capsys):
     for said in ("validation NLL (bits a token, not the label-smoothed loss)",
                  "on its plateau when it fell at most 0.0144 bits (1% of perplexity), else still learning"):
         assert "".join(said.split()) in help_text
+
+
+def test_welch_p_values_match_students_t_table():
+    """Two-sided 5% critical values of Student's t (df 1, 2, 4, 30) and Welch's test by hand: 3 seeds
+    at 97.1, 96.5, 97.8 against 2 at 90.2, 91.5 (t 8.370, Welch-Satterthwaite df 1.686, p 0.0227; scipy.stats.ttest_ind(equal_var=False) agrees)."""
+    from fairseq_normmatters.recipes.welch import student_t_two_sided_p, welch_test
+    for t, df in ((12.706, 1), (4.303, 2), (2.776, 4), (2.042, 30)):
+        assert student_t_two_sided_p(t, df) == pytest.approx(0.05, abs=2e-4)
+    assert student_t_two_sided_p(0.0, 3) == pytest.approx(1.0)
+    test = welch_test([97.1, 96.5, 97.8], [90.2, 91.5])
+    assert (test.t, test.df, test.p) == pytest.approx((8.3695, 1.6855, 0.022727), rel=1e-4)
+    assert welch_test([1.0], [2.0, 3.0]) is None
+    assert welch_test([2.0, 2.0], [1.0, 1.0]).p == 0.0 and welch_test([1.0, 1.0], [1.0, 1.0]).p == 1.0
+
+
+def test_the_table_and_the_verdict_flag_a_configuration_worse_beyond_its_seeds():
+    """A configuration 6 BLEU below its baseline with seeds 0.5 apart is 'worse'; one 0.3 below with
+    the same spread is within it; a lone seed is not judged."""
+    bleu = {("transformer_l2", 1): 90.0, ("transformer_l2", 2): 90.5, ("transformer_none", 1): 84.0,
+            ("transformer_none", 2): 84.5, ("transformer_l1", 1): 89.7, ("transformer_l1", 2): 90.2,
+            ("transformer_bwn", 1): 80.0}
+    runs = [{**result(f"{config}-seed{seed}", config, seed, 0.005), "bleu": value}
+            for (config, seed), value in bleu.items()]
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in comparison_table(runs).splitlines()[2:6]}
+    assert rows["transformer_none"][4] == "worse (p 0.003)" and rows["transformer_none"][3] == "-6.00 ± 0.35"
+    assert rows["transformer_l1"][4] == "within the seeds' spread (p 0.486)"
+    assert rows["transformer_bwn"][4] == "—" and rows["transformer_l2"][4] == "—"
+    assert verdict_line(runs).endswith(
+        "at 800 updates. Over the seeds (Welch's t-test of BLEU): transformer_none is worse than transformer_l2 "
+        "(-6.00 BLEU, p 0.003); transformer_l1 is within the seeds' spread of transformer_l2 (-0.30 BLEU, p 0.486)")

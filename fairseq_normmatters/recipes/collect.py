@@ -28,6 +28,7 @@ from . import RecipeError, run_main, write_atomically, write_text_atomically
 from .convergence import RULES, averaged_span, state_cell, training_state, validation_curve
 from .scoring import TOKENIZED_METHOD
 from .train import ACCUMULATION_SUFFIX, batch_where, run_starts_changed
+from .welch import SIGNIFICANCE, welch_test
 
 # config -> metric -> (value, WMT14 direction it was measured in, source). Hoffer et al. 2018
 # report their runs as WMT14 de-en; the 27.3 beside them is Vaswani et al.'s base Transformer
@@ -172,20 +173,68 @@ def updates_cell(runs) -> str:
     return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
 
 
-def comparison_table(runs) -> str:
-    """One row per configuration: its seeds' mean ± sd, and its difference from its family's baseline."""
+def configuration_groups(runs):
+    """[(config, its runs, its baseline's runs or None)] in the order the runs came."""
     groups = {}
     for run in runs:
         groups.setdefault(run["config"], []).append(run)
-    rows = ["| config | seeds | BLEU | ΔBLEU vs baseline | paired bootstrap (test set) | paper ΔBLEU | "
-            "valid ppl | Δ valid ppl | test ppl | Δ test ppl | paper Δppl | diverged | compared at updates | "
-            "state of training |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for config, members in groups.items():
-        baseline = groups.get(baseline_of(config)) if baseline_of(config) != config else None
+    return [(config, members, groups.get(baseline_of(config)) if baseline_of(config) != config else None)
+            for config, members in groups.items()]
+
+
+def seeds_test(members, baseline):
+    """Welch's test of the configuration's BLEU against its baseline's over their seeds (the
+    scored runs), or None without 2+ scored seeds on each side."""
+    if not baseline:
+        return None
+    scores = [[r["bleu"] for r in group if r.get("bleu") is not None] for group in (members, baseline)]
+    return welch_test(*scores)
+
+
+def seeds_judgement(test) -> str:
+    """'worse', 'better' or 'within the seeds' spread' (Welch's p at SIGNIFICANCE), or '—'."""
+    if test is None:
+        return "—"
+    if test.p >= SIGNIFICANCE:
+        return "within the seeds' spread"
+    return "worse" if test.difference < 0 else "better"
+
+
+def seeds_cell(members, baseline) -> str:
+    test = seeds_test(members, baseline)
+    judgement = seeds_judgement(test)
+    return judgement if test is None else f"{judgement} (p {test.p:.3f})"
+
+
+def seeds_summary(runs) -> str:
+    """The configurations that differ from their baselines beyond the seeds' spread, and those
+    within it: 'transformer_none is worse than transformer_l2 (-5.20 BLEU, p 0.012); transformer_l1
+    is within the seeds' spread of it (p 0.620)'; '' where no row has 2+ seeds a side."""
+    parts = []
+    for config, members, baseline in configuration_groups(runs):
+        test = seeds_test(members, baseline)
+        if test is None:
+            continue
+        judgement, baseline_name = seeds_judgement(test), baseline_of(config)
+        if judgement == "within the seeds' spread":
+            parts.append(f"{config} is within the seeds' spread of {baseline_name} ({test.difference:+.2f} BLEU, "
+                         f"p {test.p:.3f})")
+        else:
+            parts.append(f"{config} is {judgement} than {baseline_name} ({test.difference:+.2f} BLEU, p {test.p:.3f})")
+    return "; ".join(parts)
+
+
+def comparison_table(runs) -> str:
+    """One row per configuration: its seeds' mean ± sd, and its difference from its family's baseline."""
+    rows = ["| config | seeds | BLEU | ΔBLEU vs baseline | over the seeds (Welch) | paired bootstrap (test set) | "
+            "paper ΔBLEU | valid ppl | Δ valid ppl | test ppl | Δ test ppl | paper Δppl | diverged | "
+            "compared at updates | state of training |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for config, members, baseline in configuration_groups(runs):
         seeds = ", ".join(str(r.get("seed", "?")) for r in members)
         compare = (lambda key: difference(members, baseline, key)) if baseline else (lambda key: "—")
         rows.append(f"| {config} | {seeds} | {mean_and_sd([r['bleu'] for r in members])} | {compare('bleu')} | "
+                    f"{seeds_cell(members, baseline)} | "
                     f"{bootstrap_cell(members, baseline) if baseline else '—'} | "
                     f"{paper_difference(members[0], 'bleu')} | "
                     f"{mean_and_sd([r['valid_ppl'] for r in members])} | {compare('valid_ppl')} | "
@@ -195,7 +244,10 @@ def comparison_table(runs) -> str:
     return "\n".join(rows) + (
         "\n\nΔ: a configuration's mean minus its baseline's (transformer_l2, lstm_nonorm; for CONFIG_acc_FORMAT, "
         "CONFIG: the same model with its norms accumulating in float32), ± the standard "
-        "error of that difference over the seeds (with 2+ seeds of each); a diverged run (its training's "
+        "error of that difference over the seeds (with 2+ seeds of each). Over the seeds: Welch's t-test of the "
+        f"BLEU means (2+ scored seeds of each): 'worse' or 'better' when its two-sided p is below {SIGNIFICANCE}, "
+        "else 'within the seeds' spread' (with 2 seeds a side it needs a difference about 4 standard errors "
+        "wide); a diverged run (its training's "
         "gradients turned NaN or inf) has no scores and is left out of the means. Paired bootstrap: sacreBLEU's "
         f"test of the two translations of one seed ({BOOTSTRAP_SAMPLES} resamples of the test set); it "
         "measures the test set's noise, not the training run's: the seeds measure that. Compared at updates: "

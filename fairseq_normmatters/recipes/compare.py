@@ -49,7 +49,7 @@ from typing import Dict, List
 
 from . import DIRECTIONS, STEP_PREFIX, RecipeError, check_not_half_prepared, prepared_direction, run_main
 from .collect import main as collect
-from .collect import still_learning, updates_cell
+from .collect import seeds_summary, still_learning, updates_cell
 from .convergence import RULES
 from .evaluate import outcome
 from .identity import result_identity, software_versions, version_changes
@@ -510,13 +510,15 @@ def verdict_line(runs) -> str:
     if len(diverged) == len(runs):
         return f"[compare] all {len(runs)} runs diverged ({', '.join(diverged)}): there are no scores to compare"
     at = f"at {updates_cell(runs)} updates"
+    seeds = seeds_summary(runs)
+    seeds_text = f". Over the seeds (Welch's t-test of BLEU): {seeds}" if seeds else ""
     if not learning:
         scored = "every run that did not diverge" if diverged else "every run"
         return (f"[compare] {scored} was on its plateau (validation NLL down at most 1% of perplexity over its last "
-                f"fifth): the differences compare the models {at}{diverged_text}")
+                f"fifth): the differences compare the models {at}{diverged_text}{seeds_text}")
     return (f"[compare] {len(learning)} of {len(runs)} runs were still learning ({', '.join(learning)} of NLL over "
             f"the last fifth): the rows with them compare early training {at}, not models on their plateau; train "
-            f"longer (--max-update after --) in a new OUT, or with --retrain{diverged_text}")
+            f"longer (--max-update after --) in a new OUT, or with --retrain{diverged_text}{seeds_text}")
 
 
 if __name__ == "__main__":
