@@ -4,7 +4,12 @@
 Real German and English words in a small grammar that exercises what makes de->en hard:
 gender/case/number agreement of articles and adjectives, verb-second word order after a
 fronted adverb, verb-final subordinate clauses, separable verbs, the perfect tense with its
-participle at the end (English simple past) and modal verbs. The corpus is synthetic: its BLEU scores are not comparable to WMT's.
+participle at the end (English simple past), modal verbs, relative clauses on the subject
+(verb-final inside, the pronoun's gender and case from its noun) and compound nouns (Haustür:
+house door); words are drawn with Zipfian frequencies, so many compounds are rare. The compounds
+and relative clauses keep a small Transformer's BLEU in the low 90s after 1000 updates, where
+the corpus without them saturated at 99. The corpus is synthetic: its BLEU scores are not
+comparable to WMT's.
 
     python scripts/make_demo_corpus.py [--out data/demo] [--train 40000] [--seed 1]
 """
@@ -94,16 +99,51 @@ def dative_plural(noun_plural):
     return noun_plural if noun_plural.endswith(("n", "s")) else noun_plural + "n"
 
 
+RELATIVE_PRONOUNS = {("nom", "m"): "der", ("nom", "f"): "die", ("nom", "n"): "das", ("nom", "p"): "die",
+                     ("acc", "m"): "den", ("acc", "f"): "die", ("acc", "n"): "das", ("acc", "p"): "die"}
+# the form a noun takes as the first part of a compound (Kinderbuch, Hundehaus); others keep their singular
+COMBINING_FORMS = {"Mann": "Männer", "Hund": "Hunde", "Kind": "Kinder", "Frau": "Frauen", "Katze": "Katzen",
+                   "Blume": "Blumen", "Kirche": "Kirchen", "Tür": "Türen", "Zeitung": "Zeitungs",
+                   "Bild": "Bilder", "Lied": "Lieder", "Buch": "Bücher", "Pferd": "Pferde", "Schwester": "Schwestern"}
+COMPOUND_SHARE, RELATIVE_SHARE = 0.15, 0.1
+
+
 class Generator:
+    """Sentences whose words are drawn with Zipfian frequencies (weight 1/rank), as a real corpus's
+    are, so that many compounds and combinations are rare in training and frequent nowhere."""
+
     def __init__(self, seed):
         self.rng = random.Random(seed)
+        self.ranked = {}
 
     def choice(self, items):
         return self.rng.choice(items)
 
-    def noun_phrase(self, case, animate=None):
-        """(German words, English words, person) of a random noun phrase in `case`."""
-        noun = self.choice([n for n in NOUNS if animate is None or n[5] == animate])
+    def zipf_choice(self, items):
+        key = tuple(items)
+        if key not in self.ranked:  # a fixed random rank for each item, the same for every split
+            order = list(items)
+            random.Random(len(self.ranked)).shuffle(order)
+            self.ranked[key] = (order, [1 / (rank + 1) for rank in range(len(order))])
+        order, weights = self.ranked[key]
+        return self.rng.choices(order, weights)[0]
+
+    def noun(self, animate):
+        """(German singular, German plural, gender, English singular, English plural, animate),
+        a compound (Haustür: house door, its gender and plural the head's) for COMPOUND_SHARE."""
+        noun = self.zipf_choice([n for n in NOUNS if animate is None or n[5] == animate])
+        if self.rng.random() >= COMPOUND_SHARE:
+            return noun
+        modifier = self.zipf_choice([n for n in NOUNS if n[0] != noun[0]])
+        stem = COMBINING_FORMS.get(modifier[0], modifier[0])
+        return (stem + noun[0].lower(), stem + noun[1].lower(), noun[2], f"{modifier[3]} {noun[3]}",
+                f"{modifier[3]} {noun[4]}", noun[5])
+
+    def noun_phrase(self, case, animate=None, relative=False):
+        """(German words, English words, person) of a random noun phrase in `case`; with
+        `relative`, for RELATIVE_SHARE of them, a relative clause after it (der Mann, der den Hund
+        sieht, ...: the man who sees the dog ...), the comma that closes it included."""
+        noun = self.noun(animate)
         plural = self.rng.random() < 0.3
         definite = plural or self.rng.random() < 0.6
         gender = "p" if plural else noun[2]
@@ -111,32 +151,58 @@ class Generator:
         de = [ARTICLES[(definite, case, gender)]]
         en = ["the" if definite else ("" if plural else "a")]
         if self.rng.random() < 0.35:
-            stem = self.choice(list(ADJECTIVES))
+            stem = self.zipf_choice(list(ADJECTIVES))
             de.append(stem + adjective_ending(definite, case, gender))
             en.append(ADJECTIVES[stem])
         de.append(de_noun)
-        en.append(noun[4] if plural else noun[3])
+        en.extend((noun[4] if plural else noun[3]).split())
         if en[0] == "a" and en[1][0] in "aeiou":
             en[0] = "an"
-        return [w for w in de if w], [w for w in en if w], "pl" if plural else "3sg"
+        person = "pl" if plural else "3sg"
+        if relative and self.rng.random() < RELATIVE_SHARE:
+            relative_de, relative_en = self.relative_clause(gender, person, noun[5])
+            de, en = de + relative_de, en + relative_en
+        return [w for w in de if w], [w for w in en if w], person
 
-    def subject(self):
+    def relative_clause(self, gender, person, animate):
+        """A verb-final relative clause on a noun of `gender`: its subject (who/that ...) or its
+        object (that the man sees)."""
+        if self.rng.random() < 0.5:
+            _, final, en = self.predicate([RELATIVE_PRONOUNS[("nom", gender)]], ["who" if animate else "that"],
+                                          person)
+        else:
+            subject_de, subject_en, subject_person = self.subject(relative=False)
+            _, final, en = self.predicate(subject_de, subject_en, subject_person, has_object=False)
+            final = [RELATIVE_PRONOUNS[("acc", gender)]] + final
+            en = ["that"] + en
+        return [","] + final + [","], en
+
+    def subject(self, relative=True):
         if self.rng.random() < 0.25:
             de, person, en = self.choice(PRONOUNS)
             return [de], [en], person
-        return self.noun_phrase("nom", animate=True)
+        return self.noun_phrase("nom", animate=True, relative=relative)
 
     def clause(self):
-        """A clause as (German main-clause words, German verb-final words, English words)."""
+        """A clause as (German subject, German main-clause words after it, German verb-final words,
+        English words)."""
         s_de, s_en, person = self.subject()
+        main, final, en = self.predicate(s_de, s_en, person)
+        return s_de, main[len(s_de):], final, en
+
+    def predicate(self, s_de, s_en, person, has_object=True):
+        """The clause of subject `s_de` as (German main-clause words, German verb-final words,
+        English words); without `has_object`, its accusative object is left out (for an object
+        relative clause, whose pronoun is that object)."""
         ditransitive = self.rng.random() < 0.2
-        verb = self.choice(DITRANSITIVE if ditransitive else TRANSITIVE)
+        verb = self.zipf_choice(DITRANSITIVE if ditransitive else TRANSITIVE)
         objects_de, objects_en = [], []
         if ditransitive:
             d_de, d_en, _ = self.noun_phrase("dat", animate=True)
             objects_de, objects_en = d_de, d_en
-        o_de, o_en, _ = self.noun_phrase("acc")
-        objects_de, objects_en = objects_de + o_de, objects_en + o_en
+        if has_object:
+            o_de, o_en, _ = self.noun_phrase("acc")
+            objects_de, objects_en = objects_de + o_de, objects_en + o_en
         finite_index = {"1sg": 0, "3sg": 1, "pl": 2}[person]
         en_present = verb[6] if person == "3sg" else verb[5]
         form = self.rng.random()
@@ -159,29 +225,20 @@ class Generator:
         return main, final, s_en + en_modal.split() + verb[5].split() + objects_en
 
     def sentence(self):
-        main, final, en = self.clause()
+        subject, rest, final, en = self.clause()
         roll = self.rng.random()
         if roll < 0.25:  # fronted adverb: verb second, subject after the verb in German
             adverb = self.choice(list(ADVERBS))
-            subject_length = self._subject_length(main)
-            de = [adverb, main[subject_length]] + main[:subject_length] + main[subject_length + 1:]
+            de = [adverb, rest[0]] + subject + rest[1:]
             en = [ADVERBS[adverb]] + en
         elif roll < 0.55:  # main clause + verb-final subordinate clause
             conjunction = self.choice(list(CONJUNCTIONS))
-            _, sub_final, sub_en = self.clause()
-            de = main + [",", conjunction] + sub_final
+            _, _, sub_final, sub_en = self.clause()
+            de = subject + rest + [",", conjunction] + sub_final
             en = en + [CONJUNCTIONS[conjunction]] + sub_en
         else:
-            de = main
+            de = subject + rest
         return self._finish(de, "."), self._finish(en, ".")
-
-    @staticmethod
-    def _subject_length(main):
-        """Words before the finite verb: a pronoun, or article [+ adjective] + noun."""
-        for i, word in enumerate(main[1:], start=1):
-            if word[0].isupper() and main[0].lower() not in ("ich", "er", "sie", "wir"):
-                return i + 1
-        return 1
 
     @staticmethod
     def _finish(words, stop):
