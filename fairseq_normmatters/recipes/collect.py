@@ -9,7 +9,8 @@ states the rule) and the update range its evaluation averaged; the second groups
 (its seeds: mean, standard deviation, n) and compares each configuration with the baseline of
 its family (transformer_l2, lstm_nonorm; a CONFIG_acc_FORMAT with CONFIG, the same model
 accumulating in float32): the difference of the means with its standard error
-over the seeds, and for each seed both were trained with, sacreBLEU's paired bootstrap
+over the seeds, Welch's t-test of the two sets of seeds ('worse', 'better' or 'within the
+seeds' spread'; recipes/welch.py), and for each seed both were trained with, sacreBLEU's paired bootstrap
 resampling test on the test set (the difference and its p-value), beside the paper's
 difference where the paper has one for the runs' direction; a row whose runs or baseline runs
 were still learning says so. A run that diverged (its results.json says where) has no scores:
