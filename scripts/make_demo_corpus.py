@@ -252,7 +252,7 @@ def main(argv=None):
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "data" / "demo"))
     parser.add_argument("--train", type=int, default=40000)
     parser.add_argument("--valid", type=int, default=500)
-    parser.add_argument("--test", type=int, default=500)
+    parser.add_argument("--test", type=int, default=3003)  # newstest2014 has 3003
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     generator = Generator(args.seed)
