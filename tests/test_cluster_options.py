@@ -7,8 +7,9 @@ import json
 import pytest
 
 from fairseq_normmatters.recipes import compare
+from fairseq_normmatters.recipes.runs import Run
 from fairseq_normmatters.recipes.one_run import first_task
-from fairseq_normmatters.recipes.slurm import PORTS, job_port, parse_squeue, run_state, sbatch_options
+from fairseq_normmatters.recipes.slurm import PORTS, job_port, parse_squeue, run_state, sbatch_options, time_minutes
 from fairseq_normmatters.recipes.train import rendezvous_flags
 
 
@@ -16,7 +17,7 @@ from fairseq_normmatters.recipes.train import rendezvous_flags
                                             ("2-3", 3060), ("1-0:30", 1470), ("0", None), ("1h", None),
                                             ("1:2:3:4", None), ("-5", None)])
 def test_time_limits_read_as_sbatch_reads_them(limit, minutes):
-    assert compare.time_minutes(limit) == minutes
+    assert time_minutes(limit) == minutes
 
 
 def arguments(*options, extra=("--cpu",)):
@@ -47,9 +48,9 @@ def test_a_wrong_cluster_option_is_named_with_what_is_allowed(options, message, 
 
 def test_a_run_over_two_nodes_names_its_world_size_for_the_papers_batch():
     args = arguments("--launcher", "slurm", "--nodes", "2", "--gpus-per-node", "8", extra=())
-    run = compare.Run(1, "transformer_l1", 3, None)
+    run = Run(1, "transformer_l1", 3, None)
     assert run.extra(args) == ["--distributed-world-size", "16", "--seed", "3"]
-    assert compare.Run(1, "transformer_l1", 3, None).extra(arguments()) == ["--cpu", "--seed", "3"]
+    assert Run(1, "transformer_l1", 3, None).extra(arguments()) == ["--cpu", "--seed", "3"]
 
 
 def test_sbatch_options_become_key_values():
@@ -62,14 +63,14 @@ def test_a_runs_state_comes_from_its_results_and_squeue(tmp_path):
     assert active == {"12_0": "RUNNING", "12_1": "PENDING", "13": "COMPLETING"}
     runs = {}
     for job in ("12_0", "12_1", "13", "11_4"):
-        run = runs[job] = compare.Run(1, "transformer_l2", 1, tmp_path / job)
+        run = runs[job] = Run(1, "transformer_l2", 1, tmp_path / job)
         run.save_dir.mkdir()
         (run.save_dir / "slurm.json").write_text(json.dumps({"job_id": job, "stderr": "e"}))
     assert [run_state(runs[job], active)[0] for job in ("12_0", "12_1", "13", "11_4")] == [
         "running", "queued", "running", "failed"]
     (runs["11_4"].save_dir / "results.json").write_text("{}")
     assert run_state(runs["11_4"], active)[0] == "done"
-    assert run_state(compare.Run(2, "transformer_l2", 2, tmp_path / "none"), active) == ("new", None)
+    assert run_state(Run(2, "transformer_l2", 2, tmp_path / "none"), active) == ("new", None)
 
 
 def test_multi_gpu_runs_meet_on_ports_of_their_own():

@@ -9,7 +9,7 @@ import torch
 
 from fairseq_normmatters.recipes import RecipeError
 from fairseq_normmatters.recipes.collect import comparison_table, paper_number, table
-from fairseq_normmatters.recipes.compare import verdict_line
+from fairseq_normmatters.recipes.table import verdict_line
 from fairseq_normmatters.recipes.convergence import converged_tail, state_cell, training_state, validation_curve
 from fairseq_normmatters.recipes.evaluate import checkpoints_to_average
 from fairseq_normmatters.recipes.scoring import bleu_scores, tokenized_bleu

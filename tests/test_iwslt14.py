@@ -148,7 +148,7 @@ def test_a_failing_run_shows_its_log_tail_and_starts_no_more_runs(iwslt14, tmp_p
     (3, 8, 16, [{"CUDA_VISIBLE_DEVICES": "0,1"}, {"CUDA_VISIBLE_DEVICES": "2,3"}, {"CUDA_VISIBLE_DEVICES": "4,5"}]),
 ])
 def test_parallel_runs_share_the_cores_or_the_gpus(monkeypatch, parallel, gpus, cores, expected):
-    from fairseq_normmatters.recipes.compare import machine_shares
+    from fairseq_normmatters.recipes.local import machine_shares
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     shares = machine_shares(parallel, gpus, cores)
     assert [share.environment for share in shares] == expected
@@ -156,7 +156,7 @@ def test_parallel_runs_share_the_cores_or_the_gpus(monkeypatch, parallel, gpus, 
 
 
 def test_iwslt14_runs_take_one_gpu_each(monkeypatch):
-    from fairseq_normmatters.recipes.compare import machine_shares
+    from fairseq_normmatters.recipes.local import machine_shares
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     shares = machine_shares(2, 8, 16, per_run=1)
     assert [(s.environment, s.gpus) for s in shares] == [({"CUDA_VISIBLE_DEVICES": "0"}, 1),
@@ -165,7 +165,7 @@ def test_iwslt14_runs_take_one_gpu_each(monkeypatch):
 
 def test_parallel_beyond_the_gpus_is_refused(monkeypatch):
     from fairseq_normmatters.recipes import RecipeError
-    from fairseq_normmatters.recipes.compare import machine_shares
+    from fairseq_normmatters.recipes.local import machine_shares
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     assert [s.environment for s in machine_shares(2, 2, 8)] == [{"CUDA_VISIBLE_DEVICES": "3"},
                                                                   {"CUDA_VISIBLE_DEVICES": "5"}]
@@ -194,7 +194,8 @@ def test_a_half_prepared_iwslt14_directory_names_its_own_prepare_script(iwslt14,
 
 def test_retrain_moves_aside_only_the_runs_of_another_experiment(iwslt14, tmp_path, capsys):
     from fairseq_normmatters.recipes import RecipeError
-    from fairseq_normmatters.recipes.compare import Run, check_commands, parse_args
+    from fairseq_normmatters.recipes.compare import parse_args
+    from fairseq_normmatters.recipes.runs import Run, check_commands
     from fairseq_normmatters.recipes.train import start_run
     _, prepared = iwslt14
     out = tmp_path / "comparison"
@@ -222,7 +223,8 @@ def test_a_run_is_the_same_experiment_after_a_move_of_its_data_or_another_split_
     other flag; a precision given for one configuration leaves the other's runs valid."""
     import shutil
     from fairseq_normmatters.recipes import RecipeError
-    from fairseq_normmatters.recipes.compare import Run, check_commands, parse_args
+    from fairseq_normmatters.recipes.compare import parse_args
+    from fairseq_normmatters.recipes.runs import Run, check_commands
     from fairseq_normmatters.recipes.train import start_run
     _, prepared = iwslt14
     out, moved = tmp_path / "comparison", tmp_path / "moved" / "prepared"

@@ -1,6 +1,6 @@
 """compare.sh --launcher slurm: each run of the comparison one SLURM job, submitted with submitit.
 
-A job trains and evaluates its run as a local comparison does (compare.train_then_evaluate, the
+A job trains and evaluates its run as a local comparison does (runs.train_then_evaluate, the
 output in RUN/compare.log). The jobs of one call are one job array, at most --max-jobs running at
 once. A job stopped by its time limit (SLURM signals it 90 s before) or preempted is requeued
 (submitit's Checkpointable, at most MAX_REQUEUES times at the limit) and resumes from the run's
@@ -25,8 +25,9 @@ import submitit
 
 from . import RecipeError, write_text_atomically
 from .evaluate import outcome
-from .compare import Progress, Run, check_commands, log_tail, minutes, train_then_evaluate, write_results
-from .train import batch_text, effective_batch, rendezvous_flags
+from .runs import Progress, Run, check_commands, log_tail, minutes, train_then_evaluate
+from .table import write_results
+from .train import BENCHMARKS, batch_text, effective_batch, rendezvous_flags
 
 MAX_REQUEUES = 10  # requeues at the time limit before a run is given up as too long for its limit
 CPUS_PER_GPU = 4  # a job's CPUs when --cpus-per-run is not given
@@ -36,6 +37,73 @@ ACTIVE = {"PENDING": "queued", "REQUEUED": "queued", "REQUEUE_HOLD": "queued", "
           "CONFIGURING": "queued", "RESV_DEL_HOLD": "queued", "RUNNING": "running", "COMPLETING": "running",
           "SUSPENDED": "running", "STOPPED": "running", "SIGNALING": "running", "STAGE_OUT": "running",
           "RESIZING": "running"}
+
+
+def add_slurm_options(parser) -> None:
+    slurm = parser.add_argument_group("--launcher slurm (recipes/slurm.py)")
+    slurm.add_argument("--partition", help="the partition the jobs go to (default: the cluster's)")
+    slurm.add_argument("--gpus-per-node", type=int, metavar="G",
+                       help="GPUs of each node of a run (default: the benchmark's reference, 8 for WMT14 and "
+                            "1 for IWSLT14; 0 with --cpu after --)")
+    slurm.add_argument("--nodes", type=int, default=1, metavar="N", help="nodes of a run (default 1)")
+    slurm.add_argument("--cpus-per-run", type=int, metavar="C",
+                       help="CPUs of each node of a run (default: 4 a GPU; 1 for a CPU run)")
+    slurm.add_argument("--mem", help="memory of each node of a run, as sbatch --mem takes it (e.g. 64G)")
+    slurm.add_argument("--time", default="24:00:00",
+                       help="a job's time limit, [D-]HH:MM:SS or minutes (default 24:00:00); a run that "
+                            "needs longer is requeued at the limit and resumes")
+    slurm.add_argument("--sbatch", action="append", default=[], metavar="KEY[=VALUE]",
+                       help="another sbatch option, without its dashes (e.g. --sbatch account=nlp "
+                            "--sbatch qos=high); repeatable")
+    slurm.add_argument("--max-jobs", type=int, default=64, metavar="J",
+                       help="at most J jobs of one submission at once (default 64)")
+    slurm.add_argument("--wait", action="store_true",
+                       help="wait for the jobs, one line per run as it starts and ends, then write the table")
+    slurm.add_argument("--poll", type=float, default=30, metavar="S",
+                       help="with --wait, ask SLURM for the jobs' states every S seconds (default 30)")
+
+
+def check_slurm_options(parser, args) -> None:
+    """parser.error for an option of --launcher slurm that SLURM would refuse or misread."""
+    if args.launcher != "slurm":
+        given = [f"--{name.replace('_', '-')}" for name in ("partition", "gpus_per_node", "cpus_per_run", "mem")
+                 if getattr(args, name) is not None]
+        given += [flag for flag, used in (("--nodes", args.nodes != 1), ("--sbatch", args.sbatch),
+                                          ("--wait", args.wait)) if used]
+        if given:
+            parser.error(f"{', '.join(given)}: only with --launcher slurm")
+        return
+    if args.gpus_per_node is None:
+        args.gpus_per_node = 0 if "--cpu" in args.extra else BENCHMARKS[args.benchmark][2]
+    for name, least in (("gpus_per_node", 0), ("nodes", 1), ("cpus_per_run", 1), ("max_jobs", 1)):
+        value = getattr(args, name)
+        if value is not None and value < least:
+            parser.error(f"--{name.replace('_', '-')} {value}: needs at least {least}")
+    if args.nodes > 1 and args.gpus_per_node == 0:
+        parser.error(f"--nodes {args.nodes}: a run over several nodes needs GPUs (--gpus-per-node); "
+                     "fairseq trains on one CPU process")
+    args.time_minutes = time_minutes(args.time)
+    if args.time_minutes is None:
+        parser.error(f"--time {args.time!r}: give minutes (e.g. 90) or [D-]HH:MM:SS (e.g. 1-12:00:00)")
+    if args.poll <= 0:
+        parser.error(f"--poll {args.poll}: needs a positive number of seconds")
+
+
+def time_minutes(limit: str):
+    """Minutes (rounded up) of a time limit as sbatch reads it: M, M:S, H:M:S, D-H, D-H:M or
+    D-H:M:S; None for anything else or for no time at all."""
+    days, clock = limit.split("-", 1) if "-" in limit else ("0", limit)
+    parts = clock.split(":")
+    if len(parts) > 3 or not all(part.isdigit() for part in [days, *parts]):
+        return None
+    n = [int(part) for part in parts]
+    if "-" in limit:
+        hours, minutes_, seconds = (n + [0, 0])[:3]
+    else:
+        hours, minutes_, seconds = ([0] + n + [0])[:3] if len(n) < 3 else n
+    total = int(days) * 24 * 60 + hours * 60 + minutes_ + (seconds > 0)
+    return total or None
+
 
 
 class TrainAndEvaluate(submitit.helpers.Checkpointable):
