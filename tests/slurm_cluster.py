@@ -5,7 +5,10 @@
 
 Debian's slurmctld, slurmd and slurm-client (22.05) and munge (installed by
 scripts/setup_slurm.sh as root); a munge key, the daemons' configuration, state, spool, logs and
-pid files all in DIR; clients find the cluster through SLURM_CONF. Stopped by the pid files the
+pid files all in DIR; clients find the cluster through SLURM_CONF. Two partitions as production
+clusters have them: `low` (the default), whose jobs a job of `high` preempts (requeued, SIGTERM
+then SIGKILL after GRACE seconds), and `high` with a time limit; the node has GPUS counted GPUs
+of type GPU_TYPE (no devices) for the GPU requests. Stopped by the pid files the
 daemons wrote, nothing else.
 """
 
@@ -25,6 +28,11 @@ DAEMONS = ("munged", "slurmctld", "slurmd")
 TOOLS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo", "srun")
 START_TIMEOUT = 60  # seconds for the node to come up idle
 STOP_TIMEOUT = 30  # seconds for the cancelled jobs to end
+LOW, HIGH = "low", "high"  # partitions: the default one, and one whose jobs preempt (requeue) the low one's
+GRACE = 30  # seconds between a preemption's SIGTERM and its SIGKILL
+HIGH_MAX_MINUTES = 10  # the high partition's time limit: a job asking for more can never start there
+GPU_TYPE, GPUS = "fake", 2  # GPUs of the node, for the GPU requests' tests, on two character devices
+GPU_FILES = "/dev/null,/dev/zero"  # SLURM drops a GPU without a device file
 
 
 def missing_tools():
@@ -47,8 +55,16 @@ def configuration(root: Path, cpus: int, memory_mb: int) -> str:
         f"StateSaveLocation={root / 'state'}", f"SlurmdSpoolDir={root / 'spool'}",
         f"SlurmctldPidFile={root / 'slurmctld.pid'}", f"SlurmdPidFile={root / 'slurmd.pid'}",
         f"SlurmctldLogFile={root / 'slurmctld.log'}", f"SlurmdLogFile={root / 'slurmd.log'}",
-        f"NodeName={host} CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN",
-        f"PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP", ""])
+        "GresTypes=gpu", f"NodeName={host} CPUs={cpus} RealMemory={memory_mb} Gres=gpu:{GPU_TYPE}:{GPUS} State=UNKNOWN",
+        "PreemptType=preempt/partition_prio", "PreemptMode=REQUEUE",
+        f"PartitionName={LOW} Nodes={host} Default=YES MaxTime=INFINITE State=UP PriorityTier=1 GraceTime={GRACE}",
+        f"PartitionName={HIGH} Nodes={host} MaxTime={HIGH_MAX_MINUTES} State=UP PriorityTier=2 PreemptMode=OFF", ""])
+
+
+def gres_configuration() -> str:
+    """GPUs standing for real ones (two character devices every Linux has): a job asks for them
+    by type and gets them."""
+    return f"NodeName={socket.gethostname()} Name=gpu Type={GPU_TYPE} File={GPU_FILES}\n"
 
 
 def start(root) -> dict:
@@ -73,6 +89,7 @@ def start(root) -> dict:
                    check=True)
     memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20 // 2
     (root / "slurm.conf").write_text(configuration(root, os.cpu_count(), memory_mb))
+    (root / "gres.conf").write_text(gres_configuration())
     environment = {**os.environ, "SLURM_CONF": str(root / "slurm.conf")}
     subprocess.run(["slurmctld"], env=environment, check=True)
     subprocess.run(["slurmd"], env=environment, check=True)

@@ -9,7 +9,10 @@ import pytest
 from fairseq_normmatters.recipes import compare
 from fairseq_normmatters.recipes.runs import Run
 from fairseq_normmatters.recipes.one_run import first_task
-from fairseq_normmatters.recipes.slurm import PORTS, job_port, parse_squeue, run_state, sbatch_options, time_minutes
+from fairseq_normmatters.recipes.slurm import parse_squeue, print_dry_run, run_state
+from fairseq_normmatters.recipes.slurm_endings import log_state, resubmission
+from fairseq_normmatters.recipes.slurm_job import PORTS, job_port
+from fairseq_normmatters.recipes.slurm_options import sbatch_options, time_minutes
 from fairseq_normmatters.recipes.train import rendezvous_flags
 
 
@@ -59,15 +62,15 @@ def test_sbatch_options_become_key_values():
 
 
 def test_a_runs_state_comes_from_its_results_and_squeue(tmp_path):
-    active = parse_squeue("12_0|RUNNING\n12_1|PENDING\n13|COMPLETING\n")
-    assert active == {"12_0": "RUNNING", "12_1": "PENDING", "13": "COMPLETING"}
+    active = parse_squeue("12_0|RUNNING|None\n12_1|PENDING|Priority\n13|COMPLETING|None\n")
+    assert active == {"12_0": ("RUNNING", "None"), "12_1": ("PENDING", "Priority"), "13": ("COMPLETING", "None")}
     runs = {}
     for job in ("12_0", "12_1", "13", "11_4"):
         run = runs[job] = Run(1, "transformer_l2", 1, tmp_path / job)
         run.save_dir.mkdir()
         (run.save_dir / "slurm.json").write_text(json.dumps({"job_id": job, "stderr": "e"}))
     assert [run_state(runs[job], active)[0] for job in ("12_0", "12_1", "13", "11_4")] == [
-        "running", "queued", "running", "failed"]
+        "running", "queued", "running", "ended"]
     (runs["11_4"].save_dir / "results.json").write_text("{}")
     assert run_state(runs["11_4"], active)[0] == "done"
     assert run_state(Run(2, "transformer_l2", 2, tmp_path / "none"), active) == ("new", None)
@@ -88,3 +91,71 @@ def test_only_the_first_task_of_a_job_evaluates(monkeypatch):
     assert first_task()
     monkeypatch.setenv("SLURM_PROCID", "1")
     assert not first_task()
+
+
+def test_a_dry_run_prints_the_script_of_two_nodes_of_eight_typed_gpus_without_a_wckey(capsys, tmp_path):
+    args = arguments("--launcher", "slurm", "--nodes", "2", "--gres", "gpu:h100:8", "--account", "nlp",
+                     "--exclusive", "--setup", "module load cuda/12.4", "--python", "/opt/venv/bin/python",
+                     "--sbatch", "export=NONE", extra=())
+    print_dry_run([Run(1, "transformer_l2", 1, tmp_path / "transformer_l2-seed1")], args)
+    script = capsys.readouterr().out.split("(nothing was submitted):\n", 1)[1]
+    for line in ("#SBATCH --gres=gpu:h100:8", "#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --exclusive",
+                 "#SBATCH --account=nlp", "#SBATCH --cpus-per-task=32", "#SBATCH --export=NONE",
+                 "#SBATCH --signal=USR2@90", "# setup\nmodule load cuda/12.4"):
+        assert line + "\n" in script, line
+    assert "wckey" not in script and "gpus-per-node" not in script
+    assert "--cpus-per-task 32 /opt/venv/bin/python -u -m submitit.core._submit" in script
+    assert not (tmp_path / "transformer_l2-seed1").exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--gpus-per-node", "8", "--gres", "gpu:8"], "--gpus-per-node 8 and --gres gpu:8: two GPU requests; give one"),
+    (["--gpus-per-node", "h100:eight"], "--gpus-per-node 'h100:eight': give G or TYPE:G"),
+    (["--gres", "tpu:8"], "--gres 'tpu:8': give gpu:G or gpu:TYPE:G"),
+    (["--sbatch", "gpus-per-node=h100:8"], "--sbatch gpus-per-node=h100:8: compare.sh writes gpus-per-node itself; "
+                                           "give --gpus-per-node or --gres"),
+    (["--sbatch", "A=nlp"], "--sbatch A=nlp: compare.sh writes A itself; give --account"),
+    (["--sbatch", "job-name=x"], "compare.sh writes job-name itself"),
+    (["--resubmit", "everything"], "argument --resubmit: invalid choice: 'everything'"),
+])
+def test_a_gpu_request_or_sbatch_key_given_twice_is_refused_by_name(options, message, capsys):
+    with pytest.raises(SystemExit):
+        arguments("--launcher", "slurm", *options, extra=())
+    assert message in capsys.readouterr().err
+
+
+def test_a_typed_gpu_request_keeps_its_type_and_counts_its_gpus():
+    args = arguments("--launcher", "slurm", "--gpus-per-node", "a100:4", extra=())
+    assert (args.gpus_per_node, args.gpu_request) == (4, {"gpus_per_node": "a100:4"})
+    args = arguments("--launcher", "slurm", "--gres", "gpu:2", extra=())
+    assert (args.gpus_per_node, args.gpu_request) == (2, {"gres": "gpu:2"})
+    assert arguments("--launcher", "slurm").gpu_request == {}  # --cpu
+
+
+@pytest.mark.parametrize("stderr, state", [
+    ("slurmstepd: error: *** JOB 41 ON vm CANCELLED AT 2026-12-04T01:02:03 DUE TO TIME LIMIT ***", "TIMEOUT"),
+    ("slurmstepd: error: *** JOB 41 ON vm CANCELLED AT 2026-12-04T01:02:03 DUE TO PREEMPTION ***", "PREEMPTED"),
+    ("slurmstepd: error: *** JOB 41 ON vm CANCELLED AT 2026-12-04T01:02:03 DUE TO NODE FAILURE ***", "NODE_FAIL"),
+    ("slurmstepd: error: Detected 1 oom_kill event in StepId=41.0.", "OUT_OF_MEMORY"),
+    ("slurmstepd: error: *** JOB 41 ON vm CANCELLED AT 2026-12-04T01:02:03 ***", "CANCELLED"),
+    ("submitit ERROR (2026-12-04 01:02:03) - Submitted job triggered an exception", "FAILED"),
+    ("submitit INFO (2026-12-04 01:02:03) - Job completed successfully", "COMPLETED"),
+    ("", None),
+])
+def test_an_ending_is_read_from_the_jobs_error_stream_once_slurm_forgot_it(stderr, state, tmp_path):
+    (tmp_path / "41_0_log.err").write_text(f"some output\n{stderr}\n")
+    assert log_state({"stderr": str(tmp_path / "41_0_log.err")}) == state
+
+
+def test_a_cancelled_run_or_one_failed_twice_the_same_way_is_not_submitted_again():
+    failed = {"state": "FAILED", "detail": "RuntimeError: CUDA out of memory"}
+    first = {"job_id": "12_0", "history": []}
+    assert resubmission(first, failed, ()) is None
+    second = {"job_id": "14_0", "history": [{"job_id": "12_0", "ending": failed}]}
+    assert "the same way as job 12_0 before: not submitted again" in resubmission(second, failed, ())
+    assert resubmission(second, failed, ("failed",)) is None
+    assert resubmission(second, {"state": "FAILED", "detail": "another error"}, ()) is None
+    assert "--resubmit cancelled" in resubmission(first, {"state": "CANCELLED", "detail": ""}, ())
+    assert resubmission(first, {"state": "CANCELLED", "detail": ""}, ("cancelled",)) is None
+    for resumed in ("TIMEOUT", "PREEMPTED", "NODE_FAIL", "NEVER_STARTS"):
+        assert resubmission(second, {"state": resumed, "detail": ""}, ()) is None

@@ -1,7 +1,8 @@
 """compare.sh --launcher slurm on a real one-node SLURM cluster started for these tests
 (tests/slurm_cluster.py: slurmctld, slurmd and munged, stopped by their pid files afterwards):
 a tiny IWSLT14 comparison on the CPU, one job of it requeued in the middle of its training
-(scontrol requeue, as a preemption does), another warned of its time limit (SIGUSR2)."""
+(scontrol requeue, as a preemption does), another warned of its time limit (SIGUSR2), both
+saving their state at the end of the update they were in and resuming from there."""
 
 import json
 import os
@@ -104,6 +105,12 @@ def run_process(save_dir: Path) -> int:
     raise AssertionError(f"no one_run.py process of {save_dir}")
 
 
+def signal_pending(pid: int, number: int) -> bool:
+    """Whether signal `number` waits to be handled by process `pid` (stopped, it cannot yet)."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return any(int(status[mask].strip(), 16) >> (number - 1) & 1 for mask in ("SigPnd", "ShdPnd"))
+
+
 def log_text(save_dir: Path) -> str:
     log = save_dir / "compare.log"
     return log.read_text(errors="replace") if log.is_file() else ""
@@ -135,21 +142,23 @@ def test_a_comparison_through_slurm_resumes_a_requeued_job_and_tabulates(cluster
     run(cluster, "scontrol", "requeue", job)
     wait_for("the requeued job to be pending", lambda: job_state(cluster, job) == "PENDING")
     states = compare(cluster, prepared, out)
-    assert f"[compare] 2/4 transformer_l1-seed1: queued (job {job}, log {requeued / 'compare.log'})" in states.stdout
-    assert "submitted" not in states.stdout  # nothing new: every run is queued, running or done
+    assert (f"[compare] 2/4 transformer_l1-seed1: queued (job {job}, requeued after SIGTERM (preempted or requeued), "
+            "its state saved, waiting: ") in states.stdout
+    assert "submitted as job" not in states.stdout  # nothing new: every run is queued, running or done
     longer = run(cluster, SCRIPTS / "compare.sh", "iwslt14", prepared, out, "--seeds", "2", "--configs",
                  "transformer_l2", "transformer_l1", "--launcher", "slurm", "--retrain", "--", *SCHEDULE,
                  "--max-update", "70", check=False)
     assert longer.returncode == 1 and "--retrain would move aside runs whose jobs are queued or running: " in longer.stderr
     assert f"transformer_l1-seed1 (job {job})" in longer.stderr and (requeued / "checkpoint_last.pt").is_file()
 
-    # another job gets SLURM's time-limit warning (SIGUSR2) mid-training: it requeues itself
+    # another job gets SLURM's time-limit warning (SIGUSR2, its limit cut to a minute) mid-training: it
+    # saves at the end of its update and requeues itself; its limit is then given back
     timed_out = out / "transformer_l2-seed2"
     limited = json.loads((timed_out / "slurm.json").read_text())["job_id"]
     stop_after_first_checkpoint(timed_out)
-    run(cluster, "scancel", "--signal=USR2", limited)
+    run(cluster, "scontrol", "update", f"jobid={limited}", "TimeLimit=1")  # SLURM continues it with the warning
     wait_for("the job to requeue itself", lambda: job_state(cluster, limited) == "PENDING")
-
+    run(cluster, "scontrol", "update", f"jobid={limited}", "TimeLimit=60")
     # both requeued jobs held (SLURM holds a requeued job ~2 min) until --wait has said their
     # state, then let go: it sees each of them queued, then running, then done
     waiting = subprocess.Popen([str(SCRIPTS / "compare.sh"), *compare_arguments(prepared, out), "--wait", "--",
@@ -173,11 +182,11 @@ def test_a_comparison_through_slurm_resumes_a_requeued_job_and_tabulates(cluster
         log = (save_dir / "compare.log").read_text()
         assert log.count("== training: ") == 2 and log.count("== evaluation: ") == 1
         resumed = int(log.split("Loaded checkpoint ")[1].split(" @ ")[1].split()[0])
-        assert 0 < resumed < 60  # resumed from a checkpoint written during its first start
+        assert 6 < resumed < 60 and f"stopped at the end of update {resumed}, its state saved" in log  # where it stopped
     assert sorted(losses(timed_out)[0]) == list(range(1, 61))
     record = json.loads((timed_out / "slurm.json").read_text())
     job_log = Path(record["stdout"]).read_text() + Path(record["stderr"]).read_text()
-    assert "Caught signal SIGUSR2" in job_log and f"Requeued job {limited}" in job_log
+    assert "the run stopped on SIGUSR2, its state saved" in job_log and f"[slurm] requeued job {limited}" in job_log
 
     # the same losses as the same run uninterrupted, here on this machine
     alone = tmp_path / "alone"
@@ -194,19 +203,26 @@ def test_a_comparison_through_slurm_resumes_a_requeued_job_and_tabulates(cluster
     table = (out / "results.md").read_text()
     assert "| transformer_l1 | 1, 2 |" in table and " ± " in table
     again = compare(cluster, prepared, out)
-    assert sum(f"{run}: done, BLEU " in again.stdout for run in RUNS) == 4 and "submitted" not in again.stdout
+    assert sum(f"{run}: done, BLEU " in again.stdout for run in RUNS) == 4 and "submitted as job" not in again.stdout
     assert (out / "results.md").read_text() == table
 
 
-def test_a_failing_job_is_reported_with_its_log_and_not_submitted_again(cluster, iwslt14, tmp_path):  # noqa: F811
+def test_a_failing_job_is_reported_with_its_log_and_submitted_again_only_once(cluster, iwslt14, tmp_path):  # noqa: F811
     _, prepared = iwslt14
     out = tmp_path / "comparison"
-    failed = run(cluster, SCRIPTS / "compare.sh", "iwslt14", prepared, out, "--seeds", "1", "--configs",
-                 "transformer_l2", "--launcher", "slurm", "--wait", "--poll", "1", "--", *SCHEDULE,
-                 "--max-tokens", "many", check=False)
+    command = [SCRIPTS / "compare.sh", "iwslt14", prepared, out, "--seeds", "1", "--configs", "transformer_l2",
+               "--launcher", "slurm", "--wait", "--poll", "1", "--", *SCHEDULE, "--max-tokens", "many"]
+    failed = run(cluster, *command, check=False)
     assert failed.returncode == 1, failed.stdout + failed.stderr
-    assert "1 of 1 runs failed (their logs' last lines above)" in failed.stderr
+    assert "1 of 1 runs ended without results (said above)" in failed.stderr
     assert "[compare] 1/1 transformer_l2-seed1: failed (job " in failed.stdout and "--max-tokens: invalid" in failed.stdout
-    job = json.loads((out / "transformer_l2-seed1" / "slurm.json").read_text())["job_id"]
-    assert job_state(cluster, job) == ""  # ended, not requeued
+    first = json.loads((out / "transformer_l2-seed1" / "slurm.json").read_text())["job_id"]
+    assert job_state(cluster, first) == ""  # ended, not requeued
     assert not (out / "results.md").exists()
+
+    again = run(cluster, *command, check=False)  # failed once: submitted again, and fails the same way
+    second = json.loads((out / "transformer_l2-seed1" / "slurm.json").read_text())["job_id"]
+    assert second != first and f"submitted as job {second}" in again.stdout
+    assert f"failed (job {second}): " in again.stdout and f"the same way as job {first} before" in again.stdout
+    third = run(cluster, *command, check=False)
+    assert "submitted as job" not in third.stdout and f"the same way as job {first} before: not submitted again" in third.stdout

@@ -13,6 +13,8 @@ import traceback
 from pathlib import Path
 from typing import Callable, Tuple
 
+from .interruption import INTERRUPTED
+
 
 #: how a line of a run's log that names the step starting begins ("== training: COMMAND")
 STEP_PREFIX = "== "
@@ -63,6 +65,8 @@ def call_fairseq(tool, *args, stdin: str = "") -> Tuple[int, str, str]:
         try:
             module.cli_main()
         except SystemExit as stop:
+            if stop.code == INTERRUPTED:  # a stop signal (interruption.py): the whole process ends
+                raise
             status = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
             if not isinstance(stop.code, (int, type(None))):
                 errors.write(f"{stop.code}\n")

@@ -45,7 +45,8 @@ from . import DIRECTIONS, RecipeError, check_not_half_prepared, prepared_directi
 from .convergence import RULES
 from .local import compare_locally
 from .runs import Run
-from .slurm import add_slurm_options, check_slurm_options, compare_on_slurm
+from .slurm import compare_on_slurm
+from .slurm_options import add_slurm_options, check_slurm_options
 from .train import BENCHMARKS, PRECISIONS
 
 DEFAULT_CONFIGS = ("transformer_l2", "transformer_l1", "transformer_bwn", "transformer_none", "lstm_nonorm",

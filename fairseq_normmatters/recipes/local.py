@@ -11,7 +11,7 @@ from typing import Dict, List
 
 from . import RecipeError
 from .evaluate import outcome
-from .runs import Progress, Run, check_commands, minutes, train_then_evaluate
+from .runs import Progress, Run, check_commands, holding_out, minutes, train_then_evaluate
 from .table import write_results
 from .train import batch_text, cpu_not_chosen, effective_batch, rendezvous_flags, visible_gpus
 
@@ -75,6 +75,11 @@ def compare_locally(runs: List[Run], args) -> None:
     those without results, then the table."""
     shares = machine_shares(args.parallel, visible_gpus(), len(os.sched_getaffinity(0)),
                             1 if args.benchmark == "iwslt14" else 0)  # IWSLT14: fairseq's one-GPU benchmark
+    with holding_out(Path(args.out), wait=False):
+        train_what_is_left(runs, args, shares)
+
+
+def train_what_is_left(runs: List[Run], args, shares: List[Share]) -> None:
     check_commands(runs, args, shares[0].gpus)
     if cpu_not_chosen(shares[0].gpus, args.extra):
         print("[compare] no GPU here and none expected (torch without CUDA): the runs train on the CPU (--cpu)")

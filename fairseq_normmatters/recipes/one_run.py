@@ -9,7 +9,9 @@ last such line), with Python, torch and fairseq started once per run instead of 
 over several nodes of a SLURM job only the first task evaluates. A training that diverges is not
 evaluated: its results.json says where it diverged (evaluate.write_divergence), and the tables
 count it so. Divergence is read from what fairseq says, its FloatingPointError's text, in
-whatever process layout it was raised (divergence_reason).
+whatever process layout it was raised (divergence_reason). A training asked to stop by SIGTERM or
+SIGUSR2 saves its state at the end of the update it is in and exits with status 75
+(interruption.py), in every process layout too.
 
 A CPU run over several ranks (`--cpu --distributed-world-size N`) has its N rank processes
 started here, as fairseq starts one a GPU (torch.multiprocessing.spawn), each with gloo and
@@ -26,6 +28,7 @@ from typing import Optional
 
 from .. import install_fairseq_plugin
 from . import LOG_FORMAT, STEP_PREFIX, run_main
+from .interruption import INTERRUPTED, StopRequest, interrupted
 
 
 def set_up_as_fairseq_train() -> None:
@@ -39,8 +42,11 @@ def set_up_as_fairseq_train() -> None:
 
 
 # At import, not in main(): fairseq-train on several GPUs spawns its ranks as new processes that
-# import this module again.
+# import this module again (as __mp_main__); the stop signals only where this module runs a training.
 set_up_as_fairseq_train()
+if __name__ in ("__main__", "__mp_main__"):
+    from .interruption import install
+    install()
 
 
 def announce(step: str, command) -> None:
@@ -59,7 +65,10 @@ def train(command) -> None:
         return
     from fairseq_cli import train as fairseq_train
     sys.argv = list(command)
-    fairseq_train.cli_main()
+    try:
+        fairseq_train.cli_main()
+    finally:
+        StopRequest.in_training_loop = False
 
 
 def cpu_ranks(command) -> int:
@@ -119,6 +128,8 @@ def main(argv=None) -> None:
     try:
         train(command)
     except Exception as error:
+        if interrupted(error):  # a rank process stopped by a signal, its state saved
+            sys.exit(INTERRUPTED)
         reason = divergence_reason(error)
         if reason is None:
             raise

@@ -5,18 +5,21 @@ moved aside), the lines that say its progress, and its training and evaluation i
 this module; it knows neither."""
 
 import difflib
+import fcntl
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 from . import STEP_PREFIX, RecipeError
 from .identity import result_identity, software_versions, version_changes
+from .interruption import INTERRUPTED
 from .train import effective_batch, layout, run_command, start_run
 
 EVALUATION = {"wmt14": ["--average", "5", "--beam", "4", "--lenpen", "0.6"],
@@ -175,6 +178,24 @@ def check_commands(runs: List[Run], args, gpus: int, busy: Dict[str, str] = None
                       "and train them again")
 
 
+@contextmanager
+def holding_out(out: Path, wait: bool):
+    """OUT's lock (OUT/compare.lock, flock) held: by one compare.sh at a time. wait=False
+    refuses at once when another holds it, naming it."""
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "compare.lock").open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            lock.seek(0)
+            raise RecipeError(f"{out} is in use by another compare.sh ({lock.read().strip() or 'its lock is held'}); "
+                              "wait for it to end, or use another OUT") from None
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()} on {os.uname().nodename}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        lock.flush()
+        yield
+
+
 def minutes(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
@@ -211,22 +232,35 @@ def log_tail(log: Path, lines: int = LOG_TAIL) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def run_logged(run: Run, command: List[str], environment: Dict[str, str], log: Path = None) -> None:
-    """`command` with its output appended to `log` (default: the run's); a failure raises
-    RecipeError naming the step that failed (the last one_run.announce line of the log) and
-    showing the log's end."""
+class RunInterrupted(RecipeError):
+    """The run's process stopped on a signal with its state saved (interruption.INTERRUPTED)."""
+
+
+def run_logged(run: Run, command: List[str], environment: Dict[str, str], log: Path = None,
+               started: Callable[[subprocess.Popen], None] = None) -> None:
+    """`command` with its output appended to `log` (default: the run's), its process given to
+    `started`; a failure raises RecipeError naming the step that failed (the last
+    one_run.announce line of the log) and showing the log's end, a stop on a signal
+    RunInterrupted."""
     log = log or run.log
     with log.open("a", encoding="utf-8") as output:
-        result = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, **environment})
-    if result.returncode != 0:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, **environment})
+        if started:
+            started(process)
+        returncode = process.wait()
+    if returncode == INTERRUPTED:
+        raise RunInterrupted(f"{run.save_dir.name} stopped on a signal, its state saved at the end of an update "
+                             f"(log {log}); rerun the same compare.sh command to resume from there")
+    if returncode != 0:
         lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
         steps = [line[len(STEP_PREFIX):].split(":")[0] for line in lines if line.startswith(STEP_PREFIX)]
         raise RecipeError(f"{steps[-1] if steps else 'the run'} {run.save_dir.name} exited with "
-                          f"{result.returncode}; the last lines of {log}:\n{log_tail(log)}\n"
+                          f"{returncode}; the last lines of {log}:\n{log_tail(log)}\n"
                           "rerun the same compare.sh command to resume from there")
 
 
-def train_then_evaluate(run: Run, args, gpus: int, environment: Dict[str, str], where=(), log: Path = None):
+def train_then_evaluate(run: Run, args, gpus: int, environment: Dict[str, str], where=(), log: Path = None,
+                        started: Callable[[subprocess.Popen], None] = None):
     """fairseq-train, then the evaluation, in one process (one_run.py) on `gpus` GPUs with the
     ranks meeting `where` (train.rendezvous_flags), the output in `log` (default: the run's,
     whose process also records the command in run.json: the other nodes of a run do not);
@@ -234,5 +268,5 @@ def train_then_evaluate(run: Run, args, gpus: int, environment: Dict[str, str], 
     train = run.command(args, gpus, where, start_run if log in (None, run.log) else run_command)
     cleaning = [] if args.keep_checkpoints else ["--remove-unneeded-checkpoints"]
     run_logged(run, [sys.executable, "-m", "fairseq_normmatters.recipes.one_run", str(run.save_dir),
-                     str(args.prepared), *EVALUATION[args.benchmark], *cleaning, "--", *train], environment, log)
+                     str(args.prepared), *EVALUATION[args.benchmark], *cleaning, "--", *train], environment, log, started)
     return train

@@ -1,37 +1,41 @@
 """compare.sh --launcher slurm: each run of the comparison one SLURM job, submitted with submitit.
 
-A job trains and evaluates its run as a local comparison does (runs.train_then_evaluate, the
-output in RUN/compare.log). The jobs of one call are one job array, at most --max-jobs running at
-once. A job stopped by its time limit (SLURM signals it 90 s before) or preempted is requeued
-(submitit's Checkpointable, at most MAX_REQUEUES times at the limit) and resumes from the run's
-checkpoint_last.pt; a job that fails (a bad flag, a NaN) is left failed, and said so with the
-end of its log. RUN/slurm.json keeps the run's job id and submitit's logs (OUT/slurm/).
+A job trains and evaluates its run as a local comparison does (slurm_job.py, the output in
+RUN/compare.log). The jobs of one call are one job array, at most --max-jobs running at once,
+made with the options of slurm_options.py. A job warned of its time limit (SLURM signals it 90 s
+before) or preempted saves its run's state at the end of the update it is in and is requeued,
+resuming from exactly there; a job that fails (a bad flag, a NaN) is left failed, and said so
+with the end of its log. RUN/slurm.json keeps the run's job id and submitit's logs (OUT/slurm/).
 
-Every call prints each run's state (queued, running, done, failed) from squeue and the runs'
-folders, submits the runs that are neither done nor queued nor running, and returns; with --wait
-it follows them, a line per run as it starts and ends. The table and the plot are written once
+Every call prints each run's state from squeue and the runs' folders (queued with squeue's
+reason, running, done, or how its job ended: slurm_endings.py), submits the runs that are new or
+whose ending calls for it, and returns; with --wait it follows them, a line per run as it
+starts and ends. A queued job that can never start (its --time above the partition's limit, say)
+is named and cancelled at once. The call holds OUT's lock (runs.holding_out) while it reads the
+states and submits: two calls at once submit each run once. The table and the plot are written once
 every run is done. A run over several nodes (--nodes) starts one task a node and fairseq's own
 SLURM set-up spawns a process a GPU, with a port of the job's own; only the first task evaluates.
 """
 
 import json
-import os
 import subprocess
 import time
+import uuid
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import submitit
+from submitit.core.utils import JobPaths
 
 from . import RecipeError, write_text_atomically
 from .evaluate import outcome
-from .runs import Progress, Run, check_commands, log_tail, minutes, train_then_evaluate
+from .runs import Progress, Run, check_commands, holding_out, log_tail, minutes
+from .slurm_endings import FAILURES, NEVER_STARTS, ending_words, job_ending, resubmission
+from .slurm_job import TrainAndEvaluate, run_events
 from .table import write_results
-from .train import BENCHMARKS, batch_text, effective_batch, rendezvous_flags
+from .slurm_options import job_folder, job_parameters, python_command, sbatch_script
+from .train import batch_text, effective_batch
 
-MAX_REQUEUES = 10  # requeues at the time limit before a run is given up as too long for its limit
-CPUS_PER_GPU = 4  # a job's CPUs when --cpus-per-run is not given
-PORTS = (20000, 10000)  # a multi-node job's port: first + job id modulo the count, below Linux's ephemeral range
 # squeue's states of a job that has not ended, as a run's state
 ACTIVE = {"PENDING": "queued", "REQUEUED": "queued", "REQUEUE_HOLD": "queued", "REQUEUE_FED": "queued",
           "CONFIGURING": "queued", "RESV_DEL_HOLD": "queued", "RUNNING": "running", "COMPLETING": "running",
@@ -39,94 +43,8 @@ ACTIVE = {"PENDING": "queued", "REQUEUED": "queued", "REQUEUE_HOLD": "queued", "
           "RESIZING": "running"}
 
 
-def add_slurm_options(parser) -> None:
-    slurm = parser.add_argument_group("--launcher slurm (recipes/slurm.py)")
-    slurm.add_argument("--partition", help="the partition the jobs go to (default: the cluster's)")
-    slurm.add_argument("--gpus-per-node", type=int, metavar="G",
-                       help="GPUs of each node of a run (default: the benchmark's reference, 8 for WMT14 and "
-                            "1 for IWSLT14; 0 with --cpu after --)")
-    slurm.add_argument("--nodes", type=int, default=1, metavar="N", help="nodes of a run (default 1)")
-    slurm.add_argument("--cpus-per-run", type=int, metavar="C",
-                       help="CPUs of each node of a run (default: 4 a GPU; 1 for a CPU run)")
-    slurm.add_argument("--mem", help="memory of each node of a run, as sbatch --mem takes it (e.g. 64G)")
-    slurm.add_argument("--time", default="24:00:00",
-                       help="a job's time limit, [D-]HH:MM:SS or minutes (default 24:00:00); a run that "
-                            "needs longer is requeued at the limit and resumes")
-    slurm.add_argument("--sbatch", action="append", default=[], metavar="KEY[=VALUE]",
-                       help="another sbatch option, without its dashes (e.g. --sbatch account=nlp "
-                            "--sbatch qos=high); repeatable")
-    slurm.add_argument("--max-jobs", type=int, default=64, metavar="J",
-                       help="at most J jobs of one submission at once (default 64)")
-    slurm.add_argument("--wait", action="store_true",
-                       help="wait for the jobs, one line per run as it starts and ends, then write the table")
-    slurm.add_argument("--poll", type=float, default=30, metavar="S",
-                       help="with --wait, ask SLURM for the jobs' states every S seconds (default 30)")
-
-
-def check_slurm_options(parser, args) -> None:
-    """parser.error for an option of --launcher slurm that SLURM would refuse or misread."""
-    if args.launcher != "slurm":
-        given = [f"--{name.replace('_', '-')}" for name in ("partition", "gpus_per_node", "cpus_per_run", "mem")
-                 if getattr(args, name) is not None]
-        given += [flag for flag, used in (("--nodes", args.nodes != 1), ("--sbatch", args.sbatch),
-                                          ("--wait", args.wait)) if used]
-        if given:
-            parser.error(f"{', '.join(given)}: only with --launcher slurm")
-        return
-    if args.gpus_per_node is None:
-        args.gpus_per_node = 0 if "--cpu" in args.extra else BENCHMARKS[args.benchmark][2]
-    for name, least in (("gpus_per_node", 0), ("nodes", 1), ("cpus_per_run", 1), ("max_jobs", 1)):
-        value = getattr(args, name)
-        if value is not None and value < least:
-            parser.error(f"--{name.replace('_', '-')} {value}: needs at least {least}")
-    if args.nodes > 1 and args.gpus_per_node == 0:
-        parser.error(f"--nodes {args.nodes}: a run over several nodes needs GPUs (--gpus-per-node); "
-                     "fairseq trains on one CPU process")
-    args.time_minutes = time_minutes(args.time)
-    if args.time_minutes is None:
-        parser.error(f"--time {args.time!r}: give minutes (e.g. 90) or [D-]HH:MM:SS (e.g. 1-12:00:00)")
-    if args.poll <= 0:
-        parser.error(f"--poll {args.poll}: needs a positive number of seconds")
-
-
-def time_minutes(limit: str):
-    """Minutes (rounded up) of a time limit as sbatch reads it: M, M:S, H:M:S, D-H, D-H:M or
-    D-H:M:S; None for anything else or for no time at all."""
-    days, clock = limit.split("-", 1) if "-" in limit else ("0", limit)
-    parts = clock.split(":")
-    if len(parts) > 3 or not all(part.isdigit() for part in [days, *parts]):
-        return None
-    n = [int(part) for part in parts]
-    if "-" in limit:
-        hours, minutes_, seconds = (n + [0, 0])[:3]
-    else:
-        hours, minutes_, seconds = ([0] + n + [0])[:3] if len(n) < 3 else n
-    total = int(days) * 24 * 60 + hours * 60 + minutes_ + (seconds > 0)
-    return total or None
-
-
-
-class TrainAndEvaluate(submitit.helpers.Checkpointable):
-    """The job of one run. Requeued as it is (Checkpointable.checkpoint) at a time limit or a
-    preemption: fairseq-train finds the run's checkpoint_last.pt and resumes."""
-
-    def __init__(self, run: Run, args):
-        self.run, self.args = run, args
-
-    def __call__(self) -> None:
-        args, node = self.args, int(os.environ.get("SLURM_NODEID", "0"))
-        threads = {} if args.gpus_per_node else {"OMP_NUM_THREADS": os.environ.get("SLURM_CPUS_PER_TASK", "1")}
-        where = (["--distributed-port", str(job_port(os.environ["SLURM_JOB_ID"]))] if args.nodes > 1
-                 else rendezvous_flags(args.gpus_per_node))
-        log = self.run.log if node == 0 else self.run.save_dir / f"compare-node{node}.log"
-        train_then_evaluate(self.run, args, args.gpus_per_node, threads, where, log)
-
-
-def job_port(job_id: str) -> int:
-    """The port every node of a multi-node job meets on (fairseq's --distributed-port): the same
-    on each node of the job, another for the next job id."""
-    first, count = PORTS
-    return first + int(job_id.split("_")[0]) % count
+STOP_WORDS = {"SIGTERM": "SIGTERM (preempted or requeued)", "SIGUSR2": "its time limit's warning (SIGUSR2)"}
+SQUEUE_RETRIES = 10  # squeue failures in a row that --wait rides out (a controller restarting), a poll apart
 
 
 def record_path(run: Run) -> Path:
@@ -134,14 +52,16 @@ def record_path(run: Run) -> Path:
 
 
 def job_record(run: Run):
-    """{"job_id", "stdout", "stderr", "submitted"} of the run's last job, or None."""
+    """{"job_id", "stdout", "stderr", "submitted", "ending" (once ended), "history" (the
+    earlier jobs' records)} of the run's last job, or None."""
     path = record_path(run)
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def active_jobs() -> Dict[str, str]:
-    """{job id: squeue state} of this user's jobs that have not ended (array tasks one by one)."""
-    result = subprocess.run(["squeue", "--noheader", "--array", "--me", "--format=%i|%T"], capture_output=True,
+def active_jobs() -> Dict[str, Tuple[str, str]]:
+    """{job id: (squeue state, reason)} of this user's jobs that have not ended (array tasks
+    one by one)."""
+    result = subprocess.run(["squeue", "--noheader", "--array", "--me", "--format=%i|%T|%r"], capture_output=True,
                             text=True)
     if result.returncode != 0:
         raise RecipeError(f"squeue failed ({result.stderr.strip() or result.returncode}): is this a SLURM "
@@ -149,100 +69,157 @@ def active_jobs() -> Dict[str, str]:
     return parse_squeue(result.stdout)
 
 
-def parse_squeue(text: str) -> Dict[str, str]:
-    return dict(line.strip().split("|", 1) for line in text.splitlines() if "|" in line)
+def parse_squeue(text: str) -> Dict[str, Tuple[str, str]]:
+    jobs = {}
+    for line in text.splitlines():
+        job, _, rest = line.strip().partition("|")
+        state, _, reason = rest.partition("|")
+        if state:
+            jobs[job] = (state, reason)
+    return jobs
 
 
-def run_state(run: Run, active: Dict[str, str]):
+def run_state(run: Run, active: Dict[str, Tuple[str, str]], args=None):
     """(state, job record): "done" (its results.json), "queued" or "running" (its job in
-    `active`), "failed" (its job ended without results) or "new" (no job yet)."""
+    `active`), "ended" (its job ended without results) or "new" (no job yet, or one whose
+    submission never reached SLURM)."""
     record = job_record(run)
     if (run.save_dir / "results.json").is_file():
         return "done", record
+    if record is not None and "job_id" not in record:
+        record = find_by_name(run, record, args) if args is not None else None
     if record is None:
         return "new", None
-    return ACTIVE.get(active.get(record["job_id"], ""), "failed"), record
+    return ACTIVE.get(active.get(record["job_id"], ("", ""))[0], "ended"), record
 
 
-def failure_text(run: Run, record) -> str:
-    """Why a run's job ended without results: the end of the run's log (else of the job's), and
-    where SLURM's log of the job is."""
-    log = run.log if run.log.is_file() else Path(record["stderr"])
-    return (f"the job ended without results; the last lines of {log}:\n{log_tail(log)}\n"
-            f"(SLURM's log of the job: {record['stderr']})")
+def ended(run: Run, record: dict) -> dict:
+    """The ending of the run's ended job (slurm_endings.job_ending), kept in its record."""
+    if "ending" not in record:
+        record["ending"] = job_ending(run, record)
+        write_text_atomically(record_path(run), json.dumps(record, indent=1))
+    return record["ending"]
 
 
-def state_line(run: Run, state: str, record) -> str:
+def state_line(run: Run, state: str, record, active, resubmit=()) -> str:
     if state == "done":
-        results = json.loads((run.save_dir / "results.json").read_text())
-        return f"done, {outcome(results)}"
-    if state == "failed":
-        return f"failed (job {record['job_id']}): {failure_text(run, record)}"
-    return f"{state} (job {record['job_id']}, log {run.log})"
+        return f"done, {outcome(json.loads((run.save_dir / 'results.json').read_text()))}"
+    if state == "ended":
+        ending = ended(run, record)
+        held = resubmission(record, ending, resubmit)
+        line = f"{ending_words(record, ending)}; {held or 'to be submitted again (it resumes where it stopped)'}"
+        if ending["state"] in FAILURES:
+            log = run.log if run.log.is_file() else Path(record["stderr"])
+            line += f"; the last lines of {log}:\n{log_tail(log)}\n(SLURM's log of the job: {record['stderr']})"
+        return line
+    reason = active.get(record["job_id"], ("", ""))[1]
+    waits = f", waiting: {reason}" if state == "queued" and reason not in ("", "None") else ""
+    return f"{state} (job {record['job_id']}{requeued_after(run, record)}{waits}, log {run.log})"
 
 
-def executor(args):
-    """A submitit SlurmExecutor with compare.sh's options; its files in OUT/slurm."""
+def requeued_after(run: Run, record: dict) -> str:
+    """', requeued after SIGTERM (preempted or requeued), its state saved': the stops of the run's
+    present job (its slurm-events.jsonl), '' for none."""
+    stops = [STOP_WORDS.get(event.get("signal"), event.get("signal")) for event in run_events(run)
+             if event.get("job_id") == record["job_id"]]
+    return f", requeued after {' and '.join(stops)}, its state saved" if stops else ""
+
+
+def to_submit(runs: List[Run], states, resubmit) -> List[Run]:
+    """The runs that are new, or whose job ended in a way that calls for another."""
+    return [run for run in runs if states[run.number][0] == "new" or (
+        states[run.number][0] == "ended" and resubmission(states[run.number][1], ended(run, states[run.number][1]),
+                                                          resubmit) is None)]
+
+
+def executor(args, job_name: str):
+    """A submitit SlurmExecutor with compare.sh's options (slurm_options.job_parameters); its
+    files in OUT/slurm."""
     try:
-        slurm = submitit.SlurmExecutor(folder=Path(args.out).resolve() / "slurm", max_num_timeout=MAX_REQUEUES)
+        slurm = submitit.SlurmExecutor(folder=job_folder(args), python=python_command(args))
     except RuntimeError as error:
         raise RecipeError(f"--launcher slurm: {error} (no SLURM client here: run compare.sh on the cluster's "
-                          "login node)") from None
-    gpus = args.gpus_per_node
-    parameters = {"job_name": f"normmatters-{args.benchmark}", "time": args.time_minutes, "nodes": args.nodes,
-                  "ntasks_per_node": 1, "cpus_per_task": args.cpus_per_run or max(1, CPUS_PER_GPU * gpus),
-                  "array_parallelism": args.max_jobs, "additional_parameters": sbatch_options(args.sbatch)}
-    parameters.update({key: value for key, value in (("partition", args.partition), ("mem", args.mem),
-                                                     ("gpus_per_node", gpus or None)) if value is not None})
-    slurm.update_parameters(**parameters)
+                          "login node, or add --dry-run to see the script without one)") from None
+    slurm.update_parameters(**job_parameters(args, job_name))
     return slurm
 
 
-def sbatch_options(options: List[str]) -> dict:
-    """{"account": "nlp", "exclusive": True} from ["account=nlp", "exclusive"]."""
-    parsed = {}
-    for option in options:
-        key, given, value = option.lstrip("-").partition("=")
-        parsed[key] = value if given else True
-    return parsed
-
-
 def submit(runs: List[Run], args, total: int) -> None:
-    """One job array of `runs`; each run's job id and logs in its slurm.json, and a line each."""
-    slurm = executor(args)
+    """One job array of `runs`, named for this submission: each run's slurm.json says it is
+    being submitted (its name and task) before sbatch, and then its job id and logs (the
+    earlier jobs' records in its history); a line each."""
+    name = f"{job_name(args)}-{uuid.uuid4().hex[:8]}"
+    for index, run in enumerate(runs):
+        run.save_dir.mkdir(parents=True, exist_ok=True)
+        earlier = job_record(run) or {}
+        history = [*earlier.pop("history", []), *([earlier] if "job_id" in earlier else [])]
+        write_record(run, {"submitting": name, "task": index if len(runs) > 1 else None, "history": history})
+    slurm = executor(args, name)
     try:
         with slurm.batch():
             jobs = [slurm.submit(TrainAndEvaluate(run, args)) for run in runs]
     except Exception as error:  # submitit raises sbatch's failure as it comes
         raise RecipeError(f"sbatch refused the jobs: {error}") from None
     for run, job in zip(runs, jobs):
-        run.save_dir.mkdir(parents=True, exist_ok=True)
-        record = {"job_id": job.job_id, "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr),
-                  "submitted": time.time()}
-        write_text_atomically(record_path(run), json.dumps(record, indent=1))
+        record = job_record(run)
+        write_record(run, job_found(run, record, job.job_id, args))
         print(f"[compare] {run.number}/{total} {run.save_dir.name}: submitted as job {job.job_id}, "
               f"log {run.log} (SLURM's: {job.paths.stdout})", flush=True)
 
 
+def write_record(run: Run, record: dict) -> None:
+    write_text_atomically(record_path(run), json.dumps(record, indent=1))
+
+
+def job_found(run: Run, record: dict, job_id: str, args) -> dict:
+    """The run's record once its job id is known: the id and SLURM's logs of the job."""
+    paths = JobPaths(job_folder(args), job_id=job_id, task_id=0)
+    return {"job_id": job_id, "stdout": str(paths.stdout), "stderr": str(paths.stderr), "submitted": time.time(),
+            "name": record["submitting"], "task": record["task"], "history": record.get("history", [])}
+
+
+def find_by_name(run: Run, record: dict, args):
+    """The record of a run whose submission stopped between sbatch and the write of its job id:
+    its job found in squeue by the submission's name and the run's task, else None (its job
+    never reached SLURM, or ended and is forgotten: the run is new again)."""
+    result = subprocess.run(["squeue", "--noheader", "--array", "--me", "--name", record["submitting"],
+                             "--format=%i"], capture_output=True, text=True)
+    wanted = [job for job in result.stdout.split() if record["task"] is None or job.endswith(f"_{record['task']}")]
+    if result.returncode != 0 or not wanted:
+        return None
+    found = job_found(run, record, wanted[0], args)
+    write_record(run, found)
+    print(f"[compare] {run.save_dir.name}: found its job {wanted[0]} by the name {record['submitting']} (the call "
+          "that submitted it stopped before recording it)", flush=True)
+    return found
+
+
+def print_dry_run(runs: List[Run], args) -> None:
+    """--dry-run: the sbatch script the runs without results would be submitted with; nothing
+    submitted, no SLURM asked (runs queued or running now would not be submitted again). The
+    job name ends in TOKEN where a submission puts its own 8 hex digits."""
+    waiting = [run for run in runs if not (run.save_dir / "results.json").is_file()]
+    if not waiting:
+        print("[compare] --dry-run: every run has its results; nothing would be submitted", flush=True)
+        return
+    tasks = ", ".join(f"{index}: {run.save_dir.name}" for index, run in enumerate(waiting))
+    shape = f"one job array (tasks {tasks})" if len(waiting) > 1 else f"one job ({waiting[0].save_dir.name})"
+    print(f"[compare] --dry-run: {len(waiting)} run(s) without results would be submitted as {shape}, except those "
+          f"queued or running now, with this script (nothing was submitted):\n"
+          f"{sbatch_script(args, job_name(args) + '-TOKEN', len(waiting))}", flush=True)
+
+
+def job_name(args) -> str:
+    return f"normmatters-{args.benchmark}"
+
+
 def compare_on_slurm(runs: List[Run], args) -> None:
     """compare.sh's main with --launcher slurm (see the module's text)."""
-    active = active_jobs()
-    states = {run.number: run_state(run, active) for run in runs}
-    busy = {run.save_dir.name: states[run.number][1]["job_id"] for run in runs
-            if states[run.number][0] in ("queued", "running")}
-    check_commands(runs, args, args.gpus_per_node, busy)
-    states = {run.number: run_state(run, active) for run in runs}  # --retrain may have deleted some
+    if args.dry_run:
+        return print_dry_run(runs, args)
     progress = Progress(len(runs), args.max_jobs)
-    for run in runs:
-        state, record = states[run.number]
-        if state != "new":
-            progress.say(run, state_line(run, state, record))
-    to_submit = [run for run in runs if states[run.number][0] in ("new", "failed")]
-    if to_submit:
-        batch = effective_batch(to_submit[0].command(args, args.gpus_per_node), args.gpus_per_node)
-        print(f"[compare] submitting {len(to_submit)} job(s), each {args.nodes} node(s), batch {batch_text(batch)}",
-              flush=True)
-        submit(to_submit, args, len(runs))
+    with holding_out(Path(args.out), wait=True):
+        submit_what_is_due(runs, args, progress)
     if args.wait:
         follow(runs, args, progress)
     unfinished = [run for run in runs if not (run.save_dir / "results.json").is_file()]
@@ -251,37 +228,95 @@ def compare_on_slurm(runs: List[Run], args) -> None:
     elif args.wait:
         failed = "\n".join(f"  {run.save_dir.name}: job {job_record(run)['job_id']}, log {run.log}"
                            for run in unfinished)
-        raise RecipeError(f"{len(unfinished)} of {len(runs)} runs failed (their logs' last lines above); the "
-                          f"others are done:\n{failed}\nrerun the same compare.sh command to submit them again "
+        raise RecipeError(f"{len(unfinished)} of {len(runs)} runs ended without results (said above); the others "
+                          f"are done:\n{failed}\nrerun the same compare.sh command to submit those due again "
                           "(they resume where they were)")
     else:
         print(f"[compare] {len(unfinished)} of {len(runs)} runs are not done: rerun this command to see their "
-              "states (and resubmit any that failed), or add --wait to follow them; the table is written once "
-              "every run is done", flush=True)
+              "states (and submit again those whose ending calls for it), or add --wait to follow them; the table "
+              "is written once every run is done", flush=True)
+
+
+def submit_what_is_due(runs: List[Run], args, progress: Progress) -> None:
+    """Each run's state said; the queued jobs that can never start cancelled; the runs due
+    submitted as one array."""
+    active = active_jobs()
+    states = {run.number: run_state(run, active, args) for run in runs}
+    busy = {run.save_dir.name: states[run.number][1]["job_id"] for run in runs
+            if states[run.number][0] in ("queued", "running")}
+    check_commands(runs, args, args.gpus_per_node, busy)
+    states = {run.number: run_state(run, active) for run in runs}  # --retrain may have moved some aside
+    for run in runs:
+        state, record = states[run.number]
+        if state != "new":
+            progress.say(run, state_line(run, state, record, active, args.resubmit))
+    never = cancel_never_starting(runs, states, active)
+    due = to_submit(runs, states, args.resubmit)
+    if due:
+        batch = effective_batch(due[0].command(args, args.gpus_per_node), args.gpus_per_node)
+        print(f"[compare] submitting {len(due)} job(s), each {args.nodes} node(s), batch {batch_text(batch)}",
+              flush=True)
+        submit(due, args, len(runs))
+    if never:
+        raise RecipeError("\n".join(never))
+
+
+def cancel_never_starting(runs: List[Run], states, active) -> List[str]:
+    """Cancel the queued jobs whose squeue reason says they can never start (NEVER_STARTS), each
+    recorded as such; returns a line for each."""
+    lines = []
+    for run in runs:
+        state, record = states[run.number]
+        reason = active.get(record["job_id"], ("", ""))[1] if record else ""
+        if state == "queued" and reason in NEVER_STARTS:
+            subprocess.run(["scancel", record["job_id"]], capture_output=True)
+            record["ending"] = {"state": "NEVER_STARTS", "detail": reason}
+            write_text_atomically(record_path(run), json.dumps(record, indent=1))
+            lines.append(f"{run.save_dir.name}: job {record['job_id']} can never start ({reason}: its request is "
+                         "beyond a limit of the partition, account or QOS); cancelled it: change the option "
+                         "(--time, --partition, --account, --qos, --gpus-per-node, ...) and rerun")
+    return lines
 
 
 def follow(runs: List[Run], args, progress: Progress) -> None:
-    """Until no run's job is queued or running: a line for each run whose state changed."""
-    active = active_jobs()
+    """Until no run's job is queued or running: a line for each run whose state (or queued
+    job's reason) changed; squeue's failures retried, a job that can never start raised."""
+    active = squeue_retried(args)
     seen = {run.number: run_state(run, active)[0] for run in runs}
+    said = {}
     started = {}
     progress.waiting = sum(state in ("queued", "running") for state in seen.values())
     while any(state in ("queued", "running") for state in seen.values()):
         time.sleep(args.poll)
-        active = active_jobs()
+        active = squeue_retried(args)
+        states = {run.number: run_state(run, active) for run in runs}
+        never = cancel_never_starting(runs, states, active)
+        if never:
+            raise RecipeError("\n".join(never))
         for run in runs:
-            state, record = run_state(run, active)
-            if state == seen[run.number]:
+            state, record = states[run.number]
+            line = state_line(run, state, record, active, args.resubmit) if record else state
+            if said.get(run.number) == line:
                 continue
-            seen[run.number] = state
-            if state == "running":
+            said[run.number], previous, seen[run.number] = line, seen[run.number], state
+            if state == "running" and previous != "running":
                 started[run.number] = time.monotonic()
-                progress.say(run, f"running (job {record['job_id']}, log {run.log})")
-            elif state == "done":
+            if state == "done":
                 took = time.monotonic() - started.get(run.number, progress.started)
                 progress.finished(took)
-                since = f", {minutes(took)} after it started" if run.number in started else ""
-                progress.say(run, state_line(run, state, record) + since)
-            else:
-                progress.waiting -= state == "failed"
-                progress.say(run, state_line(run, state, record))
+                line += f", {minutes(took)} after it started" if run.number in started else ""
+            elif state == "ended":
+                progress.waiting -= 1
+            progress.say(run, line)
+
+
+def squeue_retried(args) -> Dict[str, Tuple[str, str]]:
+    """active_jobs, asked again a poll later after a failure, SQUEUE_RETRIES times in a row."""
+    for attempt in range(SQUEUE_RETRIES):
+        try:
+            return active_jobs()
+        except RecipeError as error:
+            print(f"[compare] {error}; asking again in {args.poll:g} s ({attempt + 1} of {SQUEUE_RETRIES})",
+                  flush=True)
+            time.sleep(args.poll)
+    return active_jobs()
