@@ -108,6 +108,12 @@ def test_a_dry_run_prints_the_script_of_two_nodes_of_eight_typed_gpus_without_a_
     assert not (tmp_path / "transformer_l2-seed1").exists()
 
 
+def test_a_wckey_is_sent_only_when_given(capsys, tmp_path):
+    run = Run(1, "transformer_l2", 1, tmp_path / "transformer_l2-seed1")
+    print_dry_run([run], arguments("--launcher", "slurm", "--sbatch", "wckey=nlp-2026"))
+    assert "#SBATCH --wckey=nlp-2026\n" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("options, message", [
     (["--gpus-per-node", "8", "--gres", "gpu:8"], "--gpus-per-node 8 and --gres gpu:8: two GPU requests; give one"),
     (["--gpus-per-node", "h100:eight"], "--gpus-per-node 'h100:eight': give G or TYPE:G"),
