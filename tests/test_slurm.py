@@ -105,12 +105,6 @@ def run_process(save_dir: Path) -> int:
     raise AssertionError(f"no one_run.py process of {save_dir}")
 
 
-def signal_pending(pid: int, number: int) -> bool:
-    """Whether signal `number` waits to be handled by process `pid` (stopped, it cannot yet)."""
-    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return any(int(status[mask].strip(), 16) >> (number - 1) & 1 for mask in ("SigPnd", "ShdPnd"))
-
-
 def log_text(save_dir: Path) -> str:
     log = save_dir / "compare.log"
     return log.read_text(errors="replace") if log.is_file() else ""

@@ -6,7 +6,7 @@ that update.
 fairseq itself has no handler and dies at once, losing every update since its last interval
 checkpoint. Here each process that trains (every rank) records the signal; at the end of each
 update fairseq's validate_and_save is wrapped so that the ranks agree (one all-reduce of a flag
-a update, on several ranks) and, if any was asked, do what the update was due (a validation
+an update, on several ranks) and, if any was asked, do what the update was due (a validation
 and interval checkpoint at their intervals), save checkpoint_last.pt and exit. A process that
 only waits for its rank processes (a spawn's parent) passes the signal on to them. A signal
 outside the training loop (loading, evaluating) exits at once: nothing is lost there that a
