@@ -8,7 +8,7 @@ each level rounded:
 
     v = round_F(x)                          S(.) = pairwise_sum, every partial sum in F
     d = v - S(v) / n                        (rms: d = v, no centering)
-    l2, rms:  y = d * rsqrt(S(d * d) / n + eps)
+    l2, rms:  y = d * r(1 / sqrt(S(d * d) / n + eps))     (r: one rounding of float32's 1 / sqrt)
     l1:       y = d / (C * S(|d|) / n + eps)
     linf:     y = d / (C * max|d| + eps)                    (a maximum is exact in any format)
     topk:     y = d / (C * S(k largest |d|) / k + eps)
@@ -80,15 +80,37 @@ def norm_in_format(x: Tensor, kind: str, size: int, weight: Optional[Tensor], bi
                    eps: float, constant: float, k: Optional[int], dtype: torch.dtype) -> Tensor:
     """The module docstring's formulas with every operation in `dtype` (any float dtype: in
     float64 they are the norms' reference formulas, which the tests check by gradcheck)."""
-    v = x.reshape(-1, size).to(dtype)
-    d = v if kind == "rms" else v - pairwise_sum(v) / size
+    return rows_in_format(x.reshape(-1, size), kind, weight, bias, eps, constant, k, dtype)[0].view(x.shape)
+
+
+def rows_in_format(x: Tensor, kind: str, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
+                   constant: float, k: Optional[int], dtype: torch.dtype, float32_mean: bool = False):
+    """(y in x's dtype, statistics) of the rows of x (2-D) by the module docstring's formulas in
+    `dtype`; statistics in kernels/rows.py's layout, float32: [mean, m, t] (l1, linf, topk: m the
+    raw statistic, t the k-th largest |d|), [mean, 1/s] (l2), [1/s] (rms). float32_mean: the
+    centering mean in float32 (a kernel that keeps its mean wide, or Welford's running mean,
+    which cannot overflow), d = round(x - mean), the rest in `dtype`."""
+    v = x.to(dtype)
+    n = x.shape[-1]
+    if kind == "rms":
+        mean, d = None, v
+    elif float32_mean:
+        wide_mean = v.float().sum(-1, keepdim=True) / n
+        mean, d = wide_mean, (v.float() - wide_mean).to(dtype)
+    else:
+        mean = pairwise_sum(v) / n
+        d = v - mean
     statistic = narrow_statistic(d, kind, k)
     if kind in ("l2", "rms"):
-        y = d * torch.rsqrt(statistic + eps)
+        wide = (statistic + eps).to(torch.promote_types(dtype, torch.float32))
+        inverse = (1.0 / torch.sqrt(wide)).to(dtype)  # as the kernel: float32 sqrt and divide, one rounding
+        y, statistics = d * inverse, [inverse] if mean is None else [mean, inverse]
     else:
         y = d / (statistic * constant + eps)
+        t = d.abs().topk(k, dim=-1).values[..., -1:] if kind == "topk" else statistic
+        statistics = [mean, statistic, t]
     if weight is not None:
         y = y * weight.reshape(-1).to(dtype)
     if bias is not None:
         y = y + bias.reshape(-1).to(dtype)
-    return y.view(x.shape).to(x.dtype)
+    return y.to(x.dtype), torch.cat([s.float() for s in statistics], dim=1).t().contiguous()

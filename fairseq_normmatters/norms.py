@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import kernels
-from .accumulation import FLOAT32, check_accumulate, narrow_norm
+from .accumulation import FLOAT32, check_accumulate
 from .kernels import backends
 from .kernels.rows import affine as _affine, compute_dtype
 from .constants import check_topk, resolve_constant
@@ -69,7 +69,7 @@ def deviation_norm(x, kind, normalized_shape, weight=None, bias=None, eps=1e-5,
     None = the process-wide choice (see fairseq_normmatters.kernels).
     """
     size = normalized_size(x, normalized_shape, weight, bias)
-    name = kernels.backend_for(x, backend, kind)
+    name = kernels.backend_for(x, backend, kind, size, k)
     if name == "eager":
         return deviation_norm_reference(x, kind, normalized_shape, weight, bias, eps, constant, k)
     return kernels.fused_norm(x, kind, size, weight, bias, eps,
@@ -89,7 +89,7 @@ def deviation_norm_reference(x, kind, normalized_shape, weight=None, bias=None, 
 def rms_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, backend=None):
     """Functional RMSNorm: gamma * x / sqrt(mean(x^2) + eps) + beta (backend as deviation_norm)."""
     size = normalized_size(x, normalized_shape, weight, bias)
-    name = kernels.backend_for(x, backend, "rms")
+    name = kernels.backend_for(x, backend, "rms", size)
     if name == "eager":
         return rms_norm_reference(x, normalized_shape, weight, bias, eps)
     return kernels.fused_norm(x, "rms", size, weight, bias, eps, 1.0, None, name)
@@ -143,61 +143,29 @@ def check_eps(eps: float) -> float:
     return float(eps)
 
 
-class NarrowAccumulation:
-    """Mixin of the layer-norm modules: the option `accumulate`, "float32" (the default: the
-    fast paths, which reduce in float32) or "fp16" / "bf16", in which format the statistics are
-    accumulated and the row is normalized (accumulation.narrow_norm). The module has kind,
-    normalized_shape, eps, weight, bias and, for l1/linf/topk, constant_value and k."""
-
-    @property
-    def accumulate(self) -> str:
-        return self.__dict__.get("_accumulate", FLOAT32)  # modules pickled before the option: float32
-
-    @accumulate.setter
-    def accumulate(self, name: str) -> None:
-        self.__dict__["_accumulate"] = check_accumulate(name)
-
-    @property
-    def accumulates_narrow(self) -> bool:
-        return self.accumulate != FLOAT32
-
-    def narrow_forward(self, x):
-        """The Triton kernel on CUDA (kernels.accumulating_norm), else the emulation (accumulation.py)."""
-        size = normalized_size(x, self.normalized_shape, self.weight, self.bias)
-        options = (x, self.kind, size, self.weight, self.bias, self.eps, getattr(self, "constant_value", 1.0),
-                   getattr(self, "k", None), self.accumulate)
-        return kernels.accumulating_norm(*options, lambda: narrow_norm(*options))
-
-    def accumulate_repr(self) -> str:
-        return f", accumulate={self.accumulate}" if self.accumulates_narrow else ""
+def _run_narrow(module, x):
+    """The module's norm accumulating in its narrow format, outside any torch.compile graph:
+    inductor would fuse the emulation's roundings away (it keeps float32 between operations), so
+    a user's compiled model breaks its graph here and runs this eagerly; a fullgraph=True compile
+    is refused with this reason."""
+    plan = module._plan(x)
+    return (plan.run(x, module.weight, module.bias) if plan is not None
+            else module.reference(x))
 
 
-class L2Norm(NarrowAccumulation, nn.LayerNorm):
-    """torch's LayerNorm (fused op): y = gamma * d / sqrt(mean(d^2) + eps) + beta; with
-    accumulate="fp16"/"bf16", the package's own L2 norm accumulating in that format."""
-
-    kind = "l2"
-
-    def __init__(self, normalized_shape: Shape, eps=1e-5, elementwise_affine=True, accumulate=FLOAT32):
-        super().__init__(_as_shape(normalized_shape), check_eps(eps), elementwise_affine)
-        self.accumulate = accumulate
-
-    def forward(self, x):
-        return self.narrow_forward(x) if self.accumulates_narrow else super().forward(x)
-
-    def extra_repr(self):
-        return super().extra_repr() + self.accumulate_repr()
+_run_narrow_eagerly = torch.compiler.disable(
+    _run_narrow, reason="a norm accumulating in fp16/bf16 emulates every rounding, which inductor would drop: "
+                        "it runs outside the compiled graph (use accumulate='float32' for a fullgraph compile)")
 
 
-class PlannedRowNorm(NarrowAccumulation, nn.Module):
-    """Base of the norm modules that run as kernels.RowNormFunction (DeviationNorm, RMSNorm).
-
-    The first call on a (device, dtype) checks the input, gamma and beta as the functional API
-    does and decides the backend: a kernels.RowNormPlan, or None for the eager reference.
-    Later calls check the input's trailing shape and run the plan. Moving or casting the module,
-    setting an attribute a plan is made from (PLANNED: gain, bias, eps, k, constant), or changing
-    the backend (backends.generation) forgets the plans. Inside the user's torch.compile the plain
-    formula runs, for the compiler to trace."""
+class PlannedNorm:
+    """Mixin of the layer-norm modules: the path of each (device, dtype) decided once
+    (kernels.plan_norm: backend, reason, plan; said once in the log), and the option
+    `accumulate`: "float32" (the default: the fast paths, which reduce in float32) or "fp16" /
+    "bf16", the format the statistics are accumulated in (accumulation.py; kernels/narrow.py).
+    The module has kind, normalized_shape, eps, weight, bias and, for l1/linf/topk,
+    constant_value and k. Moving or casting the module, setting an attribute a plan is made from
+    (PLANNED), or a change of backend or a failure (backends.generation) forgets the plans."""
 
     PLANNED = ("weight", "bias", "eps", "k", "constant", "constant_value")
 
@@ -215,25 +183,74 @@ class PlannedRowNorm(NarrowAccumulation, nn.Module):
     def __getstate__(self):
         return {**super().__getstate__(), "_plans": {}}  # plans hold compiled functions: not pickled
 
+    @property
+    def accumulate(self) -> str:
+        return self.__dict__.get("_accumulate", FLOAT32)  # modules pickled before the option: float32
+
+    @accumulate.setter
+    def accumulate(self, name: str) -> None:
+        self.__dict__.get("_plans", {}).clear()
+        self.__dict__["_accumulate"] = check_accumulate(name)
+
+    @property
+    def accumulates_narrow(self) -> bool:
+        return self.accumulate != FLOAT32
+
     def _plan(self, x):
+        """The plan of x's (device, dtype), or None: the module's reference runs."""
         if x.shape[-len(self.normalized_shape):] != self.normalized_shape:
             normalized_size(x, self.normalized_shape)  # raises the shape error
         key = (x.device, x.dtype, backends.generation)
         plans = self.__dict__.setdefault("_plans", {})
         if key not in plans:
             size = normalized_size(x, self.normalized_shape, self.weight, self.bias)
-            backend = kernels.backend_for(x, None, self.kind)
-            plans[key] = None if backend == "eager" else kernels.RowNormPlan(
-                self.kind, size, self.constant_value, self.eps, self.k, kernels.implementation(backend))
+            plans[key] = kernels.plan_norm(self.kind, size, x.dtype, x.device.type,
+                                           getattr(self, "constant_value", 1.0), self.eps, getattr(self, "k", None),
+                                           self.accumulate)[1]
         return plans[key]
 
     def forward(self, x):
         if self.accumulates_narrow:
-            return self.narrow_forward(x)
+            return _run_narrow_eagerly(self, x)
         plan = None if torch.compiler.is_compiling() else self._plan(x)
-        if plan is None:
-            return self.reference(x)
-        return plan.run(x, self.weight, self.bias)
+        return self.reference(x) if plan is None else plan.run(x, self.weight, self.bias)
+
+    def accumulate_repr(self) -> str:
+        return f", accumulate={self.accumulate}" if self.accumulates_narrow else ""
+
+
+class L2Norm(PlannedNorm, nn.LayerNorm):
+    """torch's LayerNorm (fused op): y = gamma * d / sqrt(mean(d^2) + eps) + beta; with
+    accumulate="fp16"/"bf16", the package's own L2 norm accumulating in that format."""
+
+    kind = "l2"
+
+    def __init__(self, normalized_shape: Shape, eps=1e-5, elementwise_affine=True, accumulate=FLOAT32):
+        super().__init__(_as_shape(normalized_shape), check_eps(eps), elementwise_affine)
+        self.accumulate = accumulate
+
+    def _plan(self, x):
+        if self.accumulates_narrow:
+            return super()._plan(x)
+        key = (x.device, x.dtype)
+        if key not in self.__dict__.setdefault("_announced", set()):
+            self._announced.add(key)
+            backends.announce("l2", math.prod(self.normalized_shape), x.dtype, x.device.type, FLOAT32,
+                              backends.Path("torch", "nn.LayerNorm: ATen's fused kernel"))
+        return None
+
+    def reference(self, x):
+        return nn.LayerNorm.forward(self, x)
+
+    def extra_repr(self):
+        return super().extra_repr() + self.accumulate_repr()
+
+
+class PlannedRowNorm(PlannedNorm, nn.Module):
+    """Base of the norm modules that run as kernels.RowNormFunction (DeviationNorm, RMSNorm):
+    the first call on a (device, dtype) checks the input, gamma and beta as the functional API
+    does and plans the path (PlannedNorm); later calls check the input's trailing shape and run
+    the plan. Inside the user's torch.compile the plain formula runs, for the compiler to trace."""
 
 
 class RMSNorm(PlannedRowNorm):

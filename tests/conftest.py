@@ -71,8 +71,8 @@ def data(tmp_path_factory):
 
 @pytest.fixture
 def no_backend_broken():
-    """Fails the test if a fast path fell back to rows.py/eager for good (backends._broken)."""
-    backends._broken.clear()
+    """Fails the test if a fast path failed and fell back for good (backends.failures)."""
+    backends.failures.clear()
     backends._wrong_devices_warned.clear()
     yield
-    assert not backends._broken, f"a fast path fell back to eager: {backends._broken}"
+    assert not backends.failures, f"a fast path failed and fell back: {backends.failures}"

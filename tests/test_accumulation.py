@@ -1,13 +1,15 @@
 """Norms accumulating in fp16 / bf16 (accumulation.py): the emulation against a reference that
 rounds after every operation, what breaks where, gradients, and the option on every kind."""
 
+import functools
 import math
 
 import pytest
 import torch
 
 from fairseq_normmatters import NORM_KINDS, build_batch_norm, build_norm
-from fairseq_normmatters.accumulation import norm_in_format, pairwise_sum
+from fairseq_normmatters.accumulation import norm_in_format, pairwise_sum, rows_in_format
+from fairseq_normmatters.kernels import narrow
 from fairseq_normmatters.constants import resolve_constant
 
 ACCUMULATING_KINDS = [kind for kind in NORM_KINDS if kind != "none"]
@@ -184,3 +186,55 @@ def test_none_and_the_batch_norms_refuse_the_option_saying_why():
     with pytest.raises(ValueError, match=r"batch-norm kind 'l1' does not take options \['accumulate'\]; it takes "
                                          r"constant \(accumulate is an option of the layer norms"):
         build_batch_norm("l1", 16, accumulate="fp16")
+
+
+def narrow_model(kind):
+    torch.manual_seed(3)
+    return torch.nn.Sequential(torch.nn.Linear(64, 64), build_norm(kind, 64, accumulate="fp16", **OPTIONS.get(kind, {})),
+                               torch.nn.Linear(64, 8))
+
+
+@pytest.mark.parametrize("kind", ("l2", "l1"))
+def test_inside_a_users_torch_compile_the_emulation_keeps_every_rounding(kind):
+    """A compiled model's narrow norm runs outside the graph (a graph break): the eager outputs
+    and gradients bit for bit. The same formula traced by inductor is not (it keeps float32
+    between the operations): what the break is for."""
+    torch._dynamo.reset()
+    model = narrow_model(kind)
+    x = torch.randn(16, 64) * 4
+    results = []
+    for run in (model, torch.compile(model)):
+        inputs = x.clone().requires_grad_()
+        y = run(inputs)
+        results.append([y, *torch.autograd.grad(y.square().sum(), (inputs, model[0].weight))])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+    formula = functools.partial(rows_in_format, kind=kind, weight=None, bias=None, eps=1e-5, constant=1.25, k=None,
+                                dtype=torch.float16)
+    rows = torch.randn(16, 64) * 4
+    assert not torch.equal(torch.compile(formula)(rows)[0], formula(rows)[0])
+    torch._dynamo.reset()
+
+
+def test_a_fullgraph_compile_of_a_narrow_norm_is_refused_saying_why():
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="accumulating in fp16/bf16 emulates every rounding, which inductor would "
+                                        "drop"):
+        torch.compile(narrow_model("l1"), fullgraph=True)(torch.randn(4, 64))
+    torch._dynamo.reset()
+
+
+def test_under_autocast_the_narrow_norm_runs_as_without_it(monkeypatch):
+    """The plan turns autocast off around the norm (on CUDA, autocast would run rsqrt in float32:
+    one rounding fewer), so its forward sees no autocast and gives the same output."""
+    model = narrow_model("l2")
+    x = torch.randn(16, 64)
+    seen = []
+    original = narrow.forward_rows
+    monkeypatch.setattr(narrow, "forward_rows",
+                        lambda *a, **o: seen.append(torch.is_autocast_enabled("cpu")) or original(*a, **o))
+    narrow.implementation.cache_clear()
+    norm, plain = model[1], model[1](x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = norm(x)
+    narrow.implementation.cache_clear()
+    assert seen == [False, False] and torch.equal(under, plain)

@@ -80,6 +80,14 @@ def test_train_generate_validate(config, data, trained):
     else:
         assert stock == 0
 
+    said = re.findall(r"norm path: (\S+) over (\d+) features, float32 on cpu, accumulating in float32: (.*)", log)
+    if norm_class is DeviationNorm:  # the path of the model's norms, said once (one width, one dtype)
+        assert said == [(config.split("_")[1], "32", "native (auto's first choice on cpu)")]
+    else:
+        assert not said
+    kept = "norm path: kept fairseq's 10 layer norms (torch.nn.modules.normalization.LayerNorm)"
+    assert log.count(kept) == (norm_class is torch.nn.LayerNorm)
+
     weights = bwn_weights(model)
     if bwn:
         initial = bwn_weights(fresh_model(cfg, task))

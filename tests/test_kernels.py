@@ -231,10 +231,13 @@ def test_broken_backend_falls_back_with_one_warning(monkeypatch, caplog):
         for _ in range(3):
             assert_matches_reference("compiled", "l1", x, weight, bias)
     warnings = [r.getMessage() for r in caplog.records if r.name == kernels.__name__]
-    assert warnings == ["norm backend 'compiled' unavailable (RuntimeError: no C++ compiler); using "
-                        "the next choice of auto (eager if it was forced)"]
+    assert warnings == ["norm backend 'compiled' failed for l1 norms of float32 rows of up to 16 features on "
+                        "cpu, accumulating in float32 (RuntimeError: no C++ compiler); those take the next path "
+                        "from now on"]
     assert kernels.backend_for(x, "compiled") == "eager"
-    backends._broken.clear()
+    assert kernels.backend_for(x, "compiled", "linf") == "compiled", "another kind was not what failed"
+    assert kernels.backend_for(torch.randn(2, 40), "compiled") == "compiled", "nor another width class"
+    backends.failures.clear()
 
 
 @pytest.mark.parametrize("kind", KINDS + ("rms",))
@@ -251,9 +254,10 @@ def test_backend_failing_in_one_step_gives_the_reference_result(monkeypatch, cap
     with caplog.at_level(logging.WARNING, logger=kernels.__name__):
         assert_matches_reference("native", kind, x, weight, bias)
     warnings = [r.getMessage() for r in caplog.records if r.name == kernels.__name__]
-    assert warnings == ["norm backend 'native' unavailable (RuntimeError: kernel crashed); using "
-                        "the next choice of auto (eager if it was forced)"]
-    backends._broken.clear()
+    assert warnings == [f"norm backend 'native' failed for {kind} norms of float32 rows of up to 16 features on "
+                        "cpu, accumulating in float32 (RuntimeError: kernel crashed); those take the next path "
+                        "from now on"]
+    backends.failures.clear()
 
 
 def test_input_that_the_reference_refuses_too_raises_its_error_and_keeps_the_backend():
@@ -264,9 +268,10 @@ def test_input_that_the_reference_refuses_too_raises_its_error_and_keeps_the_bac
     impl = kernels.Implementation("native", refuse, refuse)
     x, wrong_weight = torch.randn(4, 8), torch.randn(5)
     with pytest.raises(RuntimeError, match="size of tensor a .8. must match the size of tensor b .5.") as raised:
-        kernels.run_or_fall_back(impl, "forward", x, wrong_weight, None, "l1", 1.25, 1e-5, 0)
+        key = kernels.FailureKey("native", "l1", x.dtype, 8, "cpu", "float32")
+        kernels.run_or_fall_back(impl, "forward", key, kernels.UNCOMPILED, x, wrong_weight, None, "l1", 1.25, 1e-5, 0)
     assert raised.value.__context__ is None
-    assert "native" not in backends._broken
+    assert not backends.failures
 
 
 def test_native_build_failure_warns_once_and_auto_moves_on(monkeypatch, caplog, tmp_path):
@@ -287,7 +292,7 @@ def test_native_build_failure_warns_once_and_auto_moves_on(monkeypatch, caplog, 
         assert not list(tmp_path.glob("*.so"))
     finally:
         native.library.cache_clear()
-        backends._broken.clear()
+        backends.failures.clear()
 
 
 @pytest.mark.parametrize("problem", ["unwritable cache", "no compiler"])
@@ -311,7 +316,7 @@ def test_native_build_problem_is_named_in_the_one_warning(monkeypatch, caplog, t
         assert len(warnings) == 1 and expected in warnings[0] and hint in warnings[0]
     finally:
         native.library.cache_clear()
-        backends._broken.clear()
+        backends.failures.clear()
 
 
 def test_native_library_is_built_once_per_source_and_cpu(monkeypatch, tmp_path):
@@ -407,3 +412,79 @@ def test_a_multi_dimensional_normalized_shape_on_two_dimensional_input(kind):
     finally:
         kernels.set_backend(None)
     torch.testing.assert_close(fast(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind, width, dtype, device, k, backend, reason", [
+    ("l1", 512, torch.float32, "cpu", None, "native", "auto's first choice on cpu"),
+    ("l1", 512, torch.float16, "cpu", None, "compiled", "native takes float32, float64 and bfloat16, not float16: compiled"),
+    ("rms", 512, torch.float16, "cuda", None, "triton", "auto's first choice on cuda"),
+    ("linf", 512, torch.float64, "cuda", None, "compiled", "the Triton kernels compute in float32, not float64: compiled"),
+    ("l1", 40000, torch.float16, "cuda", None, "compiled",
+     "the Triton kernels take rows of at most 32768 features, not 40000: compiled"),
+    ("topk", 4096, torch.float32, "cuda", 65, "compiled",
+     "the Triton top-k unrolls a loop over k: at most k = 64, not 65: compiled"),
+    ("topk", 4096, torch.float32, "cuda", 64, "triton", "auto's first choice on cuda"),
+])
+def test_the_route_names_the_path_and_why(kind, width, dtype, device, k, backend, reason):
+    """What runs a norm, and why in words: no reroute is silent (decided without the device)."""
+    if device == "cuda" and not kernels.triton_available():
+        pytest.skip("Triton is not installed: CUDA's auto would be compiled")
+    assert kernels.route(kind, width, dtype, device, k=k) == kernels.Path(backend, reason)
+
+
+def test_a_forced_backend_and_a_narrow_accumulation_say_their_path():
+    assert kernels.route("l1", 64, torch.float32, "cpu", requested="compiled") == \
+        kernels.Path("compiled", "forced by NORMMATTERS_NORM_BACKEND")
+    assert kernels.route("l1", 64, torch.float32, "cpu", requested="triton") == \
+        kernels.Path("eager", "NORMMATTERS_NORM_BACKEND=triton, which runs on cuda tensors only")
+    assert kernels.route("l2", 64, torch.float16, "cpu", "fp16") == \
+        kernels.Path("emulation", "no Triton kernel on this device")
+    assert kernels.route("l2", 64, torch.float16, "cuda", "fp16", requested="compiled") == \
+        kernels.Path("emulation", "NORMMATTERS_NORM_BACKEND=compiled: the kernel is the triton backend's")
+
+
+def test_a_backend_that_cannot_run_here_at_all_is_skipped_for_every_input(monkeypatch, caplog):
+    """BackendUnavailable (no compiler, no Triton) is the backend's, not one input's: one warning,
+    and auto skips it for every kind and width."""
+    def unavailable(*args):
+        raise kernels.BackendUnavailable("no C++ compiler: g++ is not installed")
+    monkeypatch.setitem(backends._implementations, "native", kernels.Implementation("native", unavailable, unavailable))
+    with caplog.at_level(logging.WARNING, logger=kernels.__name__):
+        for n in (16, 40):
+            assert_matches_reference("native", "l1", *inputs(9, n, torch.float32, "cpu"))
+    assert [r.getMessage() for r in caplog.records if r.name == kernels.__name__] == [
+        "norm backend 'native' cannot run here (BackendUnavailable: no C++ compiler: g++ is not installed); norms "
+        "take the next path"]
+    assert kernels.route("linf", 1000, torch.bfloat16, "cpu") == kernels.Path(
+        "compiled", "native failed here before (BackendUnavailable: no C++ compiler: g++ is not installed): compiled")
+    backends.failures.clear()
+
+
+def test_a_module_says_its_path_once_in_the_log(caplog):
+    norm_a, norm_b = build_norm("linf", 24), build_norm("linf", 24)
+    backends.announce_again()
+    with caplog.at_level(logging.INFO, logger=kernels.__name__):
+        for module in (norm_a, norm_b, norm_a):
+            module(torch.randn(3, 24))
+        norm_a(torch.randn(3, 24, dtype=torch.float64))
+    said = [r.getMessage() for r in caplog.records if r.name == kernels.__name__]
+    assert said == ["norm path: linf over 24 features, float32 on cpu, accumulating in float32: native (auto's "
+                    "first choice on cpu)",
+                    "norm path: linf over 24 features, float64 on cpu, accumulating in float32: native (auto's "
+                    "first choice on cpu)"]
+
+
+def test_the_path_command_prints_the_path_and_refuses_a_bad_shape():
+    import subprocess
+    import sys
+    command = [sys.executable, "-m", "fairseq_normmatters.kernels.path"]
+    done = subprocess.run(command + ["--kind", "topk", "--k", "100", "--shape", "64x4096", "--device", "cuda"],
+                          capture_output=True, text=True)
+    expected = ("topk over 4096 features (64 rows), float32 on cuda, accumulating in float32: compiled (the Triton "
+                "top-k unrolls a loop over k: at most k = 64, not 100: compiled)")
+    if not kernels.triton_available():
+        expected = "topk over 4096 features (64 rows), float32 on cuda, accumulating in float32: compiled (auto's " \
+                   "first choice on cuda)"
+    assert done.returncode == 0 and done.stdout.strip() == expected
+    refused = subprocess.run(command + ["--kind", "l1", "--shape", "64by512"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "--shape '64by512': give positive sizes like 4096x1024" in refused.stderr

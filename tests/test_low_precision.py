@@ -114,8 +114,11 @@ def test_a_model_accumulating_in_bf16_trains_generates_and_keeps_its_flag_in_the
     """fairseq-train with --norm-accumulate bf16, then fairseq-generate (the model is rebuilt
     from the checkpoint's flags), then a resume with float32 accumulation is refused by name."""
     flags = [*TINY_TRANSFORMER, "--norm-accumulate", "bf16"]
-    losses = epoch_losses(train(data, tmp_path, "norm_transformer_linf_iwslt_de_en", *flags, updates=20).stdout)
+    log = train(data, tmp_path, "norm_transformer_linf_iwslt_de_en", *flags, updates=20).stdout
+    losses = epoch_losses(log)
     assert losses[-1] < losses[0] - 0.5, f"loss did not go down: {losses}"
+    assert log.count("norm path: linf over 32 features, float32 on cpu, accumulating in bf16: emulation "
+                     "(no Triton kernel on this device)") == 1
     generated = output("fairseq-generate", data, "--user-dir", USER_DIR, "--path", tmp_path / "checkpoint_last.pt",
                        "--cpu", "--gen-subset", "test", "--beam", "2", "--max-tokens", "2000")
     assert "replaced 10 layer norms by linf (accumulating in bf16)" in generated

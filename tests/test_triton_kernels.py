@@ -1,6 +1,7 @@
 """The Triton kernels (kernels/triton_kernels.py) against rows.py's formulas in float64 and the
-eager reference: forward and backward, every kind they take, fp32/bf16/fp16, widths from 1 to
-over 4096, ties, constant and zero rows, strided x, gamma and beta, with and without affine.
+eager reference: forward and backward, every kind of the template (l1, linf, topk, l2, rms),
+fp32/bf16/fp16, widths from 1 to 32768, ties, constant and zero rows, strided x, gamma and beta,
+with and without affine.
 
 On a machine without a GPU, conftest.py sets TRITON_INTERPRET=1 and the kernels run in Triton's
 interpreter on CPU tensors: the same kernel source, its indexing, masks and arithmetic.
@@ -12,7 +13,7 @@ import torch
 from fairseq_normmatters import kernels
 from fairseq_normmatters.constants import resolve_constant
 from fairseq_normmatters.kernels import backends, rows
-from fairseq_normmatters.norms import deviation_norm_reference
+from fairseq_normmatters.norms import deviation_norm_reference, rms_norm_reference
 
 from row_inputs import has_ties
 
@@ -22,15 +23,20 @@ triton_kernels = pytest.importorskip("fairseq_normmatters.kernels.triton_kernels
 pytestmark = pytest.mark.usefixtures("no_backend_broken")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-KINDS = ("l1", "linf", "topk")
+DEVIATION_KINDS = ("l1", "linf", "topk")
+KINDS = DEVIATION_KINDS + ("l2", "rms")
 TOLERANCE = {torch.float32: 2e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}
 WIDTHS = (1, 2, 7, 33, 128, 1000, 4097)
 EPS = 1e-5
 
 
 def plan(kind, n, k):
-    return kernels.RowNormPlan(kind, n, resolve_constant(kind, n, "paper", k), EPS, k,
+    return kernels.RowNormPlan(kind, n, constant_of(kind, n, k), EPS, k,
                                kernels.implementation("triton"))
+
+
+def constant_of(kind, n, k):
+    return resolve_constant(kind, n, "paper", k) if kind in DEVIATION_KINDS else 1.0
 
 
 def top_k(n):
@@ -54,7 +60,7 @@ def through_the_kernels(kind, x, weight, bias, grad, k):
 def through_rows_py(kind, x, weight, bias, grad, k):
     """The same quantities by rows.py's analytic formulas in float64 (ties shared as the kernels do)."""
     wide = [None if t is None else t.detach().double() for t in (x, weight, bias)]
-    constant = resolve_constant(kind, x.shape[1], "paper", k)
+    constant = constant_of(kind, x.shape[1], k)
     y, statistics = rows.forward_rows(*wide, kind, constant, EPS, k)
     dx, dweight, dbias = rows.backward_rows(grad.double(), wide[0], wide[1], statistics, kind, constant, EPS, k,
                                             weight is not None, bias is not None)
@@ -63,7 +69,12 @@ def through_rows_py(kind, x, weight, bias, grad, k):
 
 def through_eager(kind, x, weight, bias, grad, k):
     x, weight, bias = leaves(x, weight, bias)
-    y = deviation_norm_reference(x, kind, x.shape[1], weight, bias, EPS, "paper", k)
+    if kind == "l2":
+        y = torch.nn.functional.layer_norm(x.float(), x.shape[1:], weight, bias, EPS).to(x.dtype)
+    elif kind == "rms":
+        y = rms_norm_reference(x, x.shape[1], weight, bias, EPS)
+    else:
+        y = deviation_norm_reference(x, kind, x.shape[1], weight, bias, EPS, "paper", k)
     return gradients(y, x, weight, bias, grad)
 
 
@@ -98,14 +109,14 @@ def affine(n):
 
 @pytest.mark.parametrize("dtype", TOLERANCE, ids=str)
 @pytest.mark.parametrize("kind, n", [(kind, n) for kind in KINDS for n in WIDTHS
-                                     if n > 1 or kind == "l1"])  # linf, top-k: n >= 2
+                                     if n > 1 or kind in ("l1", "rms")])  # a centered row of 1 is 0
 def test_forward_and_backward_match(kind, n, dtype):
     x = rows_of(n, dtype)
     # eager's topk picks one of tied values for the gradient, the kernels share it (as rows.py)
     check(kind, x, *affine(n), against_eager=kind != "topk" or not has_ties(x, top_k(n) + 1))
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", DEVIATION_KINDS + ("l2",))  # rms does not center: a constant row is not beta
 def test_ties_constant_rows_and_zero_rows(kind):
     n = 40
     x = rows_of(n, torch.float32, count=6)
@@ -160,9 +171,18 @@ def test_a_row_too_wide_for_the_kernels_runs_rows_py_and_keeps_triton(monkeypatc
     monkeypatch.setattr(triton_kernels, "_forward_kernel", forward)
     wide = triton_kernels.MAX_FEATURES + 1
     check("l1", rows_of(wide, torch.float32, count=2), *affine(wide))
-    assert forward.launches == 0 and not backends._broken
+    assert forward.launches == 0 and not backends.failures
     check("l1", rows_of(64, torch.float32), *affine(64))
-    assert forward.launches == 1 and not backends._broken
+    assert forward.launches == 1 and not backends.failures
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("n", [8192, 32768])
+def test_rows_up_to_32768_features(kind, n):
+    """The widest blocks the kernels take (up to 2^15 registers a row), fp32 and fp16."""
+    for dtype in (torch.float32, torch.float16):
+        check(kind, rows_of(n, dtype, count=2), *affine(n), k=8 if kind == "topk" else None,
+              against_eager=kind != "topk")
 
 
 def test_rows_whose_offsets_pass_two_to_the_31_are_read_and_written_where_they_are():

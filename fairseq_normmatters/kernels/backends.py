@@ -1,26 +1,34 @@
-"""Which implementation ("backend") runs the fast norms, and the backends that failed here.
+"""Which implementation ("backend") runs a norm, why, and the paths that failed here.
 
     eager     the reference: torch's autograd through the plain formula
               (norms.deviation_norm_reference, norms.rms_norm_reference)
     native    CPU: native_rows.cpp built with the system C++ compiler on first use (native.py;
-              float32, float64, bfloat16; other dtypes take the compiled path)
+              float32, float64, bfloat16)
     compiled  rows.py through torch.compile (compiled.py), dynamic rows
-    triton    hand-written Triton kernels (CUDA, l1/linf/topk in float32 arithmetic; rms and
-              float64 take the compiled path; triton_kernels.py)
-    auto      CUDA: triton if Triton imports, else compiled; CPU: native, else compiled (the
-              default; a backend that failed once in this process is skipped)
+    triton    hand-written Triton kernels (CUDA; float32 arithmetic, so not float64 input; rows
+              of at most TRITON_MAX_FEATURES; top-k with k <= TRITON_MAX_TOPK; triton_kernels.py)
+    auto      CUDA: triton, else compiled; CPU: native, else compiled (the default)
 
-The environment variable NORMMATTERS_NORM_BACKEND (or `set_backend`) forces one. A backend that
-cannot run here (no Triton, no C++ compiler, ...) falls back with one logged warning: to eager
-when it was forced, else to the next choice of auto. `generation` counts the events after
-which a norm may choose another backend (set_backend, a backend failing): norm modules remake
-their plans when it changes, and read the environment variable only then.
+A norm accumulating in fp16/bf16 (accumulation.py) runs the Triton kernel of triton_narrow.py
+where the triton backend would run it, else the emulation; both share one backward.
+
+`route(...)` is the one decision: for a kind, row width, dtype, device and accumulation it gives
+the Path that runs (backend and the reason in words). The environment variable
+NORMMATTERS_NORM_BACKEND (or `set_backend`) forces a backend; one that cannot take an input
+gives it to auto's next choice for that device (eager on a device it does not serve), and the
+reason says so. A failure is kept where it happened: a backend that cannot run here at all
+(`BackendUnavailable`: no Triton, no C++ compiler) for every input, any other failure for its
+FailureKey only (backend, kind, dtype, width class, device, accumulation); each is warned once,
+named. `generation` counts the events after which a norm may choose another path (set_backend,
+a failure): norm modules remake their plans when it changes. `python -m
+fairseq_normmatters.kernels.path` prints the path of a kind, shape, dtype and device.
 """
 
 import importlib
 import logging
 import os
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Callable, Dict, NamedTuple, Optional
 
 import torch
 
@@ -30,9 +38,93 @@ logger = logging.getLogger(__package__)  # one logger for the kernels: "fairseq_
 
 BACKENDS = ("auto", "eager", "native", "compiled", "triton")
 BACKEND_VARIABLE = "NORMMATTERS_NORM_BACKEND"
+TRITON_MAX_FEATURES = 32768  # the Triton kernels hold a row in one block of registers
+TRITON_MAX_TOPK = 64  # the kernels unroll a loop over k: compilation time grows with it
+NATIVE_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+NATIVE_KINDS = ("l1", "linf", "topk", "rms")
+TRITON_KINDS = ("l1", "linf", "topk", "rms", "l2")
+FLOAT32 = "float32"  # the accumulation of the fast paths
+_DEVICES = {"triton": "cuda", "native": "cpu"}
 _forced_backend: Optional[str] = None
-_broken = {}  # backend -> reason it cannot run in this process
-generation = 0  # bumped whenever the backend a norm would choose may change: plans made before are stale
+generation = 0  # bumped whenever the path a norm would take may change: plans made before are stale
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend that cannot run in this process at all (no Triton, no working C++ compiler)."""
+
+
+class FailureKey(NamedTuple):
+    """Where a failure is kept: what failed, for which inputs (the width class is the row width
+    rounded up to a power of two, the block a Triton kernel is compiled for)."""
+
+    backend: str
+    kind: str
+    dtype: torch.dtype
+    width_class: int
+    device: str
+    accumulate: str
+
+    def __str__(self):
+        dtype = str(self.dtype).replace("torch.", "")
+        return (f"{self.kind} norms of {dtype} rows of up to {self.width_class} features on {self.device}, "
+                f"accumulating in {self.accumulate}")
+
+
+def width_class(width: int) -> int:
+    return 1 << max(width - 1, 0).bit_length()
+
+
+class Failures:
+    """The backends unavailable in this process and the FailureKeys that failed, with the error."""
+
+    def __init__(self):
+        self.unavailable: Dict[str, str] = {}
+        self.keys: Dict[FailureKey, str] = {}
+
+    def __bool__(self):
+        return bool(self.unavailable or self.keys)
+
+    def __repr__(self):
+        return repr({**self.unavailable, **{f"{key.backend} for {key}": reason for key, reason in self.keys.items()}})
+
+    def clear(self):
+        self.unavailable.clear()
+        self.keys.clear()
+
+    def reason(self, key: FailureKey) -> Optional[str]:
+        return self.unavailable.get(key.backend) or self.keys.get(key)
+
+    def record(self, key: FailureKey, error: BaseException) -> None:
+        """Keep the failure (of the whole backend if it is BackendUnavailable), warn once."""
+        global generation
+        reason = f"{type(error).__name__}: {error}"
+        if isinstance(error, BackendUnavailable):
+            if key.backend in self.unavailable:
+                return
+            self.unavailable[key.backend] = reason
+            logger.warning("norm backend %r cannot run here (%s); norms take the next path", key.backend, reason)
+        else:
+            if key in self.keys:
+                return
+            self.keys[key] = reason
+            logger.warning("norm backend %r failed for %s (%s); those take the next path from now on",
+                           key.backend, key, reason)
+        generation += 1
+
+
+failures = Failures()
+
+
+@dataclass(frozen=True)
+class Path:
+    """What runs a norm (backend: eager, native, compiled, triton; for a narrow accumulation
+    triton or emulation) and why, in words."""
+
+    backend: str
+    reason: str
+
+    def __str__(self):
+        return f"{self.backend} ({self.reason})"
 
 
 def check_backend(name: str) -> str:
@@ -53,53 +145,114 @@ def requested_backend() -> str:
     return _forced_backend or check_backend(os.environ.get(BACKEND_VARIABLE, "auto") or "auto")
 
 
-def backend_for(x: torch.Tensor, requested: Optional[str] = None, kind: str = "l1") -> str:
-    """The backend that will run norm `kind` for input x: `requested` (default:
-    requested_backend()), resolved and available."""
-    name = check_backend(requested) if requested else requested_backend()
-    if name == "auto":
-        name = next((choice for choice in auto_choices(x) if choice not in _broken), "eager")
-    device = x.device.type
-    if name in _DEVICES and device != _DEVICES[name]:
-        _warn_wrong_device(name, device)
-        return "eager"  # for this tensor only: the backend still serves its own device
-    if name == "triton" and (x.dtype == torch.float64 or kind == "rms"):
-        name = "compiled"  # the Triton kernels compute l1/linf/topk in float32
-    if name == "native" and x.dtype not in NATIVE_DTYPES:
-        name = "compiled"
-    if name in ("compiled", "native") and torch.compiler.is_compiling():
-        return "eager"  # inside the user's own torch.compile: let it trace the plain formula
-    return "eager" if name in _broken else name
-
-
-TRITON_MAX_FEATURES = 32768  # the Triton kernels hold a row in one block of registers
-
-
-def narrow_backend(x: torch.Tensor) -> str:
-    """"triton" where a norm accumulating in fp16/bf16 runs the Triton kernel for x: where the
-    l1 norm's fast path would be Triton (backend_for: auto or forced, CUDA, not float64, not
-    failed here), outside the user's torch.compile (which traces the emulation), for rows of at
-    most TRITON_MAX_FEATURES; else "eager": accumulation.py's emulation."""
-    triton = backend_for(x, None, "l1") == "triton" and not torch.compiler.is_compiling()
-    return "triton" if triton else "eager"
-
-
-_DEVICES = {"triton": "cuda", "native": "cpu"}
-NATIVE_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
-
-
-def auto_choices(x: torch.Tensor):
-    if x.is_cuda:
-        return ("triton", "compiled") if triton_available() else ("compiled",)
-    return ("native", "compiled") if x.device.type == "cpu" else ("compiled",)
-
-
 def triton_available() -> bool:
     try:
         importlib.import_module("triton")
     except ImportError:
         return False
     return True
+
+
+def auto_choices(device: str):
+    """auto's backends for a device, best first (eager, which takes anything, after them)."""
+    if device == "cuda":
+        return ("triton", "compiled") if triton_available() else ("compiled",)
+    return ("native", "compiled") if device == "cpu" else ("compiled",)
+
+
+def refusal(backend: str, kind: str, width: int, dtype: torch.dtype, device: str, k: Optional[int]) -> Optional[str]:
+    """Why `backend` does not take such rows, or None when it does."""
+    if backend in _DEVICES and device != _DEVICES[backend]:
+        return f"{backend} runs on {_DEVICES[backend]} tensors only"
+    if backend == "native" and kind not in NATIVE_KINDS:
+        return f"native has no {kind} kernel"
+    if backend == "native" and dtype not in NATIVE_DTYPES:
+        return f"native takes float32, float64 and bfloat16, not {str(dtype).replace('torch.', '')}"
+    if backend == "triton":
+        if kind not in TRITON_KINDS:
+            return f"triton has no {kind} kernel"
+        if dtype == torch.float64:
+            return "the Triton kernels compute in float32, not float64"
+        if width > TRITON_MAX_FEATURES:
+            return f"the Triton kernels take rows of at most {TRITON_MAX_FEATURES} features, not {width}"
+        if kind == "topk" and (k or 0) > TRITON_MAX_TOPK:
+            return f"the Triton top-k unrolls a loop over k: at most k = {TRITON_MAX_TOPK}, not {k}"
+    return None
+
+
+def route(kind: str, width: int, dtype: torch.dtype, device: str, accumulate: str = FLOAT32,
+          requested: Optional[str] = None, k: Optional[int] = None) -> Path:
+    """The path that runs a `kind` norm over rows of `width` features of `dtype` on `device`
+    (a device type: "cpu", "cuda", ...), accumulating in `accumulate`, with `requested` (default
+    requested_backend()) and top-k's k: the first backend that takes such rows and has not failed
+    for them here, and why."""
+    requested = check_backend(requested) if requested else requested_backend()
+    if accumulate != FLOAT32:
+        return _narrow_route(kind, width, dtype, device, accumulate, requested, k)
+    if torch.compiler.is_compiling():
+        return Path("eager", "inside torch.compile: the compiler traces the plain formula")
+    forced = requested != "auto"
+    if forced and requested in _DEVICES and device != _DEVICES[requested]:
+        return Path("eager", f"{BACKEND_VARIABLE}={requested}, which runs on {_DEVICES[requested]} tensors only")
+    choices = auto_choices(device) if not forced else (requested,) if requested in ("eager", "compiled") \
+        else (requested, "compiled")
+    passed = []
+    for backend in choices:
+        refused = refusal(backend, kind, width, dtype, device, k)
+        if refused:
+            passed.append(refused)
+            continue
+        failed = failures.reason(FailureKey(backend, kind, dtype, width_class(width), device, FLOAT32))
+        if not failed:
+            return Path(backend, "; ".join(passed) + f": {backend}" if passed else
+                        f"forced by {BACKEND_VARIABLE}" if forced else f"auto's first choice on {device}")
+        passed.append(f"{backend} failed here before ({failed})")
+        if forced:
+            break  # a forced backend that failed: the reference
+    return Path("eager", "; ".join(passed) + ": eager")
+
+
+def _narrow_route(kind, width, dtype, device, accumulate, requested, k) -> Path:
+    """The Triton kernel of a narrow accumulation where the triton backend would take the rows
+    (requested auto or triton, CUDA, Triton importable), else accumulation.py's emulation."""
+    if requested not in ("auto", "triton"):
+        return Path("emulation", f"{BACKEND_VARIABLE}={requested}: the kernel is the triton backend's")
+    if "triton" not in auto_choices(device):
+        return Path("emulation", "no Triton kernel on this device" if device != "cuda" else "Triton is not installed")
+    why_not = refusal("triton", kind, width, dtype, device, k)
+    if why_not is None:
+        why_not = failures.reason(FailureKey("triton", kind, dtype, width_class(width), device, accumulate))
+        why_not = why_not and f"triton failed here before ({why_not})"
+    return Path("emulation", f"{why_not}: the emulation") if why_not else Path("triton", "the narrow Triton kernel")
+
+
+_announced = set()
+
+
+def announce(kind: str, width: int, dtype: torch.dtype, device: str, accumulate: str, path: Path) -> None:
+    """Log once per distinct norm and path (INFO, so in fairseq's log) which path it takes."""
+    said = (kind, width, dtype, device, accumulate, path)
+    if said not in _announced:
+        _announced.add(said)
+        logger.info("norm path: %s over %d features, %s on %s, accumulating in %s: %s", kind, width,
+                    str(dtype).replace("torch.", ""), device, accumulate, path)
+
+
+def announce_again() -> None:
+    """Forget which paths were announced: each norm says its path again (a new fairseq command
+    run in this process, recipes.call_fairseq)."""
+    _announced.clear()
+
+
+def backend_for(x: torch.Tensor, requested: Optional[str] = None, kind: str = "l1", width: Optional[int] = None,
+                k: Optional[int] = None) -> str:
+    """The backend that will run norm `kind` for input x over rows of `width` (default: its last
+    dimension) features: route(...)'s, warned once where a forced backend serves another device."""
+    width = x.shape[-1] if width is None else width
+    name = check_backend(requested) if requested else requested_backend()
+    if name in _DEVICES and x.device.type != _DEVICES[name]:
+        _warn_wrong_device(name, x.device.type)
+    return route(kind, width, x.dtype, x.device.type, FLOAT32, name, k).backend
 
 
 _wrong_devices_warned = set()
@@ -112,15 +265,6 @@ def _warn_wrong_device(name: str, device: str) -> None:
                        _DEVICES[name], device)
 
 
-def _mark_broken(name: str, reason: str) -> None:
-    global generation
-    if name not in _broken:
-        _broken[name] = reason
-        generation += 1
-        logger.warning("norm backend %r unavailable (%s); using the next choice of auto (eager if "
-                       "it was forced)", name, reason)
-
-
 class Implementation:
     """forward_rows / backward_rows of rows.py as one backend runs them."""
 
@@ -131,7 +275,10 @@ class Implementation:
 def _module_implementation(name: str, module: str) -> Callable[[], Implementation]:
     """The backend `name` as the forward_rows/backward_rows of kernels.<module>, imported on first use."""
     def load():
-        functions = importlib.import_module(f"{__package__}.{module}")
+        try:
+            functions = importlib.import_module(f"{__package__}.{module}")
+        except ImportError as error:
+            raise BackendUnavailable(f"cannot import {module}: {error}") from None
         return Implementation(name, functions.forward_rows, functions.backward_rows)
     return load
 
@@ -149,18 +296,19 @@ def implementation(name: str) -> Implementation:
     return _implementations[name]
 
 
-def run_or_fall_back(impl: Implementation, step: str, *args):
-    """impl.<step>(*args). If the backend fails (to build or to run), the same step runs in rows.py
-    plainly: when that succeeds, the backend was at fault and is skipped from then on (one
+def run_or_fall_back(impl: Implementation, step: str, key: FailureKey, fallback: Implementation, *args):
+    """impl.<step>(*args). If the backend fails (to build or to run), the same step runs by
+    `fallback` (the one definition the backend implements): when that succeeds, the backend was
+    at fault and `key` (or, BackendUnavailable, the whole backend) is skipped from then on (one
     warning); when it fails too, the input was, and its error is raised with the backend kept."""
-    if impl.name in _broken:
-        return getattr(UNCOMPILED, step)(*args)
+    if failures.reason(key):
+        return getattr(fallback, step)(*args)
     try:
         return getattr(impl, step)(*args)
     except torch.OutOfMemoryError:
         raise  # the input's size, not the backend: eager would need more memory still
     except Exception as error:
-        failure = f"{type(error).__name__}: {error}"
-    result = getattr(UNCOMPILED, step)(*args)  # outside the except: the input's error unchained
-    _mark_broken(impl.name, failure)
+        failure = error
+    result = getattr(fallback, step)(*args)  # outside the except: the input's error unchained
+    failures.record(key, failure)
     return result

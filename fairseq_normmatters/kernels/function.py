@@ -1,28 +1,38 @@
 """The plan and the autograd Function through which every fast norm runs.
 
-`RowNormFunction` runs the analytic forward and backward of `rows.py`, saving the input and
-one to three floats per row (like LayerNorm), in one layout for every backend. A `RowNormPlan`
-is what a norm module decides once per (device, dtype): the backend's implementation and the
-numeric options; its `run` is a reshape and one Function.apply.
+`RowNormFunction` runs the analytic forward and backward of `rows.py` (or, accumulating in
+fp16/bf16, of narrow.py), saving the input and one to three floats per row (like LayerNorm), in
+one layout for every backend. A `RowNormPlan` is what a norm module decides once per (device,
+dtype): the path (backends.route), its implementation and the numeric options; its `run` is a
+reshape and one Function.apply.
 """
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
-from .backends import Implementation, _mark_broken, implementation, run_or_fall_back
+from . import narrow
+from .backends import (FLOAT32, UNCOMPILED, BackendUnavailable, FailureKey, Implementation, Path, announce,
+                       failures, implementation, route, run_or_fall_back, width_class)
 
 
 class RowNormPlan:
     """A norm of `kind` over rows of `size` features by `impl` (an Implementation), decided once:
     run(x, gamma, beta) is a reshape and one RowNormFunction.apply (constant: C of
-    l1/linf/topk, ignored by rms)."""
+    l1/linf/topk, ignored by rms and l2). accumulate: the format of the statistics ("float32",
+    "fp16", "bf16"). Where `impl` fails, `fallback` (the same definition: rows.py, or the
+    emulation of a narrow accumulation) runs instead and the failure is kept (backends.py)."""
 
-    __slots__ = ("kind", "size", "constant", "eps", "k", "impl")
+    __slots__ = ("kind", "size", "constant", "eps", "k", "impl", "accumulate", "fallback")
 
-    def __init__(self, kind: str, size: int, constant: float, eps: float, k: Optional[int], impl: Implementation):
+    def __init__(self, kind: str, size: int, constant: float, eps: float, k: Optional[int], impl: Implementation,
+                 accumulate: str = FLOAT32):
         self.kind, self.size, self.constant, self.eps, self.k = kind, size, float(constant), float(eps), k or 0
-        self.impl = impl
+        self.impl, self.accumulate = impl, accumulate
+        self.fallback = UNCOMPILED if accumulate == FLOAT32 else narrow.implementation("emulation", accumulate)
+
+    def failure_key(self, x) -> FailureKey:
+        return FailureKey(self.impl.name, self.kind, x.dtype, width_class(self.size), x.device.type, self.accumulate)
 
     def run(self, x, weight, bias):
         x2d = x if x.dim() == 2 and x.shape[1] == self.size else x.reshape(-1, self.size)
@@ -42,11 +52,13 @@ class RowNormPlan:
         return self.forward(x, weight, bias)[0]
 
     def forward(self, x, weight, bias):
-        return run_or_fall_back(self.impl, "forward", x, weight, bias, self.kind, self.constant, self.eps, self.k)
+        return run_or_fall_back(self.impl, "forward", self.failure_key(x), self.fallback, x, weight, bias, self.kind,
+                                self.constant, self.eps, self.k)
 
     def backward(self, grad, x, weight, statistics, needs_weight_grad, needs_bias_grad):
-        return run_or_fall_back(self.impl, "backward", grad, x, weight, statistics, self.kind, self.constant,
-                                self.eps, self.k, needs_weight_grad, needs_bias_grad)
+        return run_or_fall_back(self.impl, "backward", self.failure_key(x), self.fallback, grad, x, weight,
+                                statistics, self.kind, self.constant, self.eps, self.k, needs_weight_grad,
+                                needs_bias_grad)
 
 
 class RowNormFunction(torch.autograd.Function):
@@ -76,46 +88,27 @@ class RowNormFunction(torch.autograd.Function):
         return dx, dweight, dbias, None
 
 
+def plan_norm(kind: str, size: int, dtype: torch.dtype, device: str, constant: float, eps: float,
+              k: Optional[int], accumulate: str = FLOAT32, requested: Optional[str] = None
+              ) -> Tuple[Path, Optional[RowNormPlan]]:
+    """(the path of a `kind` norm over rows of `size` features of `dtype` on `device`, announced
+    once in the log; its plan, or None where the path is eager: the reference formula)."""
+    while True:
+        path = route(kind, size, dtype, device, accumulate, requested, k)
+        if path.backend == "eager":
+            impl = None
+            break
+        try:
+            impl = implementation(path.backend) if accumulate == FLOAT32 else \
+                narrow.implementation(path.backend, accumulate)
+            break
+        except BackendUnavailable as error:  # kept: the next route takes another path
+            failures.record(FailureKey(path.backend, kind, dtype, width_class(size), device, accumulate), error)
+    announce(kind, size, dtype, device, accumulate, path)
+    return path, impl and RowNormPlan(kind, size, constant, eps, k, impl, accumulate)
+
+
 def fused_norm(x, kind, normalized_size, weight, bias, eps, constant, k, backend):
     """The `kind` norm of x over its last `normalized_size` elements by `backend`, planned for
     this one call (the functional API; norm modules keep their plans)."""
     return RowNormPlan(kind, normalized_size, constant, eps, k, implementation(backend)).run(x, weight, bias)
-
-
-class NarrowTritonPlan(RowNormPlan):
-    """A plan whose forward is the Triton kernel accumulating in fp16/bf16 (triton_narrow.py) and
-    whose backward is the float32 analytic one at its statistics. No fallback inside: rows.py
-    would accumulate in float32 (accumulating_norm falls back to the emulation instead)."""
-
-    __slots__ = ("accumulate",)
-
-    def __init__(self, kind: str, size: int, constant: float, eps: float, k: Optional[int], accumulate: str):
-        super().__init__(kind, size, constant, eps, k, None)
-        self.accumulate = accumulate
-
-    def forward(self, x, weight, bias):
-        from . import triton_narrow
-        return triton_narrow.forward_rows(x, weight, bias, self.kind, self.constant, self.eps, self.k, self.accumulate)
-
-    def backward(self, grad, x, weight, statistics, needs_weight_grad, needs_bias_grad):
-        from . import triton_narrow
-        return triton_narrow.backward_rows(grad, x, weight, statistics, self.kind, self.constant, self.eps, self.k,
-                                           needs_weight_grad, needs_bias_grad, self.accumulate)
-
-
-def accumulating_norm(x, kind, size, weight, bias, eps, constant, k, accumulate, emulate):
-    """The `kind` norm of x accumulating in `accumulate`: by the Triton kernel where
-    backends.narrow_backend(x) says so, else (or once the kernel has failed here: one warning,
-    and the kernels are skipped from then on) by `emulate()`, the CPU emulation."""
-    from .backends import TRITON_MAX_FEATURES, narrow_backend
-    if narrow_backend(x) == "triton" and size <= TRITON_MAX_FEATURES:
-        try:
-            return NarrowTritonPlan(kind, size, constant, eps, k, accumulate).run(x, weight, bias)
-        except torch.OutOfMemoryError:
-            raise
-        except Exception as error:
-            failure = f"{type(error).__name__}: {error}"
-        result = emulate()  # outside the except: an error of the input itself is raised unchained
-        _mark_broken("triton", failure)
-        return result
-    return emulate()

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from .backends import BackendUnavailable
 
 SOURCE = Path(__file__).with_name("native_rows.cpp")
 FLAGS = ("-O3", "-fopenmp", "-std=c++17", "-shared", "-fPIC")
@@ -64,8 +65,8 @@ def library_path() -> Path:
 
 @functools.lru_cache(maxsize=None)
 def library() -> ctypes.CDLL:
-    """The built library (building it first if no cached copy exists); raises RuntimeError with
-    the compiler's message if the build fails."""
+    """The built library (building it first if no cached copy exists); raises
+    BackendUnavailable with the compiler's message if the build fails."""
     path = library_path()
     if not path.exists():
         build(path)
@@ -84,7 +85,7 @@ def build(path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         scratch_dir = tempfile.TemporaryDirectory(dir=path.parent)
     except OSError as error:
-        raise RuntimeError(f"cannot write the cache directory {path.parent} ({error}); set "
+        raise BackendUnavailable(f"cannot write the cache directory {path.parent} ({error}); set "
                            "NORMMATTERS_CACHE_DIR to a writable directory") from None
     with scratch_dir as scratch:
         built = Path(scratch) / path.name
@@ -92,10 +93,10 @@ def build(path: Path) -> None:
         try:
             result = subprocess.run(command, capture_output=True, text=True)
         except FileNotFoundError:
-            raise RuntimeError(f"no C++ compiler: {command[0]} is not installed (set CXX to "
+            raise BackendUnavailable(f"no C++ compiler: {command[0]} is not installed (set CXX to "
                                "another one)") from None
         if result.returncode != 0:
-            raise RuntimeError(f"building {SOURCE.name} failed ({' '.join(command)}):"
+            raise BackendUnavailable(f"building {SOURCE.name} failed ({' '.join(command)}):"
                                f" {result.stderr.strip()[-2000:]}")
         os.replace(built, path)
 

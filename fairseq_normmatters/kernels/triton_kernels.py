@@ -1,6 +1,9 @@
-"""Triton kernels of the l1 / linf / topk layer norm (CUDA): the math of rows.py, one row per
-program in the forward; the backward walks a share of the rows per program and writes partial
-sums of dL/dgamma, dL/dbeta that torch adds up (no atomics: deterministic)."""
+"""Triton kernels of the l1 / linf / topk / rms / l2 layer norms (CUDA): the math of rows.py in
+float32, one template for every kind (so that l2 here against l1 here compares norms, not
+kernels), one row per program in the forward; the backward walks a share of the rows per
+program and writes partial sums of dL/dgamma, dL/dbeta that torch adds up (no atomics:
+deterministic). The modules' float32 l2 is torch's LayerNorm; this l2 is for like-for-like
+comparisons (scripts/bench_norms.py) and the tests."""
 
 import contextlib
 import functools
@@ -12,7 +15,8 @@ import triton.language as tl
 from . import rows as rows_math
 from .backends import TRITON_MAX_FEATURES
 
-KIND_CODES = {"l1": 0, "linf": 1, "topk": 2}
+KIND_CODES = {"l1": 0, "linf": 1, "topk": 2, "l2": 3, "rms": 4}  # l2, rms: a root mean square
+STATISTICS = {"l1": 3, "linf": 3, "topk": 3, "l2": 2, "rms": 1}  # rows.py's layouts
 MAX_FEATURES = TRITON_MAX_FEATURES
 
 
@@ -58,29 +62,43 @@ def _scale_derivative(d, a, valid, m, t, n, KIND: tl.constexpr, K: tl.constexpr)
 
 
 @triton.jit
-def _forward_kernel(X, W, B, Y, MEAN, M, T, x_stride, y_stride, n, constant, eps,
+def _forward_kernel(X, W, B, Y, S0, S1, S2, x_stride, y_stride, n, constant, eps,
                     KIND: tl.constexpr, K: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
                     BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)  # row x stride passes int32 in large tensors
     cols = tl.arange(0, BLOCK)
     valid = cols < n
     x = tl.load(X + row * x_stride + cols, mask=valid, other=0.0).to(tl.float32)
-    mean = tl.sum(x, 0) / n
-    d = tl.where(valid, x - mean, 0.0)
-    m, t = _row_scale(tl.abs(d), valid, n, KIND, K)
-    y = d / (constant * m + eps)
+    mean = 0.0
+    if KIND == 4:
+        d = x
+    else:
+        mean = tl.sum(x, 0) / n
+        d = tl.where(valid, x - mean, 0.0)
+    if KIND >= 3:
+        inv_s = 1.0 / tl.sqrt(tl.sum(d * d, 0) / n + eps)
+        y = d * inv_s
+    else:
+        m, t = _row_scale(tl.abs(d), valid, n, KIND, K)
+        y = d / (constant * m + eps)
     if HAS_W:
         y = y * tl.load(W + cols, mask=valid, other=0.0).to(tl.float32)
     if HAS_B:
         y = y + tl.load(B + cols, mask=valid, other=0.0).to(tl.float32)
     tl.store(Y + row * y_stride + cols, y.to(Y.dtype.element_ty), mask=valid)
-    tl.store(MEAN + row, mean)
-    tl.store(M + row, m)
-    tl.store(T + row, t)
+    if KIND == 4:
+        tl.store(S0 + row, inv_s)
+    elif KIND == 3:
+        tl.store(S0 + row, mean)
+        tl.store(S1 + row, inv_s)
+    else:
+        tl.store(S0 + row, mean)
+        tl.store(S1 + row, m)
+        tl.store(S2 + row, t)
 
 
 @triton.jit
-def _backward_kernel(G, X, W, MEAN, M, T, DX, DW_PART, DB_PART, rows, rows_per_program, g_stride,
+def _backward_kernel(G, X, W, S0, S1, S2, DX, DW_PART, DB_PART, rows, rows_per_program, g_stride,
                      x_stride, dx_stride, n, constant, eps, KIND: tl.constexpr, K: tl.constexpr,
                      HAS_W: tl.constexpr, BLOCK: tl.constexpr):
     program = tl.program_id(0).to(tl.int64)  # row x stride passes int32 in large tensors
@@ -101,15 +119,27 @@ def _backward_kernel(G, X, W, MEAN, M, T, DX, DW_PART, DB_PART, rows, rows_per_p
         statistic = tl.minimum(row, rows - 1)
         g = tl.load(G + row * g_stride + cols, mask=here, other=0.0).to(tl.float32)
         x = tl.load(X + row * x_stride + cols, mask=here, other=0.0).to(tl.float32)
-        m = tl.load(M + statistic)
-        t = tl.load(T + statistic)
-        d = tl.where(here, x - tl.load(MEAN + statistic), 0.0)
-        inv_s = 1.0 / (constant * m + eps)
         h = g * w
-        coupling = constant * inv_s * inv_s * tl.sum(h * d, 0)
-        derivative = _scale_derivative(d, tl.abs(d), here, m, t, n, KIND, K)
-        dd = tl.where(here, h * inv_s - coupling * derivative, 0.0)
-        dx = dd - tl.sum(dd, 0) / n
+        if KIND >= 3:  # rows.py: dd = h / s - d mean(h d) / s^3, centered for l2
+            if KIND == 4:
+                inv_s = tl.load(S0 + statistic)
+                d = x
+            else:
+                inv_s = tl.load(S1 + statistic)
+                d = tl.where(here, x - tl.load(S0 + statistic), 0.0)
+            dd = tl.where(here, inv_s * h - inv_s * inv_s * inv_s * d * (tl.sum(h * d, 0) / n), 0.0)
+        else:
+            m = tl.load(S1 + statistic)
+            t = tl.load(S2 + statistic)
+            d = tl.where(here, x - tl.load(S0 + statistic), 0.0)
+            inv_s = 1.0 / (constant * m + eps)
+            coupling = constant * inv_s * inv_s * tl.sum(h * d, 0)
+            derivative = _scale_derivative(d, tl.abs(d), here, m, t, n, KIND, K)
+            dd = tl.where(here, h * inv_s - coupling * derivative, 0.0)
+        if KIND == 4:
+            dx = dd
+        else:
+            dx = dd - tl.sum(dd, 0) / n
         tl.store(DX + row * dx_stride + cols, dx.to(DX.dtype.element_ty), mask=here)
         dw += g * d * inv_s
         db += g
@@ -127,6 +157,11 @@ def _takes(x: torch.Tensor) -> bool:
     at most MAX_FEATURES features (one row is one block of registers). Other inputs run rows.py,
     for that input only."""
     return x.shape[0] > 0 and x.shape[1] <= MAX_FEATURES
+
+
+def statistic_slots(statistics: torch.Tensor):
+    """The kernels' three statistics pointers: the rows of `statistics`, the last repeated."""
+    return [statistics[min(i, len(statistics) - 1)] for i in range(3)]
 
 
 def _unit_stride(t):
@@ -150,18 +185,17 @@ def _multiprocessors(device: torch.device) -> int:
 
 
 def forward_rows(x, weight, bias, kind, constant, eps, k):
-    """rows.forward_rows on CUDA (l1/linf/topk): (y, statistics) in rows.py's layout."""
+    """rows.forward_rows on CUDA: (y, statistics) in rows.py's layout."""
     if not _takes(x):
         return rows_math.forward_rows(x, weight, bias, kind, constant, eps, k)
     x, weight, bias = _unit_stride(x), _unit_stride(weight), _unit_stride(bias)
     rows, n = x.shape
     block, warps = _launch_options(n)
     y = torch.empty((rows, n), dtype=x.dtype, device=x.device)
-    statistics = torch.empty((3, rows), dtype=torch.float32, device=x.device)
-    mean, m, t = statistics
+    statistics = torch.empty((STATISTICS[kind], rows), dtype=torch.float32, device=x.device)
     with _on_device_of(x):
         _forward_kernel[(rows,)](x, weight if weight is not None else x, bias if bias is not None else x,
-                                 y, mean, m, t, x.stride(0), y.stride(0), n, constant, eps,
+                                 y, *statistic_slots(statistics), x.stride(0), y.stride(0), n, constant, eps,
                                  KIND=KIND_CODES[kind], K=max(k, 1), HAS_W=weight is not None,
                                  HAS_B=bias is not None, BLOCK=block, num_warps=warps)
     return y, statistics
@@ -173,7 +207,7 @@ def backward_rows(grad, x, weight, statistics, kind, constant, eps, k, needs_wei
     if not _takes(x):
         return rows_math.backward_rows(grad, x, weight, statistics, kind, constant, eps, k,
                                        needs_weight_grad, needs_bias_grad)
-    mean, m, t = statistics.contiguous()
+    slots = statistic_slots(statistics.contiguous())
     grad, x, weight = _unit_stride(grad), _unit_stride(x), _unit_stride(weight)
     rows, n = x.shape
     block, warps = _launch_options(n)
@@ -184,7 +218,7 @@ def backward_rows(grad, x, weight, statistics, kind, constant, eps, k, needs_wei
     dw_part, db_part = (torch.empty((programs, block), dtype=torch.float32, device=x.device)
                         for _ in range(2))
     with _on_device_of(x):
-        _backward_kernel[(programs,)](grad, x, weight if weight is not None else x, mean, m, t, dx,
+        _backward_kernel[(programs,)](grad, x, weight if weight is not None else x, *slots, dx,
                                       dw_part, db_part, rows, rows_per_program, grad.stride(0),
                                       x.stride(0), dx.stride(0), n, constant, eps,
                                       KIND=KIND_CODES[kind], K=max(k, 1), HAS_W=weight is not None,

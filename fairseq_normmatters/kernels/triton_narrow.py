@@ -9,19 +9,16 @@ which tests the kernel on CPU, truncates a float32 -> bf16 conversion and cannot
 numbers. An operation on two numbers of the format computed in float32 and rounded is the
 correctly rounded operation of the format (float32 has at least 2p + 2 bits of either).
 
-The backward is the float32 analytic one of rows.py (torch operations) at the statistics and
-the centered rows the narrow forward found.
+Its backward is narrow.py's, the one of every narrow path.
 """
 
 import torch
 import triton
 import triton.language as tl
 
-from ..accumulation import ACCUMULATE_FORMATS
-from . import rows as rows_math
 from . import triton_kernels
 
-KIND_CODES = {"l1": 0, "linf": 1, "topk": 2, "l2": 3, "rms": 4}
+KIND_CODES = triton_kernels.KIND_CODES
 FORMAT_CODES = {"fp16": 0, "bf16": 1}
 
 
@@ -116,9 +113,6 @@ def _narrow_forward_kernel(X, W, B, Y, S0, S1, S2, x_stride, y_stride, n, consta
         tl.store(S2 + row, t)
 
 
-STATISTICS = {"l2": 2, "rms": 1, "l1": 3, "linf": 3, "topk": 3}
-
-
 def _levels(block: int) -> int:
     return block.bit_length() - 1
 
@@ -133,8 +127,8 @@ def forward_rows(x, weight, bias, kind, constant, eps, k, accumulate):
     block, warps = triton_kernels._launch_options(n)
     k_block = triton.next_power_of_2(max(k, 1))
     y = torch.empty((rows, n), dtype=x.dtype, device=x.device)
-    statistics = torch.empty((STATISTICS[kind], rows), dtype=torch.float32, device=x.device)
-    slots = [statistics[min(i, len(statistics) - 1)] for i in range(3)]  # the kernel's 3 pointers; unused ones repeat
+    statistics = torch.empty((triton_kernels.STATISTICS[kind], rows), dtype=torch.float32, device=x.device)
+    slots = triton_kernels.statistic_slots(statistics)
     if rows:
         with triton_kernels._on_device_of(x):
             _narrow_forward_kernel[(rows,)](
@@ -145,14 +139,3 @@ def forward_rows(x, weight, bias, kind, constant, eps, k, accumulate):
                 num_warps=warps)
     return y, statistics
 
-
-def backward_rows(grad, x, weight, statistics, kind, constant, eps, k, needs_weight_grad, needs_bias_grad,
-                  accumulate):
-    """The float32 analytic backward (rows.py) at the narrow forward's statistics and centered
-    rows d, rounded to the format as the forward computed them (linf's maximum and topk's k-th
-    largest are among those values, not among the float32 x - mean)."""
-    dtype = ACCUMULATE_FORMATS[accumulate]
-    v = x.to(dtype)
-    d = v if kind == "rms" else v - statistics[0].unsqueeze(-1).to(dtype)
-    return rows_math.backward_rows(grad, x, weight, statistics, kind, constant, eps, k, needs_weight_grad,
-                                   needs_bias_grad, centered=d.float())

@@ -57,9 +57,11 @@ def call_fairseq(tool, *args, stdin: str = "") -> Tuple[int, str, str]:
     as in a new one (which would import fairseq again: seconds per call): (exit status, what it
     printed and logged, its errors: argparse's message or the traceback of an exception)."""
     from .. import install_fairseq_plugin
+    from ..kernels import backends
     install_fairseq_plugin()  # --user-dir finds the package imported already, so it does not
     module = importlib.import_module(FAIRSEQ_MAINS[tool])
     forget_the_previous_runs_best_checkpoint()
+    backends.announce_again()  # a new process says each norm's path in its own log
     status = 0
     with console_of(FAIRSEQ_MAINS[tool], [tool, *map(str, args)], stdin) as (output, errors):
         try:

@@ -33,6 +33,10 @@ def normalize_model(model, args):
                              f"{args.norm_constant} --norm-accumulate {args.norm_accumulate}: {error}") from None
         logger.info("replaced %d layer norms by %s (accumulating in %s)", count, args.norm_type,
                     args.norm_accumulate)
+    else:
+        kept = [f"{type(m).__module__}.{type(m).__name__}" for m in model.modules() if "LayerNorm" in type(m).__name__]
+        if kept:
+            logger.info("norm path: kept fairseq's %d layer norms (%s)", len(kept), ", ".join(sorted(set(kept))))
     if args.weight_norm != "none":
         names = apply_weight_norm(model, args.weight_norm, p=args.weight_norm_p,
                                   rho=args.weight_norm_rho, include=weight_norm_target)
