@@ -153,9 +153,12 @@ def _run_narrow(module, x):
             else module.reference(x))
 
 
-_run_narrow_eagerly = torch.compiler.disable(
-    _run_narrow, reason="a norm accumulating in fp16/bf16 emulates every rounding, which inductor would drop: "
-                        "it runs outside the compiled graph (use accumulate='float32' for a fullgraph compile)")
+NOT_COMPILED = ("a norm accumulating in fp16/bf16 emulates every rounding, which inductor would drop: it runs "
+                "outside the compiled graph (use accumulate='float32' for a fullgraph compile)")
+try:
+    _run_narrow_eagerly = torch.compiler.disable(_run_narrow, reason=NOT_COMPILED)
+except TypeError:  # torch < 2.8 takes no reason (a fullgraph compile is refused without it)
+    _run_narrow_eagerly = torch.compiler.disable(_run_narrow)
 
 
 class PlannedNorm:

@@ -2,7 +2,8 @@
 """Forward+backward speed of the plugin's layer norms as ratios to torch.nn.LayerNorm, one run.
 
 For each dtype and shape (rows x features) it times nn.LayerNorm and each kind (l1, linf,
-topk k=8, rms) on the same input and output gradient, in rounds that time each of them on a
+topk k=8, rms, and l2 by the package's own kernels: the same Triton template as l1 and linf on
+CUDA, so that l1 / l2 there compares norms, not engineering) on the same input and output gradient, in rounds that time each of them on a
 few single calls (the round's value is their median, so a call that the machine interrupts
 does not count; each round starts with the next one, so none always follows LayerNorm):
 median ms of fwd+bwd, the ratio to LayerNorm (the median of the ratios within a round; JSON:
@@ -17,8 +18,8 @@ kernel, the launch path is what to make faster. --overhead times a tiny input (8
 take a few microseconds, and prints microseconds: the cost of each call's Python and launches.
 
     python scripts/bench_norms.py [--device cpu|cuda] [--quick | --overhead] [--backend auto]
-                                  [--kinds ...] [--shapes 64x512 ...] [--dtypes ...]
-                                  [--threads N] [--kernels-only] [--json FILE]
+                                  [--kinds ...] [--shapes 64x512 ...] [--dtypes ...] [--topk-k 8]
+                                  [--max-warps 16] [--threads N] [--kernels-only] [--json FILE]
 """
 
 import argparse
@@ -33,7 +34,7 @@ import torch
 from fairseq_normmatters import build_norm, kernels
 from fairseq_normmatters.recipes import run_main
 
-KINDS = {"l1": {}, "linf": {}, "topk": {"k": 8}, "rms": {}}
+KINDS = {"l1": {}, "linf": {}, "topk": {"k": 8}, "rms": {}, "l2": {}}  # l2: TemplateL2, not nn.LayerNorm
 SHAPES = [(4096, 512), (4096, 1024), (16384, 512), (16384, 1024)]
 CUDA_SHAPES = SHAPES + [(65536, 1024)]
 OVERHEAD_SHAPE = (8, 512)
@@ -72,6 +73,27 @@ class Timer:
             self.sync()
             times.append(time.perf_counter() - start)
         return statistics.median(times)
+
+
+class TemplateL2(torch.nn.Module):
+    """The l2 layer norm by the package's kernels (kernels.RowNormPlan "l2": the Triton template of
+    l1/linf on CUDA), not ATen's: gamma * d / sqrt(mean(d^2) + eps) + beta."""
+
+    kind, eps, constant_value = "l2", 1e-5, 1.0
+
+    def __init__(self, features):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(features))
+        self.bias = torch.nn.Parameter(torch.zeros(features))
+
+    def forward(self, x):
+        backend = kernels.backend_for(x, kind="l2")
+        impl = kernels.UNCOMPILED if backend == "eager" else kernels.implementation(backend)
+        return kernels.RowNormPlan("l2", x.shape[-1], 1.0, self.eps, None, impl).run(x, self.weight, self.bias)
+
+
+def build(kind, features):
+    return TemplateL2(features) if kind == "l2" else build_norm(kind, features, **KINDS[kind])
 
 
 def fwd_bwd(module, x, grad):
@@ -125,7 +147,7 @@ def bench_shape(kinds, rows, features, dtype, device, repeats, inner, kernels_on
     x = torch.randn(rows, features, device=device, dtype=dtype, requires_grad=True)
     grad = torch.randn(rows, features, device=device, dtype=dtype)
     modules = {"layernorm": torch.nn.LayerNorm(features)}
-    modules.update({kind: build_norm(kind, features, **KINDS[kind]) for kind in kinds})
+    modules.update({kind: build(kind, features) for kind in kinds})
     modules = {name: m.to(device=device, dtype=dtype) for name, m in modules.items()}
     steps = (kernel_steps(modules, x, grad) if kernels_only
              else {name: fwd_bwd(m, x, grad) for name, m in modules.items()})
@@ -247,6 +269,10 @@ def main(argv=None):
     parser.add_argument("--dtypes", nargs="+", choices=DTYPES["cuda"],
                         help="dtypes instead of the device's default list")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads(N) first (CPU)")
+    parser.add_argument("--topk-k", type=int, default=8, help="top-k's k (default 8; the Triton kernels take "
+                                                              "up to 64, unrolling a loop over k)")
+    parser.add_argument("--max-warps", type=int, choices=(4, 8, 16, 32),
+                        help="CUDA: the most warps a Triton program of a wide row gets (default 16)")
     parser.add_argument("--kernels-only", action="store_true",
                         help="time each backend's forward/backward functions and aten's layer norm "
                              "ops directly, without the modules and autograd around them")
@@ -256,6 +282,10 @@ def main(argv=None):
         raise SystemExit("bench_norms.py: --device cuda but torch sees no CUDA device")
     if args.backend:
         kernels.set_backend(args.backend)
+    KINDS["topk"]["k"] = args.topk_k
+    if args.max_warps:
+        from fairseq_normmatters.kernels import triton_kernels
+        triton_kernels.MAX_WARPS = args.max_warps
     if args.threads is not None:
         if args.threads < 1:
             raise SystemExit(f"bench_norms.py: --threads {args.threads}: needs at least 1")

@@ -15,10 +15,14 @@
 #  8. scripts/bench_norms.py --device cuda --overhead: the per-call cost in microseconds (8x512).
 #  9. Narrow accumulation on CUDA: tests/test_triton_narrow.py compiled for the GPU, and
 #     scripts/bench_precision.py --device cuda (the Triton kernel) against docs/precision.md (CPU).
+# 10. Like-for-like kernels (issue 35): l2 from the same Triton template as l1/linf/rms against ATen's
+#     LayerNorm, kernels alone (--kernels-only, CUDA events back to back) and the whole call, at widths
+#     1024-32768 with at most 16 and 32 warps a program; top-k's first-call (compile) time at k = 8, 32, 64.
 # PARTS="1 2 3" selects parts (default 1 2 3; PRECISIONS and CONFIGS narrow part 2, BASE part 3).
 # PARTS=speed is every GPU speed number of docs/performance.md in one run (under 8 minutes on an
 # H200): parts 5 (at 4096x512, 16384x1024, 65536x1024), 8, and 3 with l2, l1, none and bwn, whose
 # words/s ratios (l1 / l2, bwn / none) it prints.
+# PARTS=kernels is issue 35's GPU run: parts 9 and 10 (about 8 minutes on an H200, not yet run).
 # PARTS=precision is issue 28's GPU run: part 9, then part 2 with --fp16 on the demo corpus for
 # transformer_{l2,l1,linf} and their _acc_fp16 twins (the norms accumulating in fp16 in the kernel).
 # The summary goes to stdout and $OUT/summary.txt, the training logs to
@@ -29,6 +33,9 @@ OUT="${OUT:-/tmp/device_out}" WORK="${WORK:-/tmp/device_work}" PARTS="${PARTS:-1
 if [ "$PARTS" = speed ]; then
     PARTS="5 8 3" BASE="${BASE:-transformer_l2 transformer_l1 transformer_none transformer_bwn}"
     BENCH_ARGS="${BENCH_ARGS:---shapes 4096x512 16384x1024 65536x1024}"
+fi
+if [ "$PARTS" = kernels ]; then
+    PARTS="9 10"
 fi
 if [ "$PARTS" = precision ]; then
     PARTS="9 2" PRECISIONS="${PRECISIONS:-fp16}"
@@ -71,10 +78,28 @@ if want 9; then
 echo "== 9. norms accumulating in fp16/bf16: the Triton kernel on CUDA"
 timeout 300 python3 -m pytest -q -x -p no:cacheprovider tests/test_triton_narrow.py 2>&1 | tail -5
 timeout 300 python3 scripts/bench_precision.py --device cuda --out "$OUT/precision_cuda.md" 2>&1 | tail -1
-narrow() { sed -n '/^| kind | accumulate/,/^$/p' "$1" | grep -v '| float32 |' | grep -v '^$'; }  # float32: other kernels
+# the settings computed alike on both (storage runs other float32 kernels on each device)
+narrow() { sed -n '/^| kind | format | setting | gaussian/,/^$/p' "$1" | grep -E '\| (narrow|wide-mean) \|'; }
 diff <(narrow docs/precision.md) <(narrow "$OUT/precision_cuda.md") > "$OUT/precision.diff" \
-    && echo "the CUDA table's fp16/bf16 rows are the CPU ones of docs/precision.md" \
+    && echo "the CUDA table's narrow and wide-mean rows are the CPU ones of docs/precision.md" \
     || { echo "tables differ:"; head -20 "$OUT/precision.diff"; }
+fi
+
+if want 10; then
+echo "== 10. like-for-like: the Triton template's l2 against its l1/linf/rms and ATen's LayerNorm"
+for warps in 16 32; do
+    for scope in --kernels-only ""; do
+        echo "-- at most $warps warps a program ${scope:-(whole call: module, autograd)}"
+        timeout 150 python3 scripts/bench_norms.py --device cuda --kinds l2 l1 linf rms --dtypes float32 bfloat16 \
+            --shapes 16384x1024 4096x8192 1024x32768 --max-warps $warps $scope \
+            --json "$OUT/bench_template_w${warps}${scope:+_kernels}.json" 2>&1 | grep -v tensorboardX
+    done
+done
+for k in 8 32 64; do
+    echo "-- top-k, k = $k: the first call's extra time is its compilation"
+    timeout 120 python3 scripts/bench_norms.py --device cuda --kinds topk --topk-k $k --dtypes float32 \
+        --shapes 4096x1024 2>&1 | grep '^topk'
+done
 fi
 
 if want 5; then

@@ -158,9 +158,9 @@ def test_narrow_gradients_follow_the_float32_ones_to_the_formats_precision(kind,
         gradients[name] = [inputs.grad, norm.weight.grad, norm.bias.grad]
     tolerance = {"fp16": 0.002, "bf16": 0.01}[accumulate]
     ties = kind in ("linf", "topk") and accumulate == "bf16"
-    for name, exact, narrow in zip(("x", "gamma", "beta"), gradients["float32"], gradients[accumulate]):
-        assert torch.isfinite(narrow).all()
-        error = ((narrow - exact).norm() / exact.norm()).item()
+    for name, exact, narrowed in zip(("x", "gamma", "beta"), gradients["float32"], gradients[accumulate]):
+        assert torch.isfinite(narrowed).all()
+        error = ((narrowed - exact).norm() / exact.norm()).item()
         allowed = 0.15 if ties and name == "x" else tolerance
         assert error < allowed, f"{kind} in {accumulate}: relative error {error:.4f} of the gradient of {name}"
 

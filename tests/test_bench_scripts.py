@@ -85,30 +85,51 @@ def test_calibrate_constants_prints_the_measured_ratio_of_every_constant(capsys)
     assert all(1.3 < r < 1.5 for r in ratios[("linf", "paper")])  # the supplement's C_Linf, as test_norms
 
 
-def test_bench_precision_writes_the_table_the_plot_and_the_records(tmp_path, capsys):
-    """A few rows per measurement: the table has a line per kind x format x width, float32
-    accumulation holds over the whole grid, fp16's l2 breaks before l1 and l1 before linf
-    (the sums of squares, of |d| and of x overflow 65504 in turn), bf16 breaks nowhere."""
+def test_bench_precision_writes_the_three_settings_the_plot_and_the_records(tmp_path, capsys):
+    """A few rows per measurement: a line per kind x (float32, and fp16/bf16 x three settings);
+    float32 storage and bf16 hold over the whole grid; with float32 statistics (storage) no
+    Gaussian row breaks in fp16; everything narrow breaks l2 before l1 before linf (the sums of
+    squares, of |d| and of x overflow in turn); a float32 mean (wide-mean) keeps linf whole; the
+    outlier rows of the storage setting break where fp16 itself overflows (50 s > 65504)."""
     import bench_precision  # scripts/bench_precision.py
     out, plot, records = tmp_path / "precision.md", tmp_path / "precision.png", tmp_path / "precision.json"
     bench_precision.main(["--rows", "8", "--out", str(out), "--plot", str(plot), "--json", str(records)])
     document = out.read_text()
-    lines = document[document.index("| kind | accumulate |"):].split("\n\n")[0].splitlines()
+    lines = document[document.index("| kind | format | setting | gaussian"):].split("\n\n")[0].splitlines()
     rows = {tuple(cell.strip() for cell in line.split("|")[1:4]): [cell.strip() for cell in line.split("|")[4:-1]]
             for line in lines[2:]}
-    assert len(rows) == 5 * 3 * 3 and capsys.readouterr().out.startswith(lines[0])
+    assert len(rows) == 5 * 7 and capsys.readouterr().out.startswith(lines[0])
     assert "Made by `python scripts/bench_precision.py --out docs/precision.md" in document
     assert "normalizes 8 rows" in document and "![median row error against the input scale](precision.png)" in document
-    assert "- fp16: rows break (inf, NaN or all zero): l2 from s = " in document
-    assert "- bf16: no row of l2, l1, linf, topk, rms breaks on the grid; " in document
-    fp8 = document[document.index("| kind | fp8 input |"):].splitlines()[2:]
-    assert len(fp8) == 5 * 2 * 3 and all(0.01 < float(line.split("|")[4]) < 0.1 for line in fp8)  # fp8's rounding
-    assert all(cells[0] == "1e-4 .. 1e4" and cells[1] == "none" for (_, accumulate, _), cells in rows.items()
-               if accumulate in ("float32", "bf16"))
+    assert "- fp16, narrow: rows break (inf, NaN or all zero): l2 from s = " in document
+    assert "- fp16, storage: no row of l2, l1, linf, topk, rms breaks on the grid" in document
+    assert "- bf16, narrow: no row of l2, l1, linf, topk, rms breaks on the grid; " in document
+    assert all(cells[0] == "1e-4 .. 1e4" and cells[1] == "none" for (_, fmt, _), cells in rows.items()
+               if fmt in ("float32", "bf16"))
 
-    def first_broken(kind):
-        return float(rows[kind, "fp16", "1024"][1].split()[3])  # "from s = 1e1 (all there)"
-    assert first_broken("l2") < first_broken("l1") < first_broken("linf")
+    def first_broken(kind, setting, family=0):
+        return float(rows[kind, "fp16", setting][1 + 4 * family].split()[3])  # "from s = 1e1 (all there)"
+    assert first_broken("l2", "narrow") < first_broken("l1", "narrow") < first_broken("linf", "narrow")
+    assert rows["linf", "fp16", "wide-mean"][1] == "none"
+    assert all(first_broken(kind, "storage", family=1) == 3e3 for kind in bench_precision.KINDS)
+    small = document[document.index("| kind | format | setting | terms zero"):].split("\n\n")[0]
+    l2_narrow = next(line for line in small.splitlines() if line.startswith("| l2 | fp16 | narrow |")).split("|")
+    zero, tiny = (float(share.strip(" %")) for share in l2_narrow[4].split(","))
+    assert zero > 80 and tiny == 100 and l2_narrow[6].strip() == "inf"  # at s = 1e-4 the squares underflow
+    fp8 = document[document.index("| kind | fp8 input |"):].splitlines()[2:]
+    assert len(fp8) == 5 * 2 * 4 and all(0.01 < float(line.split("|")[5]) < 0.1 for line in fp8)  # fp8's rounding
     assert plot.read_bytes()[:4] == b"\x89PNG"
     measured = json.loads(records.read_text())
-    assert len(measured) == 5 * 3 * 3 * 2 * 17 and {"worst", "median", "broken"} <= set(measured[0])
+    assert len(measured) == 5 * 7 * 3 * 2 * 17 + 5 * 6 * 17 and {"worst", "median", "broken"} <= set(measured[0])
+
+
+def test_bench_norms_l2_is_the_packages_own_kernel_of_layer_norm(bench_norms, monkeypatch):
+    """The l2 row of the benchmark is rows.py's l2 (the Triton template's on CUDA), the same norm
+    as nn.LayerNorm, not nn.LayerNorm itself: values and gradients."""
+    monkeypatch.setenv("NORMMATTERS_NORM_BACKEND", "eager")  # rows.py's analytic formulas, no compilation
+    x = torch.randn(37, 96, requires_grad=True)
+    ours, theirs = bench_norms.TemplateL2(96), torch.nn.LayerNorm(96)
+    y, expected = ours(x), theirs(x)
+    torch.testing.assert_close(y, expected)
+    torch.testing.assert_close(torch.autograd.grad(y.square().sum(), x)[0],
+                               torch.autograd.grad(expected.square().sum(), x)[0])

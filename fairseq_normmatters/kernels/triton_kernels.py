@@ -7,6 +7,7 @@ comparisons (scripts/bench_norms.py) and the tests."""
 
 import contextlib
 import functools
+import os
 
 import torch
 import triton
@@ -147,9 +148,14 @@ def _backward_kernel(G, X, W, S0, S1, S2, DX, DW_PART, DB_PART, rows, rows_per_p
     tl.store(DB_PART + program * BLOCK + cols, db)
 
 
+#: the most warps a program of a wide row gets (default 16; Liger goes to 32: scripts/bench_norms.py
+#: --max-warps 32, part 10 of scripts/device_checks.sh, compares them on a GPU)
+MAX_WARPS = int(os.environ.get("NORMMATTERS_TRITON_MAX_WARPS") or 16)
+
+
 def _launch_options(n: int):
     block = triton.next_power_of_2(n)
-    return block, min(max(block // 256, 1), 16)
+    return block, min(max(block // 256, 1), MAX_WARPS)
 
 
 def _takes(x: torch.Tensor) -> bool:
