@@ -474,17 +474,16 @@ def test_a_module_says_its_path_once_in_the_log(caplog):
                     "first choice on cpu)"]
 
 
-def test_the_path_command_prints_the_path_and_refuses_a_bad_shape():
-    import subprocess
-    import sys
-    command = [sys.executable, "-m", "fairseq_normmatters.kernels.path"]
-    done = subprocess.run(command + ["--kind", "topk", "--k", "100", "--shape", "64x4096", "--device", "cuda"],
-                          capture_output=True, text=True)
+def test_the_path_command_prints_the_path_and_refuses_a_bad_shape(capsys):
+    """python -m fairseq_normmatters.kernels.path (its main, in this process)."""
+    from fairseq_normmatters.kernels import path
+    assert path.main(["--kind", "topk", "--k", "100", "--shape", "64x4096", "--device", "cuda"]) == 0
     expected = ("topk over 4096 features (64 rows), float32 on cuda, accumulating in float32: compiled (the Triton "
                 "top-k unrolls a loop over k: at most k = 64, not 100: compiled)")
     if not kernels.triton_available():
         expected = "topk over 4096 features (64 rows), float32 on cuda, accumulating in float32: compiled (auto's " \
                    "first choice on cuda)"
-    assert done.returncode == 0 and done.stdout.strip() == expected
-    refused = subprocess.run(command + ["--kind", "l1", "--shape", "64by512"], capture_output=True, text=True)
-    assert refused.returncode == 2 and "--shape '64by512': give positive sizes like 4096x1024" in refused.stderr
+    assert capsys.readouterr().out.strip() == expected
+    with pytest.raises(SystemExit) as refused:
+        path.main(["--kind", "l1", "--shape", "64by512"])
+    assert refused.value.code == 2 and "--shape '64by512': give positive sizes like 4096x1024" in capsys.readouterr().err
