@@ -16,8 +16,9 @@
 #  9. Narrow accumulation on CUDA: tests/test_triton_narrow.py compiled for the GPU, and
 #     scripts/bench_precision.py --device cuda (the Triton kernel) against docs/precision.md (CPU).
 # 10. Like-for-like kernels (issue 35): l2 from the same Triton template as l1/linf/rms against ATen's
-#     LayerNorm, kernels alone (--kernels-only, CUDA events back to back) and the whole call, at widths
-#     1024-32768 with at most 16 and 32 warps a program; top-k's first-call (compile) time at k = 8, 32, 64.
+#     LayerNorm in bf16, kernels alone (--kernels-only, CUDA events back to back) with at most 16 and 32
+#     warps a program, and the whole call, at widths 1024-32768; top-k's first-call (compile) time at
+#     k = 8, 32, 64.
 # PARTS="1 2 3" selects parts (default 1 2 3; PRECISIONS and CONFIGS narrow part 2, BASE part 3).
 # PARTS=speed is every GPU speed number of docs/performance.md in one run (under 8 minutes on an
 # H200): parts 5 (at 4096x512, 16384x1024, 65536x1024), 8, and 3 with l2, l1, none and bwn, whose
@@ -87,13 +88,12 @@ fi
 
 if want 10; then
 echo "== 10. like-for-like: the Triton template's l2 against its l1/linf/rms and ATen's LayerNorm"
-for warps in 16 32; do
-    for scope in --kernels-only ""; do
-        echo "-- at most $warps warps a program ${scope:-(whole call: module, autograd)}"
-        timeout 150 python3 scripts/bench_norms.py --device cuda --kinds l2 l1 linf rms --dtypes float32 bfloat16 \
-            --shapes 16384x1024 4096x8192 1024x32768 --max-warps $warps $scope \
-            --json "$OUT/bench_template_w${warps}${scope:+_kernels}.json" 2>&1 | grep -v tensorboardX
-    done
+for run in "16 --kernels-only" "32 --kernels-only" "16"; do
+    set -- $run
+    echo "-- at most $1 warps a program, ${2:-the whole call (module, autograd)}"
+    timeout 150 python3 scripts/bench_norms.py --device cuda --kinds l2 l1 linf rms --dtypes bfloat16 \
+        --shapes 16384x1024 4096x8192 1024x32768 --max-warps "$1" ${2:-} \
+        --json "$OUT/bench_template_w$1${2:+_kernels}.json" 2>&1 | grep -v tensorboardX
 done
 for k in 8 32 64; do
     echo "-- top-k, k = $k: the first call's extra time is its compilation"
