@@ -8,7 +8,7 @@ each level rounded:
 
     v = round_F(x)                          S(.) = pairwise_sum, every partial sum in F
     d = v - S(v) / n                        (rms: d = v, no centering)
-    l2, rms:  y = d * r(1 / sqrt(S(d * d) / n + eps))     (r: one rounding of float32's 1 / sqrt)
+    l2, rms:  y = d * r(1 / sqrt(S(d * d) / n + eps))     (r: 1 / sqrt in float32, then rounded to F)
     l1:       y = d / (C * S(|d|) / n + eps)
     linf:     y = d / (C * max|d| + eps)                    (a maximum is exact in any format)
     topk:     y = d / (C * S(k largest |d|) / k + eps)
@@ -103,7 +103,7 @@ def rows_in_format(x: Tensor, kind: str, weight: Optional[Tensor], bias: Optiona
     statistic = narrow_statistic(d, kind, k)
     if kind in ("l2", "rms"):
         wide = (statistic + eps).to(torch.promote_types(dtype, torch.float32))
-        inverse = (1.0 / torch.sqrt(wide)).to(dtype)  # as the kernel: float32 sqrt and divide, one rounding
+        inverse = (1.0 / torch.sqrt(wide)).to(dtype)  # as the kernel: float32 sqrt and divide, then F
         y, statistics = d * inverse, [inverse] if mean is None else [mean, inverse]
     else:
         y = d / (statistic * constant + eps)
