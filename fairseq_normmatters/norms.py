@@ -239,7 +239,7 @@ class L2Norm(PlannedNorm, nn.LayerNorm):
         if key not in self.__dict__.setdefault("_announced", set()):
             self._announced.add(key)
             backends.announce("l2", math.prod(self.normalized_shape), x.dtype, x.device.type, FLOAT32,
-                              backends.Path("torch", "nn.LayerNorm: ATen's fused kernel"))
+                              backends.LAYER_NORM_PATH)
         return None
 
     def reference(self, x):

@@ -3,9 +3,10 @@
 
 For each dtype and shape (rows x features) it times nn.LayerNorm and each kind (l1, linf,
 topk k=8, rms, and l2 by the package's own kernels: the same Triton template as l1 and linf on
-CUDA, so that l1 / l2 there compares norms, not engineering) on the same input and output gradient, in rounds that time each of them on a
-few single calls (the round's value is their median, so a call that the machine interrupts
-does not count; each round starts with the next one, so none always follows LayerNorm):
+CUDA, so that l1 / l2 there compares norms, not engineering) on the same input and output
+gradient, in rounds that time each of them on a few single calls (the round's value is their
+median, so a call that the machine interrupts does not count; each round starts with the next
+one, so none always follows LayerNorm):
 median ms of fwd+bwd, the ratio to LayerNorm (the median of the ratios within a round; JSON:
 round_ratios), the first call's extra time (compilation) separately, and on CUDA the peak-memory
 ratio and the achieved GB/s (5 passes over the tensor: read x, write y, read x and dy, write
@@ -32,6 +33,7 @@ from pathlib import Path
 import torch
 
 from fairseq_normmatters import build_norm, kernels
+from fairseq_normmatters.norms import PlannedRowNorm, init_affine
 from fairseq_normmatters.recipes import run_main
 
 KINDS = {"l1": {}, "linf": {}, "topk": {"k": 8}, "rms": {}, "l2": {}}  # l2: TemplateL2, not nn.LayerNorm
@@ -75,21 +77,22 @@ class Timer:
         return statistics.median(times)
 
 
-class TemplateL2(torch.nn.Module):
-    """The l2 layer norm by the package's kernels (kernels.RowNormPlan "l2": the Triton template of
-    l1/linf on CUDA), not ATen's: gamma * d / sqrt(mean(d^2) + eps) + beta."""
+class TemplateL2(PlannedRowNorm):
+    """The l2 layer norm by the package's kernels, not ATen's: gamma * d / sqrt(mean(d^2) + eps) +
+    beta, its path planned once per (device, dtype) as every norm module's (the Triton template
+    of l1/linf on CUDA); the eager path is rows.py's analytic l2."""
 
-    kind, eps, constant_value = "l2", 1e-5, 1.0
+    kind, constant_value, k = "l2", 1.0, None
 
     def __init__(self, features):
         super().__init__()
-        self.weight = torch.nn.Parameter(torch.ones(features))
-        self.bias = torch.nn.Parameter(torch.zeros(features))
+        self.normalized_shape, self.eps, self.elementwise_affine = (features,), 1e-5, True
+        self.accumulate = "float32"
+        init_affine(self, True)
 
-    def forward(self, x):
-        backend = kernels.backend_for(x, kind="l2")
-        impl = kernels.UNCOMPILED if backend == "eager" else kernels.implementation(backend)
-        return kernels.RowNormPlan("l2", x.shape[-1], 1.0, self.eps, None, impl).run(x, self.weight, self.bias)
+    def reference(self, x):
+        return kernels.RowNormPlan("l2", x.shape[-1], 1.0, self.eps, None, kernels.UNCOMPILED).run(
+            x, self.weight, self.bias)
 
 
 def build(kind, features):

@@ -180,6 +180,13 @@ def refusal(backend: str, kind: str, width: int, dtype: torch.dtype, device: str
     return None
 
 
+def failed_before(backend: str, kind: str, width: int, dtype: torch.dtype, device: str,
+                  accumulate: str) -> Optional[str]:
+    """'BACKEND failed here before (ERROR)' where it failed for such rows in this process, or None."""
+    reason = failures.reason(FailureKey(backend, kind, dtype, width_class(width), device, accumulate))
+    return reason and f"{backend} failed here before ({reason})"
+
+
 def route(kind: str, width: int, dtype: torch.dtype, device: str, accumulate: str = FLOAT32,
           requested: Optional[str] = None, k: Optional[int] = None) -> Path:
     """The path that runs a `kind` norm over rows of `width` features of `dtype` on `device`
@@ -202,11 +209,11 @@ def route(kind: str, width: int, dtype: torch.dtype, device: str, accumulate: st
         if refused:
             passed.append(refused)
             continue
-        failed = failures.reason(FailureKey(backend, kind, dtype, width_class(width), device, FLOAT32))
+        failed = failed_before(backend, kind, width, dtype, device, FLOAT32)
         if not failed:
             return Path(backend, "; ".join(passed) + f": {backend}" if passed else
                         f"forced by {BACKEND_VARIABLE}" if forced else f"auto's first choice on {device}")
-        passed.append(f"{backend} failed here before ({failed})")
+        passed.append(failed)
         if forced:
             break  # a forced backend that failed: the reference
     return Path("eager", "; ".join(passed) + ": eager")
@@ -219,13 +226,13 @@ def _narrow_route(kind, width, dtype, device, accumulate, requested, k) -> Path:
         return Path("emulation", f"{BACKEND_VARIABLE}={requested}: the kernel is the triton backend's")
     if "triton" not in auto_choices(device):
         return Path("emulation", "no Triton kernel on this device" if device != "cuda" else "Triton is not installed")
-    why_not = refusal("triton", kind, width, dtype, device, k)
-    if why_not is None:
-        why_not = failures.reason(FailureKey("triton", kind, dtype, width_class(width), device, accumulate))
-        why_not = why_not and f"triton failed here before ({why_not})"
+    why_not = refusal("triton", kind, width, dtype, device, k) or \
+        failed_before("triton", kind, width, dtype, device, accumulate)
     return Path("emulation", f"{why_not}: the emulation") if why_not else Path("triton", "the narrow Triton kernel")
 
 
+#: the path of a float32 l2 norm module: torch's LayerNorm (route's "l2" is the package's own kernel)
+LAYER_NORM_PATH = Path("torch", "nn.LayerNorm: ATen's fused kernel")
 _announced = set()
 
 

@@ -16,7 +16,7 @@ import torch
 
 from ..accumulation import ACCUMULATE_FORMATS
 from ..kinds import NORM_KINDS
-from .backends import BACKENDS, route
+from .backends import BACKENDS, LAYER_NORM_PATH, route
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -38,7 +38,7 @@ def describe(kind: str, shape: tuple, dtype: str, device: str, accumulate: str, 
         return "none: no norm (nn.Identity)"
     width = shape[-1]
     if kind == "l2" and accumulate == "float32":
-        path = "torch (nn.LayerNorm: ATen's fused kernel)"
+        path = LAYER_NORM_PATH
     else:
         path = route(kind, width, DTYPES[dtype], device, accumulate, backend, k)
     rows = math.prod(shape[:-1])
