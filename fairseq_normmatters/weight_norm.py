@@ -10,8 +10,16 @@ BWN's rho is measured at registration in the same p-norm, so no calibration cons
 rho="layer" (default) is one scalar, the mean of the initial row norms (the authors' later
 code); rho="row" keeps every row's initial norm. One scalar lets no unit's scale drift or be
 pinned to its random initial value; the per-unit gain then comes from the layer that follows.
-BWN is scale invariant (v -> c v, c > 0, changes nothing), so the effective step size on v
-stays bounded and activation normalization can be removed.
+BWN is scale invariant (v -> c v, c > 0, changes nothing), so activation normalization can be
+removed. As in the authors' code (convNet.pytorch, models/modules/bwn.py), v's rows are held at
+unit L2 norm: registration stores v = w / ||w||_2 and every forward renormalizes v in place
+before using it. Without that, ||v|| grows under the optimizer (the gradient of a
+scale-invariant function is orthogonal to v) and the effective step on w's direction shrinks
+as training goes on. The forward divides by the p-norm (as the authors' norm_matters/bwn.py;
+convNet's divides by the L2 norm whatever p is, which would give rows of L2 norm rho_p).
+Under fairseq's --fp16 the optimizer steps float32 master copies that the forward cannot
+reach: there ||v|| is held in the half-precision copy only (--amp and --autocast-bf16 train the
+parameters themselves).
 
     >>> import torch.nn as nn
     >>> from fairseq_normmatters import apply_weight_norm, bounded_weight_norm
@@ -51,7 +59,8 @@ def row_norms(v: torch.Tensor, p: float) -> torch.Tensor:
 
 
 class BoundedWeightNorm(nn.Module):
-    """Parametrization w = rho * v / ||v||_p per row, rho a fixed buffer."""
+    """Parametrization w = rho * v / ||v||_p per row, rho a fixed buffer, v's rows held at unit
+    L2 norm (renormalized in place on every forward)."""
 
     def __init__(self, weight: torch.Tensor, p=2, rho="layer"):
         super().__init__()
@@ -62,10 +71,24 @@ class BoundedWeightNorm(nn.Module):
         self.register_buffer("rho", initial.mean() if rho == "layer" else initial.clone())
 
     def forward(self, v):
+        hold_unit_rows(v)
         return self.rho * v / row_norms(v, self.p).clamp_min(torch.finfo(v.dtype).tiny)
+
+    def right_inverse(self, w):
+        """v = w / ||w||_2 per row: the direction of w (its norm is rho's)."""
+        return w / row_norms(w, 2).clamp_min(torch.finfo(w.dtype).tiny)
 
     def extra_repr(self):
         return f"p={self.p}, rho={'scalar' if self.rho.dim() == 0 else 'per row'}"
+
+
+def hold_unit_rows(v: torch.Tensor) -> None:
+    """Divide v's rows by their L2 norms in place, through `.data` as the authors' code does:
+    autograd does not see it, so a graph that saved v earlier in this forward (an LSTM cell
+    stepped over time) stays valid; v's rows are already unit there and change by rounding only."""
+    data = v.data
+    with torch.no_grad():
+        data.div_(row_norms(data, 2).clamp_min(torch.finfo(data.dtype).tiny))
 
 
 class GainWeightNorm(nn.Module):

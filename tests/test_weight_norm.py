@@ -43,13 +43,49 @@ def test_bwn_is_scale_invariant(p):
 
 
 @pytest.mark.parametrize("p", ORDERS)
-@pytest.mark.parametrize("mode", ["bwn", "wn"])
-def test_gradcheck_float64(mode, p):
+def test_gradcheck_float64_wn(p):
     layer = nn.Linear(4, 3).double()
-    apply_weight_norm(layer, mode, p=p)
+    apply_weight_norm(layer, "wn", p=p)
     x = torch.randn(2, 4, dtype=torch.float64)
     params = tuple(layer.parameters())
     assert torch.autograd.gradcheck(lambda *ps: layer(x), params)
+
+
+@pytest.mark.parametrize("p", ORDERS)
+def test_gradcheck_float64_bwn(p):
+    """BWN renormalizes v in place on each forward, which would undo gradcheck's own
+    perturbations of v: the formula is checked on a copy of v, whose rows it renormalizes, at a
+    v of unit rows (where the forward finds it: there the renormalization changes nothing)."""
+    layer = nn.Linear(4, 3).double()
+    bwn = BoundedWeightNorm(layer.weight, p=p)
+    x = torch.randn(2, 4, dtype=torch.float64)
+    v = torch.randn(3, 4, dtype=torch.float64)
+    v = (v / rows(v, 2).unsqueeze(1)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda v: nn.functional.linear(x, bwn(v.clone())), (v,))
+
+
+@pytest.mark.parametrize("p", ORDERS)
+def test_bwn_holds_v_at_unit_rows_and_w_at_rho_over_adam_steps(p):
+    """The authors' bounded weight norm: ||v_i||_2 stays 1 (its value at registration) however
+    many optimizer steps, and ||w_i||_p stays rho. Without the renormalization Adam grows ||v||."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    apply_weight_norm(model, "bwn", p=p)
+    layers = (model[0], model[2])
+    for layer in layers:
+        torch.testing.assert_close(rows(layer.parametrizations.weight.original, 2), torch.ones(layer.out_features))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(20):
+        optimizer.zero_grad()
+        model(torch.randn(32, 8)).pow(2).mean().backward()
+        optimizer.step()
+        grown = max(rows(layer.parametrizations.weight.original, 2).max().item() for layer in layers)
+        assert grown > 1.001  # the step moved v off the sphere; the next forward brings it back
+    model(torch.randn(1, 8))
+    for layer in layers:
+        torch.testing.assert_close(rows(layer.parametrizations.weight.original, 2), torch.ones(layer.out_features))
+        rho = layer.parametrizations.weight[0].rho
+        torch.testing.assert_close(rows(layer.weight, p), rho.expand(layer.out_features))
 
 
 @pytest.mark.parametrize("p", ORDERS)

@@ -4,11 +4,13 @@ import argparse
 
 from ...accumulation import ACCUMULATE_FORMATS, FLOAT32
 from ...constants import CONSTANT_MODES, check_constant
+from ...initialization import INIT_SCHEMES
 from ...kinds import NORM_KINDS, NORMS
 from ...weight_norm import RHO_MODES, WEIGHT_NORM_MODES
 
 NORM_DEFAULTS = {"norm_type": "l2", "norm_topk": 8, "norm_constant": "paper", "norm_accumulate": FLOAT32}
-WEIGHT_NORM_DEFAULTS = {"weight_norm": "none", "weight_norm_p": "2", "weight_norm_rho": "layer"}
+WEIGHT_NORM_DEFAULTS = {"weight_norm": "none", "weight_norm_p": "2", "weight_norm_rho": "layer",
+                        "init_scheme": "auto"}
 #: The flag that sets each option a norm kind takes (kinds.NORMS[kind].options).
 OPTION_FLAGS = {"constant": "norm_constant", "k": "norm_topk", "accumulate": "norm_accumulate"}
 
@@ -43,6 +45,11 @@ def add_weight_norm_args(parser) -> None:
                         help="norm of the weight rows for --weight-norm")
     parser.add_argument("--weight-norm-rho", choices=RHO_MODES,
                         help="BWN bound: one per layer (mean initial row norm) or per row")
+    parser.add_argument("--init-scheme", choices=INIT_SCHEMES,
+                        help="initial weights: fairseq's own, or the authors' (PyTorch's default Linear, "
+                             "embeddings U(+-1/sqrt(d)): fairseq_normmatters.initialization); auto (default): "
+                             "the authors' for a Transformer without activation norms (--norm-type none, BWN), "
+                             "whose loss starts 50 bits above a uniform guess with fairseq's, else fairseq's")
 
 
 def add_precision_args(parser) -> None:
