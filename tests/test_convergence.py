@@ -24,7 +24,8 @@ def test_a_still_falling_curve_is_marked_and_a_flat_one_is_not():
     falling, flat = training_state(FALLING), training_state(FLAT)
     assert falling["still_learning"] is True and falling["tail_fall_bits"] > 0.1
     assert flat["still_learning"] is False and abs(flat["tail_fall_bits"]) < 0.01 and flat["updates"] == 750
-    assert training_state(FALLING[:1]) == {"updates": 25, "tail_fall_bits": None, "still_learning": None}
+    assert training_state(FALLING[:1]) == {"updates": 25, "tail_fall_bits": None, "still_learning": None,
+                                           "budget": None, "phase": None, "doubling_gain_bits": None}
 
 
 def test_a_power_law_tail_at_100k_updates_is_still_learning_though_it_fell_under_2_percent():
@@ -34,7 +35,7 @@ def test_a_power_law_tail_at_100k_updates_is_still_learning_though_it_fell_under
     state = training_state(POWER_LAW)
     assert state["still_learning"] is True and state["tail_fall_bits"] == pytest.approx(0.0272, abs=1e-4)
     assert state["tail_fall_bits"] / (state["tail_fall_bits"] + 4.0) < 0.02
-    assert state_cell(state) == "still learning, 0.0272 bits (1.90% of perplexity)"
+    assert state_cell(state) == "early training, 0.0272 bits (1.90% of perplexity)"  # its schedule unknown
     assert state_cell(training_state(FLAT)).startswith("plateau, ")
 
 
@@ -141,10 +142,11 @@ def test_the_tables_and_the_last_line_say_which_runs_were_still_learning():
     rows = {line.split(" | ")[0][2:]: line for line in comparison_table(runs).splitlines()[2:5]}
     assert rows["transformer_l1"].endswith("| 800 | early training: transformer_l1-seed1 (0.2580 bits) still learning |")
     assert rows["transformer_bwn"].endswith("| 800 | plateau |")
-    assert "| 700-800 (5) | still learning, 0.2580 bits (19.58% of perplexity) |" in table(runs)
-    assert verdict_line(runs).startswith("[compare] 1 of 3 runs were still learning (transformer_l1-seed1 (0.2580 bits) "
-                                         "of NLL over the last fifth): the rows with them compare early training at "
-                                         "800 updates")
+    assert "| 700-800 (5) | early training, 0.2580 bits (19.58% of perplexity) |" in table(runs)
+    assert verdict_line(runs).startswith("[compare] 1 of 3 runs were in early training, still learning before their "
+                                         "schedule ended or stopped in its warm-up (transformer_l1-seed1 (0.2580 "
+                                         "bits) of NLL over the last fifth): the rows with them compare early "
+                                         "training at 800 updates")
     assert verdict_line([runs[0], runs[2]]) == (
         "[compare] every run was on its plateau (validation NLL down at most 1% of perplexity over its last fifth): "
         "the differences compare the models at 800 updates")
@@ -179,6 +181,14 @@ def test_the_papers_numbers_appear_only_beside_runs_of_their_direction():
     # BWN's 26.5 (de-en) against 27.3 (en-de) is no paper difference
     row = next(line for line in comparison_table(bwn).splitlines() if line.startswith("| transformer_bwn |"))
     assert row.split(" | ")[6] == "—"
+    # each number in its own terms: which BLEU, which perplexity units
+    assert "Paper BLEU of Hoffer et al. (26.5 (transformer_bwn)): BLEU on WMT14 de-en, its tokenization not stated" \
+        in table(bwn)
+    assert "Paper perplexity of Hoffer et al. (5.1 (transformer_l2)): perplexity per token of the authors' own " \
+           "subword vocabulary" in table(bwn) and "only differences between rows compare" in table(bwn)
+    assert "Paper BLEU of Vaswani et al. 2017 (27.3 (transformer_l2)): tokenized BLEU with compound splitting " \
+           "(##AT##-##AT##) on newstest2014 en-de: read it against the BLEU (tok.) of en-de runs" in table([en_de])
+    assert "Paper BLEU" not in table([iwslt])
 
 
 def test_compare_refuses_another_direction(tmp_path):
@@ -229,3 +239,75 @@ def test_the_table_and_the_verdict_flag_a_configuration_worse_beyond_its_seeds()
     assert verdict_line(runs).endswith(
         "at 800 updates. Over the seeds (Welch's t-test of BLEU): transformer_none is worse than transformer_l2 "
         "(-6.00 BLEU, p 0.003); transformer_l1 is within the seeds' spread of transformer_l2 (-0.30 BLEU, p 0.486)")
+
+
+def test_a_power_law_run_to_the_end_of_its_schedule_is_at_budget_and_cut_short_it_is_early_training():
+    """a + b U^-0.5 to 100k updates, its schedule's end: 'at budget, still improving' with its
+    fall said; the same curve cut at 20k of its 100k reads 'early training', as does a flat
+    curve stopped within its warm-up. One doubling of 100k gains b (100k^-0.5 - 200k^-0.5)."""
+    at_budget = training_state(POWER_LAW, budget=100000, warmup=4000)
+    assert at_budget["phase"] == "at budget"
+    assert state_cell(at_budget) == "at budget, still improving, 0.0272 bits (1.90% of perplexity)"
+    assert at_budget["doubling_gain_bits"] == pytest.approx(73 * (100000 ** -0.5 - 200000 ** -0.5), rel=0.02)
+    cut = training_state(POWER_LAW[:20], budget=100000, warmup=4000)
+    assert cut["phase"] == "early training" and state_cell(cut).startswith("early training, ")
+    in_warmup = training_state([(u, 3.0) for u in range(500, 3001, 500)], budget=3000, warmup=4000)
+    assert in_warmup["phase"] == "early training" and in_warmup["still_learning"] is False
+
+
+def write_run(folder, config, seed, curve, budget=100000, epoch=1):
+    """A run folder as compare.sh leaves it: train.log's validations, run.json's command,
+    results.json's scores."""
+    folder.mkdir(parents=True)
+    write_log(folder, curve)
+    (folder / "run.json").write_text(json.dumps({"config": config, "command": [
+        "fairseq-train", "bin", "--max-update", str(budget), "--warmup-updates", "4000", "--seed", str(seed)]}))
+    (folder / "results.json").write_text(json.dumps({
+        "config": config, "seed": seed, "bleu": 27.0, "bleu_tok": 27.5, "valid_ppl": 4.6, "test_ppl": 4.9,
+        "num_updates": curve[-1][0], "sacrebleu_signature": "sig", "direction": "de-en", "benchmark": "wmt14",
+        "precision": "bf16"}))
+    return str(folder)
+
+
+def power_law(a, b, end=100000):
+    return [(u, a + b * u ** -0.5) for u in range(2000, end + 1, 2000)]
+
+
+def test_collect_compares_at_budget_and_flags_families_that_cross_after_it(tmp_path, capsys):
+    """Through collect_results.py: L2 (2.0 + 73 U^-0.5) is ahead of L1 (1.8705 + 120 U^-0.5) at
+    its 100k-update budget by 0.019 bits, but L1 falls faster and is ahead at 200k: the row and the
+    verdict say the ordering could change. BWN, parallel to L2 0.1 bits above it, would not move.
+    The same runs cut at 20k of their 100k read as early training."""
+    from fairseq_normmatters.recipes.collect import main as collect
+    curves = {"transformer_l2": (2.0, 73), "transformer_l1": (1.8705, 120), "transformer_bwn": (2.1, 73)}
+    folders = [write_run(tmp_path / f"{config}-seed{seed}", config, seed,
+                         [(u, loss + 0.002 * (seed - 1.5)) for u, loss in power_law(a, b)])
+               for config, (a, b) in curves.items() for seed in (1, 2)]
+    runs = collect(folders + ["--out", str(tmp_path / "results.md"), "--quiet"])
+    rows = {line.split(" | ")[0][2:]: line for line in (tmp_path / "results.md").read_text().splitlines()
+            if line.startswith("| transformer_") and " | 1, 2 | " in line}
+    assert "| at budget: transformer_l1-seed1 (" in rows["transformer_l1"]
+    # +0.0191 -> -0.0244 exactly; train.log holds 3 decimals
+    assert "the curves cross within one doubling (NLL difference +0.0190 -> -0.0246 bits at twice the updates): " \
+           "the ordering could change |" in rows["transformer_l1"]
+    assert "one doubling would not change it beyond the seeds' spread (NLL difference +0.1000 -> +0.1000" \
+        in rows["transformer_bwn"]
+    verdict = verdict_line(runs)
+    assert verdict.startswith("[compare] every run ran its whole schedule; 6 of 6 were still improving at its end")
+    assert "compare the models at this budget, at 100000 updates, as papers compare them. Extrapolated one " \
+           "doubling (a + b U^-c over each curve's last half): transformer_l1 against transformer_l2: the curves " \
+           "cross" in verdict and "transformer_bwn against" not in verdict and "early training" not in verdict
+
+    cut = [write_run(tmp_path / "cut" / f"{config}-seed1", config, 1, power_law(a, b, end=20000))
+           for config, (a, b) in curves.items()]
+    assert verdict_line(collect(cut + ["--quiet"])).startswith("[compare] 3 of 3 runs were in early training")
+
+
+def test_the_verdict_says_when_compared_rows_trained_in_different_precisions():
+    runs = [{**result("transformer_l2-seed1", "transformer_l2", 1, 0.005), "precision": "fp16"},
+            {**result("transformer_bwn-seed1", "transformer_bwn", 1, 0.005), "precision": "amp"}]
+    assert verdict_line(runs).endswith(". The rows trained in different precisions (transformer_l2 fp16, "
+                                       "transformer_bwn amp): their differences include the arithmetic's, not the "
+                                       "norms' alone (compare.sh --precision)")
+    runs[1]["precision"] = "fp16"
+    assert "precisions" not in verdict_line(runs)

@@ -109,9 +109,12 @@ def test_compare_trains_every_config_and_seed_then_tabulates_the_differences(iws
     assert "left)" in "\n".join(screen[2:])  # an estimate once a run has ended
     assert len(screen) == 10 and screen[-2].startswith("[compare] done in ")
     assert screen[-2].endswith(f"table {out / 'results.md'}, curves {out / 'curves.png'}")
-    # 16 updates are early training: every run is still learning, and the screen and the table say so
-    assert screen[-1].startswith("[compare] 4 of 4 runs were still learning (transformer_l2-seed1 (")
-    assert "| early training: transformer_l1-seed1 (" in table and "still learning |" in table
+    # every run ran its whole schedule of 16 updates (past its warm-up of 8) and was still learning: the screen
+    # and the table compare them at that budget, and say how much each still fell
+    assert screen[-1].startswith("[compare] every run ran its whole schedule; 4 of 4 were still improving at its end "
+                                 "(transformer_l2-seed1 (")
+    assert "the differences compare the models at this budget, at 16 updates, as papers compare them" in screen[-1]
+    assert "| at budget: transformer_l1-seed1 (" in table and "| at budget, still improving, " in table
     results = json.loads((out / "transformer_l1-seed1" / "results.json").read_text())
     assert results["averaged"]["last_update"] == results["num_updates"] == 16 and results["training"]["still_learning"]
     # evaluated: the checkpoints that neither the average nor a resume needs are gone

@@ -100,6 +100,39 @@ def test_prepare_outputs_and_is_idempotent(prepared):
     assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*")}
 
 
+def test_the_test_source_is_cleaned_as_training_and_the_reference_left_as_released(tmp_path):
+    """newstest2014's German source with „ “ – (which the normalized training text never holds):
+    prepare normalizes the source as it does the training text, so it encodes with no <unk>, and
+    says so; the English reference keeps its curly quotes for sacreBLEU."""
+    raw = make_wmt14_raw(tmp_path / "raw")
+    for lang in ("de", "en"):  # quotes and dashes in the training text, as WMT14's has them
+        quoted = [f'"{line.replace(" ", " - ", 1)}"' for line in demo_lines("train", lang, 1200, 600)]
+        (raw / f"commoncrawl.de-en.{lang}").write_text("\n".join(quoted) + "\n", encoding="utf-8")
+    source = [f"„{line.replace(' ', ' – ', 1)}“" for line in demo_lines("test", "de", 0, 30)]
+    reference = [f"“{line}”" for line in demo_lines("test", "en", 0, 30)]
+    add_to_tgz(raw / "test-full.tgz", {"test-full/newstest2014-deen-src.de.sgm": sgm(source, "de"),
+                                       "test-full/newstest2014-deen-ref.en.sgm": sgm(reference, "de")})
+    out = tmp_path / "prepared"
+    screen = script("prepare_wmt14_de_en.sh", "--raw-dir", raw, *TINY_VOCABULARY, "--workers", "1", out).stdout
+    training = (out / "raw" / "train.de").read_text(encoding="utf-8")
+    assert not {"„", "“", "–"} & set(training)  # these would be <unk> had the source stayed as released
+    from fairseq_normmatters.recipes.prepare import normalize
+    cleaned = (out / "raw" / "test.de").read_text(encoding="utf-8").splitlines()
+    assert cleaned == [normalize(line, "de") for line in source] and not {"„", "“", "–"} & set("".join(cleaned))
+    assert (out / "raw" / "test.en").read_text(encoding="utf-8").splitlines() == reference
+    assert "[prepare] test: 30 pairs read, de normalized" in screen
+    import sentencepiece
+    pieces = sentencepiece.SentencePieceProcessor(model_file=str(out / "spm" / "spm.model"))
+    known = {line.split()[0] for line in (out / "bin" / "dict.de.txt").read_text(encoding="utf-8").splitlines()}
+    as_released = [piece for line in source for piece in pieces.encode(line, out_type=str)]
+    assert sum(piece not in known for piece in as_released) >= 60  # „ and “ at least: the fault mended
+    unknown = json.loads((out / "prepare.json").read_text())["unknown_tokens"]
+    assert unknown["test"]["de"][0] == 0 and unknown["test"]["de"][1] > 30 * 5
+    assert f"[prepare] <unk> in the source (de): train 0.000% (0 of {unknown['train']['de'][1]} pieces), valid " \
+           f"0.000% (0 of {unknown['valid']['de'][1]} pieces), test 0.000% (0 of {unknown['test']['de'][1]} pieces)" \
+        in screen
+
+
 def test_prepare_refuses_foreign_output_and_writes_nothing(prepared, tmp_path):
     raw, _ = prepared
     (tmp_path / "precious.txt").write_text("keep me")
@@ -232,6 +265,28 @@ def test_device_flags_make_the_reference_batch():
         device_flags(1, "fp8")
 
 
+def test_every_configuration_trains_in_one_precision_by_default(prepared, tmp_path, monkeypatch):
+    """The rows compared differ in their norms only: on GPUs every configuration (layer norm or
+    none, Transformer or LSTM) gets bf16 autocast where the GPU has bf16, amp where it has not
+    (bf16 where no GPU is visible: a login node building a GPU job's command); float32 on a CPU.
+    fp16 only when asked."""
+    import torch
+    from fairseq_normmatters.recipes.train import precision_of
+    _, out = prepared
+    precision_flags = {"--fp16", "--amp", "--autocast-bf16"}
+
+    def flags(config, gpus, precision=None):
+        return [f for f in command(config, out, tmp_path, [], gpus=gpus, precision=precision) if f in precision_flags]
+    assert {config: flags(config, 8) for config in CONFIGS} == {config: ["--autocast-bf16"] for config in CONFIGS}
+    assert {precision_of(config, "wmt14", 0) for config in CONFIGS} == {"fp32"}
+    assert all(flags(config, 0) == [] for config in CONFIGS)
+    assert flags("transformer_l1", 8, "fp16") == ["--fp16"]
+    assert precision_of("transformer_l2", "wmt14", 0, "bf16") == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)  # a V100
+    assert {config: flags(config, 8) for config in CONFIGS} == {config: ["--amp"] for config in CONFIGS}
+
+
 # GPUs a node, nodes -> (--max-tokens, --update-freq): GPUs over all nodes x max-tokens x update-freq
 # is 8 x 4096 = 32768 tokens, exactly where the count divides, within 4 tokens where it does not
 WMT14_BATCHES = {(1, 1): (4096, 8), (1, 2): (4096, 4), (3, 1): (3641, 3), (3, 2): (2731, 2), (6, 1): (2731, 2),
@@ -298,18 +353,4 @@ def test_prepare_en_de_keeps_the_german_reference_and_trains_from_english(prepar
 def test_extra_arguments_come_last(prepared, tmp_path):
     _, out = prepared
     cmd = command("transformer_bwn", out, tmp_path, ["--lr", "0.1"], gpus=1)
-    assert cmd[-2:] == ["--lr", "0.1"] and "--amp" in cmd and "norm_transformer_bwn_wmt_en_de" in cmd
-
-
-def test_each_configuration_trains_in_its_own_precision_on_gpus(prepared, tmp_path):
-    """fp16 for the models with a layer norm, amp for those without (fp16's loss scale collapsed
-    for the BWN Transformer); an explicit precision wins, and the CPU has neither."""
-    from fairseq_normmatters.recipes.train import precision_of
-    _, out = prepared
-    flags = {config: [f for f in command(config, out, tmp_path, [], gpus=8) if f in ("--fp16", "--amp")]
-             for config in ("transformer_l2", "transformer_l1", "transformer_bwn", "transformer_none", "lstm_nonorm")}
-    assert flags == {"transformer_l2": ["--fp16"], "transformer_l1": ["--fp16"], "transformer_bwn": ["--amp"],
-                     "transformer_none": ["--amp"], "lstm_nonorm": ["--amp"]}
-    assert "--fp16" in command("transformer_bwn", out, tmp_path, [], gpus=8, precision="fp16")
-    assert (precision_of("transformer_bwn", "wmt14", 8), precision_of("transformer_bwn", "wmt14", 0),
-            precision_of("transformer_l2", "wmt14", 0, "bf16")) == ("amp", "fp32", "bf16")
+    assert cmd[-2:] == ["--lr", "0.1"] and "--autocast-bf16" in cmd and "norm_transformer_bwn_wmt_en_de" in cmd

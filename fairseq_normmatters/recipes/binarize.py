@@ -13,6 +13,7 @@ dict.*.txt, *.bin and *.idx are byte for byte fairseq-preprocess's.
 import itertools
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -58,7 +59,8 @@ def load_index(dictionary_file: str) -> None:
 
 
 def encoded_lines(lines):
-    """(ids of every line one after the other, each line's length): encode_line's ids, </s> last."""
+    """(ids of every line one after the other, each line's length, how many tokens were
+    unknown): encode_line's ids, </s> last."""
     indices, unknown, eos = _index
     lengths = np.empty(len(lines), dtype=np.int64)
     ids = []
@@ -67,31 +69,40 @@ def encoded_lines(lines):
         ids.extend(indices.get(token, unknown) for token in tokens)
         ids.append(eos)
         lengths[number] = len(tokens) + 1
-    return np.array(ids, dtype=np.int32), lengths
+    ids = np.array(ids, dtype=np.int32)
+    return ids, lengths, int(np.count_nonzero(ids == unknown))
 
 
-def binarize(text: Path, dictionary_file: Path, prefix: Path, vocabulary: int, workers: int) -> int:
-    """PREFIX.bin and PREFIX.idx (fairseq's mmap dataset) of the lines of `text`; returns the lines."""
+class Binarized(NamedTuple):
+    """What binarize wrote: lines, tokens (without the ends of sentence) and unknown tokens."""
+    lines: int
+    tokens: int
+    unknown: int
+
+
+def binarize(text: Path, dictionary_file: Path, prefix: Path, vocabulary: int, workers: int) -> Binarized:
+    """PREFIX.bin and PREFIX.idx (fairseq's mmap dataset) of the lines of `text`."""
     import torch
     from fairseq.data import indexed_dataset
     builder = indexed_dataset.make_builder(f"{prefix}.bin", impl="mmap", vocab_size=vocabulary)
-    lines = 0
-    for ids, lengths in map_chunks(encoded_lines, text_chunks(text), workers, load_index, (str(dictionary_file),)):
+    lines = tokens = unknown = 0
+    for ids, lengths, unknowns in map_chunks(encoded_lines, text_chunks(text), workers, load_index,
+                                             (str(dictionary_file),)):
         for line in np.split(ids, np.cumsum(lengths)[:-1]):
             builder.add_item(torch.from_numpy(line))
-        lines += len(lengths)
+        lines, tokens, unknown = lines + len(lengths), tokens + int(lengths.sum()) - len(lengths), unknown + unknowns
     builder.finalize(f"{prefix}.idx")
-    return lines
+    return Binarized(lines, tokens, unknown)
 
 
 def preprocess(spm_dir: Path, destination: Path, source: str, target: str, splits, workers: int):
     """DESTINATION/dict.{source,target}.txt and SPLIT.SOURCE-TARGET.LANG.{bin,idx} of each split
-    from SPM_DIR/SPLIT.LANG, as `fairseq-preprocess --joined-dictionary` writes them."""
+    from SPM_DIR/SPLIT.LANG, as `fairseq-preprocess --joined-dictionary` writes them; returns
+    {split: {language: Binarized}}."""
     destination.mkdir(parents=True, exist_ok=True)
     dictionary = joined_dictionary([spm_dir / f"train.{lang}" for lang in (source, target)], workers)
     for lang in (source, target):
         dictionary.save(str(destination / f"dict.{lang}.txt"))
-    for split in splits:
-        for lang in (source, target):
-            binarize(spm_dir / f"{split}.{lang}", destination / f"dict.{source}.txt",
-                     destination / f"{split}.{source}-{target}.{lang}", len(dictionary), workers)
+    return {split: {lang: binarize(spm_dir / f"{split}.{lang}", destination / f"dict.{source}.txt",
+                                   destination / f"{split}.{source}-{target}.{lang}", len(dictionary), workers)
+                    for lang in (source, target)} for split in splits}

@@ -26,19 +26,42 @@ import statistics
 from pathlib import Path
 
 from . import RecipeError, run_main, write_atomically, write_text_atomically
-from .convergence import RULES, averaged_span, state_cell, training_state, validation_curve
+from .convergence import (AT_BUDGET, EARLY, PLATEAU, RULES, averaged_span, phase_of, schedule_budget, state_cell,
+                          training_state, validation_curve)
 from .scoring import TOKENIZED_METHOD
 from .train import ACCUMULATION_SUFFIX, batch_where, run_starts_changed
 from .welch import SIGNIFICANCE, welch_test
 
 # config -> metric -> (value, WMT14 direction it was measured in, source). Hoffer et al. 2018
 # report their runs as WMT14 de-en; the 27.3 beside them is Vaswani et al.'s base Transformer
-# on English->German. A number is shown only beside runs of its direction and benchmark.
+# on English->German. A number is shown only beside runs of its direction and benchmark, and
+# the tables' notes say in what terms each was measured (PAPER_TERMS).
 PAPER = {"transformer_l2": {"bleu": (27.3, "en-de", "Vaswani et al. 2017"), "ppl": (5.1, "de-en", "Hoffer et al.")},
          "transformer_l1": {"ppl": (5.2, "de-en", "Hoffer et al.")},
          "transformer_bwn": {"bleu": (26.5, "de-en", "Hoffer et al.")},
          "lstm_nonorm": {"bleu": (21.5, "de-en", "Hoffer et al.")},
          "lstm_bwn": {"bleu": (21.2, "de-en", "Hoffer et al.")}}
+PAPER_TERMS = {
+    ("Vaswani et al. 2017", "bleu"): "tokenized BLEU with compound splitting (##AT##-##AT##) on newstest2014 en-de: "
+                                     "read it against the BLEU (tok.) of en-de runs, not against sacreBLEU",
+    ("Hoffer et al.", "bleu"): "BLEU on WMT14 de-en, its tokenization not stated in the paper: the nearest column is "
+                               "BLEU (tok.)",
+    ("Hoffer et al.", "ppl"): "perplexity per token of the authors' own subword vocabulary (32k BPE in their "
+                              "recipe); ours is per sentencepiece piece of PREPARED's vocabulary, so the two "
+                              "units differ with the segmentation and only differences between rows compare"}
+
+
+def paper_notes(runs) -> str:
+    """What each paper number shown beside these runs measures, in its own terms ('' if none is shown)."""
+    shown = {}
+    for run in runs:
+        for metric in ("bleu", "ppl"):
+            if paper_number(run, metric) is not None:
+                value, direction, source = PAPER[run["config"]][metric]
+                shown.setdefault((source, metric), []).append(f"{value} ({run['config']})")
+    return "".join(f" Paper {'BLEU' if metric == 'bleu' else 'perplexity'} of {source} "
+                   f"({', '.join(dict.fromkeys(values))}): {PAPER_TERMS[source, metric]}."
+                   for (source, metric), values in shown.items())
 
 
 SCORES = ("bleu", "bleu_tok", "bleu_lowercase", "valid_ppl", "test_ppl", "sacrebleu_signature")
@@ -52,10 +75,12 @@ def load_run(save_dir: Path) -> dict:
     for score in SCORES:  # a diverged run has none: the means and tests leave it out
         run.setdefault(score, None)
     run.setdefault("direction", "de-en")
+    record_path = save_dir / "run.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     if run["curve"] or "training" not in run:  # the rule of today, also for runs evaluated before it
-        run["training"] = training_state(run["curve"])
-    record = save_dir / "run.json"
-    run["resumed_elsewhere"] = run_starts_changed(json.loads(record.read_text())) if record.is_file() else ""
+        updates = run["curve"][-1][0] if run["curve"] else None
+        run["training"] = training_state(run["curve"], *schedule_budget(save_dir, record.get("command", []), updates))
+    run["resumed_elsewhere"] = run_starts_changed(record) if record else ""
     return run
 
 
@@ -142,10 +167,61 @@ def paper_difference(run, metric: str) -> str:
     return "—" if value is None or base is None or config == baseline else f"{value - base:+.1f}"
 
 
-def still_learning(runs):
-    """The runs marked still learning, as 'name (0.0500 bits)' (a diverged run is not: it stopped)."""
+def in_phase(runs, phase):
+    """The runs (not diverged) in `phase`, as 'name (0.0500 bits)': their fall over the last fifth."""
     return [f"{r['name']} ({r['training']['tail_fall_bits']:.4f} bits)" for r in runs
-            if r["training"].get("still_learning") and not r.get("diverged")]
+            if phase_of(r["training"]) == phase and not r.get("diverged")]
+
+
+def still_learning(runs):
+    """The runs in early training: still learning before their schedule ended (or in their warm-up)."""
+    return in_phase(runs, EARLY)
+
+
+def improving_at_budget(runs):
+    """The runs still learning at the end of their whole schedule."""
+    return in_phase(runs, AT_BUDGET)
+
+
+def final_nll(runs):
+    """The last validation NLL of each scored run with a curve."""
+    return [r["curve"][-1][1] for r in runs if r.get("curve") and not r.get("diverged")]
+
+
+def doubling_change(members, baseline):
+    """(NLL difference now, extrapolated at twice the updates, the seeds' standard error of the
+    difference or None) of a configuration against its baseline (bits; negative: lower NLL),
+    from the runs' last validations and their doubling gains; None where a side has no fit."""
+    sides = []
+    for group in (members, baseline):
+        finals = final_nll(group)
+        gains = [r["training"].get("doubling_gain_bits") for r in group if r.get("curve") and not r.get("diverged")]
+        if not finals or None in gains:
+            return None
+        sides.append((statistics.mean(finals), statistics.mean(gains),
+                      statistics.stdev(finals) ** 2 / len(finals) if len(finals) > 1 else None))
+    (mean, gain, var), (base_mean, base_gain, base_var) = sides
+    now = mean - base_mean
+    error = None if var is None or base_var is None else math.sqrt(var + base_var)
+    return now, now - gain + base_gain, error
+
+
+def doubling_text(members, baseline) -> str:
+    """Whether one doubling of the budget could change the configuration's difference from its
+    baseline: the curves cross (the ordering changes), or the NLL difference moves by more than
+    the seeds' standard error; '' without a fit."""
+    change = doubling_change(members, baseline)
+    if change is None:
+        return ""
+    now, doubled, error = change
+    moved = f"NLL difference {now:+.4f} -> {doubled:+.4f} bits at twice the updates"
+    if now * doubled < 0:
+        return f"the curves cross within one doubling ({moved}): the ordering could change"
+    if error is None:
+        return f"one doubling: {moved} (1 seed: no spread to judge it by)"
+    if abs(doubled - now) > error:
+        return f"one doubling could change the difference beyond the seeds' spread ({moved}; spread {error:.4f})"
+    return f"one doubling would not change it beyond the seeds' spread ({moved}; spread {error:.4f})"
 
 
 def diverged_cell(runs) -> str:
@@ -155,15 +231,21 @@ def diverged_cell(runs) -> str:
 
 
 def state_of_comparison(members, baseline) -> str:
-    """'plateau', or which of the runs (the configuration's and its baseline's) were still
-    learning, so that the row's difference reads as an early-training comparison."""
+    """'plateau'; 'early training: ...' naming the runs (the configuration's and its baseline's)
+    still learning before their schedule ended, so that the difference reads as one of speed; or
+    'at budget: ...' naming those still improving at its end, and whether one doubling of the
+    budget could change the difference (doubling_text)."""
     runs = members + (baseline or [])
     learning = still_learning(runs)
     if learning:
         return "early training: " + ", ".join(learning) + " still learning"
-    if any(r["training"].get("still_learning") is None for r in runs if not r.get("diverged")):
+    if any(phase_of(r["training"]) is None for r in runs if not r.get("diverged")):
         return "unknown (a run has no validation curve)"
-    return "plateau"
+    improving = improving_at_budget(runs)
+    if not improving:
+        return PLATEAU
+    doubling = doubling_text(members, baseline) if baseline else ""
+    return f"at budget: {', '.join(improving)} still improving" + (f"; {doubling}" if doubling else "")
 
 
 def updates_cell(runs) -> str:
@@ -253,8 +335,10 @@ def comparison_table(runs) -> str:
         f"test of the two translations of one seed ({BOOTSTRAP_SAMPLES} resamples of the test set); it "
         "measures the test set's noise, not the training run's: the seeds measure that. Compared at updates: "
         "where the row's runs and its baseline's stopped. State of training: 'plateau' when every run of the "
-        "row and of its baseline was on its plateau, 'early training' when a run of the row or of its baseline "
-        "was still learning (" + RULES + "); "
+        "row and of its baseline was on its plateau; 'at budget' when they all ran their whole schedule and "
+        "some were still improving at its end (the difference is the one at this budget; whether one doubling "
+        "could change it beyond the seeds' spread is said); 'early training' when a run of the row or of its "
+        "baseline was still learning before its schedule ended (" + RULES + "); "
         "its difference then measures how fast the two learn, not where they end.\n")
 
 
@@ -299,15 +383,16 @@ def table_notes(runs) -> str:
     directions = ", ".join(sorted({f"{run.get('benchmark', 'wmt14')} {run['direction']}" for run in runs}))
     return (f"Runs: {directions}. sacreBLEU signature: " + "; ".join(signatures) + ". BLEU (tok.): " + methods +
             ", BLEU as multi-bleu.perl computes it; BLEU (lc, tok.): the same lowercased (IWSLT14 papers). "
-            "Precision: what the run trained in (fp16 for models with a layer norm, amp without, unless "
-            "compare.sh --precision said otherwise; fp16 and amp are fp32 on a CPU). "
+            "Precision: what the run trained in (one for every configuration: bf16 autocast on GPUs with bf16, "
+            "else amp, fp32 on a CPU, unless compare.sh --precision said otherwise; fp16 and amp are fp32 on a "
+            "CPU). "
             "Batch: GPUs (over all nodes; CPU: one) x --max-tokens x --update-freq, the tokens an update "
             "sees at most (the recipes make it the benchmark's reference: WMT14 8 x 4096, IWSLT14 1 x 4096). "
             "Updates: the run's last; averaged: the updates of the checkpoints averaged for evaluation "
             "(narrowed: the older ones' validation NLL was too far above the last's; evaluate.sh --help). "
             + RULES + "\nPaper: Hoffer et al. 2018 report WMT14 de-en (Transformer base, 2-layer LSTM); the "
             "27.3 BLEU they compare with is Vaswani et al.'s base Transformer on WMT14 en-de. Each number is "
-            "shown only beside WMT14 runs of the direction it was measured in.\n")
+            "shown only beside WMT14 runs of the direction it was measured in." + paper_notes(runs) + "\n")
 
 
 def require_matplotlib() -> None:

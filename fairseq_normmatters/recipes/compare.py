@@ -5,8 +5,9 @@
 
 For each configuration (default: the benchmark's Transformer l2, l1, bwn, none and the LSTM
 nonorm, bwn) and each seed 1..N (default 3) it trains OUT/CONFIG-seedS as train_{benchmark}.sh
-does with --seed S, in the configuration's precision (fp16 with a layer norm, amp without;
---precision [CONFIG=]P), evaluates it as evaluate.sh does (WMT14: beam 4, lenpen 0.6, the last 5
+does with --seed S, every configuration in one precision (on GPUs bf16 autocast where the GPU has
+bf16, else amp; float32 on a CPU; --precision [CONFIG=]P for a low-precision experiment such as
+fp16), evaluates it as evaluate.sh does (WMT14: beam 4, lenpen 0.6, the last 5
 checkpoints averaged; IWSLT14: beam 5, lenpen 1, as fairseq's example) and finally writes
 OUT/results.md and OUT/curves.png with collect_results.py: the seeds' means and spreads, each
 configuration's difference from its baseline with sacreBLEU's paired bootstrap test, and the
@@ -44,8 +45,9 @@ from typing import Dict
 from . import DIRECTIONS, RecipeError, check_not_half_prepared, prepared_direction, run_main
 from .convergence import RULES
 from .local import compare_locally
+from .preflight import PREFLIGHT_UPDATES, preflight_here, report
 from .runs import Run
-from .slurm import compare_on_slurm
+from .slurm import compare_on_slurm, preflight_on_slurm
 from .slurm_options import add_slurm_options, check_slurm_options
 from .train import BENCHMARKS, PRECISIONS
 
@@ -69,15 +71,24 @@ def parse_args(argv):
     parser.add_argument("--direction", choices=tuple(DIRECTIONS),
                         help="the translation direction; default: the one PREPARED was made for")
     parser.add_argument("--precision", action="append", default=[], metavar="[CONFIG=]P",
-                        help="train CONFIG in P (fp16, amp, bf16, fp32) instead of its own precision (fp16 with a "
-                             "layer norm, amp without); P alone: every configuration; repeatable. The runs of the "
-                             "other configurations keep theirs, and stay valid")
+                        help="train CONFIG in P (fp16, amp, bf16, fp32) instead of the comparison's one precision "
+                             "(on GPUs bf16 autocast where the GPU has bf16, else amp; float32 on a CPU); P alone: "
+                             "every configuration; repeatable. The runs of the other configurations keep theirs, "
+                             "and stay valid; the verdict says when the compared rows differ in precision")
     parser.add_argument("--retrain", action="store_true",
                         help="move aside (kept, renamed RUN.replaced-DATE) and train again the runs begun as "
                              "another experiment")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep every checkpoint of an evaluated run (default: only those its average "
                              "and a resume need)")
+    parser.add_argument("--preflight", action="store_true",
+                        help="before the grid: train each configuration at its full size for --preflight-updates "
+                             "updates on one GPU (a SLURM job with --launcher slurm) and print its first loss against "
+                             "a uniform guess, last loss, loss scale, overflows, tokens/s, peak memory and the "
+                             "projected GPU-hours of the grid; exit 1 naming a configuration that starts more than 2 "
+                             "bits above uniform, whose loss scale collapses, or that diverges (recipes/preflight.py)")
+    parser.add_argument("--preflight-updates", type=int, default=PREFLIGHT_UPDATES, metavar="N",
+                        help=f"updates of each configuration's preflight (default {PREFLIGHT_UPDATES})")
     parser.add_argument("--launcher", choices=("local", "slurm"), default="local",
                         help="local: on this machine (default); slurm: each run a job of a SLURM cluster")
     add_slurm_options(parser)
@@ -93,6 +104,8 @@ def parse_args(argv):
     args.precisions = precision_overrides(parser, args)
     if args.parallel < 1:
         parser.error(f"--parallel {args.parallel}: needs at least 1")
+    if args.preflight_updates < 2:
+        parser.error(f"--preflight-updates {args.preflight_updates}: needs at least 2 (a first loss and a last)")
     return args
 
 
@@ -124,6 +137,7 @@ def check_direction(args) -> None:
 
 
 LAUNCHERS = {"local": compare_locally, "slurm": compare_on_slurm}
+PREFLIGHTS = {"local": preflight_here, "slurm": preflight_on_slurm}
 
 
 def main(argv=None):
@@ -131,6 +145,8 @@ def main(argv=None):
     check_not_half_prepared(args.prepared)
     check_direction(args)
     out = Path(args.out)
+    if args.preflight:
+        return report(*PREFLIGHTS[args.launcher](args), out)
     runs = [Run(number, config, seed, out / f"{config}-seed{seed}") for number, (seed, config) in enumerate(
         ((seed, config) for seed in range(1, args.seeds + 1) for config in args.configs), 1)]
     LAUNCHERS[args.launcher](runs, args)

@@ -7,9 +7,9 @@ corpus (train/valid/test.{de,en}, as the demo's). Without --raw-dir the archives
 downloaded into OUT/downloads first. OUT receives:
 
     raw/{train,valid,test}.{de,en}   cleaned text (test: the full newstest2014 of the direction,
-                                     its source and reference untouched: de-en the German source
-                                     and English reference files, en-de the English source and
-                                     German reference)
+                                     de-en the German source and English reference files, en-de
+                                     the English source and German reference: its source cleaned
+                                     as the training text, its reference as released)
     spm/spm.model, spm/*.{de,en}     one joint sentencepiece model and the encoded text
     bin/                             what fairseq-preprocess --joined-dictionary writes (recipes/
                                      binarize.py), source and target as --direction says (default de-en)
@@ -21,12 +21,16 @@ measures it). The training text is cleaned as fairseq's prepare-wmt14en2de.sh cl
 punctuation normalization and removal of non-printing characters (sacremoses, `\\p{C}` -> space)
 before sentencepiece, then pairs of 1 to --max-len pieces on both sides and a length ratio of at
 most --max-ratio kept, counted in sentencepiece pieces as fairseq counts BPE tokens (its
-clean-corpus-n.perl runs after BPE). The validation text is normalized likewise; the test set is
-left as released (its reference is what sacreBLEU scores against).
+clean-corpus-n.perl runs after BPE). The validation text is normalized likewise, and so is the
+test set's source (as fairseq's script does: characters the normalized training text never held,
+such as „ “ –, would reach the model as <unk>); its reference is left as released (sacreBLEU
+scores against it). prepare says what share of each split's source pieces is <unk>, and
+prepare.json keeps the counts ("unknown_tokens").
 """
 
 import argparse
 import contextlib
+import functools
 import html
 import itertools
 import json
@@ -260,8 +264,10 @@ def normalize(line: str, language: str) -> str:
     return " ".join(line.split())
 
 
-def normalized_chunk(pairs):
-    return [(normalize(de, "de"), normalize(en, "en")) for de, en in pairs]
+def normalized_chunk(pairs, languages=("de", "en")):
+    """The (German, English) pairs with the sides of `languages` normalized."""
+    return [tuple(normalize(line, lang) if lang in languages else line for line, lang in zip(pair, LANGS))
+            for pair in pairs]
 
 
 class PairWriter:
@@ -382,7 +388,9 @@ def main(argv=None):
     scratch = out / "extracted"  # the training files copied out of their archives, removed at the end
     scratch.mkdir(exist_ok=True)
     corpus = read_corpus(raw, args.direction, scratch)
-    finish(out, settings, args, corpus, normalized=("train", "valid"), limits=(args.max_len, args.max_ratio))
+    source = DIRECTIONS[args.direction][0]
+    finish(out, settings, args, corpus, normalized={"train": LANGS, "valid": LANGS, "test": (source,)},
+           limits=(args.max_len, args.max_ratio))
     shutil.rmtree(scratch)
 
 
@@ -394,22 +402,31 @@ def start(args):
         raise RecipeError(f"--raw-dir {args.raw_dir} is not a directory")
     if claim_output(out, settings, args.script):
         print(f"[prepare] {out} is already prepared with these settings: nothing to do")
+        if args.script == "prepare_wmt14_de_en.sh" and "unknown_tokens" not in json.loads(
+                (out / "prepare.json").read_text()):
+            print(f"[prepare] warning: {out} was prepared before the test set's source was cleaned as the training "
+                  "text is: characters such as „ “ – in it reach the model as <unk>. Prepare into a new directory "
+                  "for a cleaned test set", flush=True)
         return out, None
     return out, settings
 
 
-def finish(out: Path, settings: dict, args, texts: dict, normalized=(), limits=None) -> None:
-    """Write texts (split -> iterable of (German, English) pairs; the `normalized` splits
-    normalized as Moses does) under OUT/raw, train one joint sentencepiece model on the training
-    text, encode every split under OUT/spm (the training pairs kept within `limits`, (max_len,
-    max_ratio) in pieces, where given), binarize them into OUT/bin as fairseq-preprocess does
-    (recipes/binarize.py) and mark OUT done. Every step streams, --workers processes at a time."""
+def finish(out: Path, settings: dict, args, texts: dict, normalized=None, limits=None) -> None:
+    """Write texts (split -> iterable of (German, English) pairs; the sides `normalized` names
+    for a split, {split: languages}, normalized as Moses does) under OUT/raw, train one joint
+    sentencepiece model on the training text, encode every split under OUT/spm (the training
+    pairs kept within `limits`, (max_len, max_ratio) in pieces, where given), binarize them into
+    OUT/bin as fairseq-preprocess does (recipes/binarize.py), say the share of <unk> in each
+    split's source, and mark OUT done. Every step streams, --workers processes at a time."""
+    normalized = normalized or {}
     for sub in ("raw", "spm"):
         (out / sub).mkdir(exist_ok=True)
     for split, pairs in texts.items():
-        batches = map_chunks(normalized_chunk, chunks(pairs), args.workers) if split in normalized else chunks(pairs)
+        languages = normalized.get(split, ())
+        batches = map_chunks(functools.partial(normalized_chunk, languages=languages), chunks(pairs),
+                             args.workers) if languages else chunks(pairs)
         count = write_pairs(out / "raw" / split, batches)
-        print(f"[prepare] {split}: {count} pairs read" + (", normalized" if split in normalized else ""), flush=True)
+        print(f"[prepare] {split}: {count} pairs read" + normalized_text(languages), flush=True)
     print(f"[prepare] training a joint sentencepiece model (vocab {args.vocab_size}, on at most "
           f"{args.spm_sample} sentences)", flush=True)
     model = train_sentencepiece([out / "raw" / f"train.{lang}" for lang in LANGS], out / "spm", args.vocab_size,
@@ -420,10 +437,28 @@ def finish(out: Path, settings: dict, args, texts: dict, normalized=(), limits=N
             print(f"[prepare] train: {kept} of {read} pairs kept after cleaning (1-{limits[0]} pieces a side, "
                   f"length ratio at most {limits[1]})", flush=True)
     print("[prepare] binarizing as fairseq-preprocess --joined-dictionary does (recipes/binarize.py)", flush=True)
-    preprocess(out / "spm", out / "bin", *DIRECTIONS[args.direction], tuple(texts), args.workers)
-    write_text_atomically(out / "prepare.json",
-                          json.dumps({"status": "done", "settings": settings, "script": args.script}, indent=1))
+    source = DIRECTIONS[args.direction][0]
+    binarized = preprocess(out / "spm", out / "bin", *DIRECTIONS[args.direction], tuple(texts), args.workers)
+    print(f"[prepare] <unk> in the source ({source}): " + ", ".join(
+        f"{split} {unknown_share(binarized[split][source])}" for split in texts), flush=True)
+    unknown = {split: {lang: [counts.unknown, counts.tokens] for lang, counts in languages.items()}
+               for split, languages in binarized.items()}
+    write_text_atomically(out / "prepare.json", json.dumps(
+        {"status": "done", "settings": settings, "script": args.script, "unknown_tokens": unknown}, indent=1))
     print(f"[prepare] done: {out / 'bin'}")
+
+
+def normalized_text(languages) -> str:
+    """', normalized' (both sides), ', de normalized' (one) or ''."""
+    if not languages:
+        return ""
+    return ", normalized" if set(languages) == set(LANGS) else f", {'/'.join(languages)} normalized"
+
+
+def unknown_share(counts) -> str:
+    """'0.012% <unk> (3 of 25000 pieces)' of a binarized side."""
+    share = 100 * counts.unknown / counts.tokens if counts.tokens else 0.0
+    return f"{share:.3f}% ({counts.unknown} of {counts.tokens} pieces)"
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ below. The rest of this text is WMT14's.
 Paper-like settings (Vaswani et al. base; the authors' seq2seq recipe): Adam (0.9, 0.98),
 inverse-sqrt learning rate with 4000 warm-up updates, label smoothing 0.1, all embeddings
 shared, dropout 0.1, --max-tokens 4096 per GPU with --update-freq so that the effective batch
-is 8 GPUs x 4096 tokens, the configuration's precision on CUDA (fp16 for the models with a layer
-norm, amp for those without: BWN, none, the LSTMs; PRECISION=fp16, amp, bf16 or fp32 to change;
-bf16 is the plugin's --autocast-bf16, since fairseq's --bf16 implies --tpu and crashes; on CPU
-only bf16 applies), all visible GPUs (GPUS=N: the first N; IWSLT14: one unless GPUS says more), the
+is 8 GPUs x 4096 tokens, one precision for every configuration on CUDA (bf16 autocast where the
+GPU has bf16, else amp; PRECISION=fp16, amp, bf16 or fp32 to change; bf16 is the plugin's
+--autocast-bf16, since fairseq's --bf16 implies --tpu and crashes; on CPU float32 unless
+PRECISION=bf16), all visible GPUs (GPUS=N: the first N; IWSLT14: one unless GPUS says more), the
 batch the same on any GPU count (batch_flags), json logs in
 SAVE_DIR/train.log, a checkpoint and a validation every 1000 updates (the last 5 kept, for
 averaging the converged tail: the last 4000 updates and the final state). LSTMs: the same
@@ -46,13 +46,11 @@ LSTM = ["--lr", "0.001", "--dropout", "0.2", "--clip-norm", "1.0"]
 
 class Config(NamedTuple):
     """A configuration of the comparison: its architecture, its flags after the recipe's, and
-    the PRECISION it trains in on GPUs by default. Models with a layer norm train in fp16;
-    those without any activation norm (BWN, none, the LSTMs) in amp, whose float32 master
-    weights and per-op casts keep going where fp16's loss scale collapsed (the BWN Transformer's
-    fell 32 -> 2 in its first updates on an H200: docs/recipes.md)."""
+    the PRECISION it trains in on GPUs by default: AUTO, one setting for every row compared
+    (auto_precision), so that the rows differ in their norms only, not in their arithmetic."""
     arch: str
     flags: List[str]
-    precision: str = "fp16"
+    precision: str = "auto"
 
 
 CONFIGS = {
@@ -60,11 +58,11 @@ CONFIGS = {
     "transformer_l1": Config("norm_transformer_l1_wmt_en_de", TRANSFORMER),
     "transformer_linf": Config("norm_transformer_linf_wmt_en_de", TRANSFORMER),
     "transformer_topk": Config("norm_transformer_topk_wmt_en_de", TRANSFORMER),
-    "transformer_bwn": Config("norm_transformer_bwn_wmt_en_de", TRANSFORMER, "amp"),
-    "transformer_none": Config("norm_transformer_wmt_en_de", TRANSFORMER + ["--norm-type", "none"], "amp"),  # BWN's baseline
+    "transformer_bwn": Config("norm_transformer_bwn_wmt_en_de", TRANSFORMER),
+    "transformer_none": Config("norm_transformer_wmt_en_de", TRANSFORMER + ["--norm-type", "none"]),  # BWN's baseline
     "transformer_l1_c1": Config("norm_transformer_l1_c1_wmt_en_de", TRANSFORMER),
-    "lstm_nonorm": Config("norm_lstm_wmt_en_de", LSTM, "amp"),
-    "lstm_bwn": Config("norm_lstm_bwn_wmt_en_de", LSTM, "amp"),
+    "lstm_nonorm": Config("norm_lstm_wmt_en_de", LSTM),
+    "lstm_bwn": Config("norm_lstm_bwn_wmt_en_de", LSTM),
 }
 COMMON = ["--task", "translation", "--share-all-embeddings", "--optimizer", "adam",
           "--adam-betas", "(0.9, 0.98)", "--adam-eps", "1e-9", "--lr-scheduler", "inverse_sqrt",
@@ -78,11 +76,11 @@ IWSLT14_CONFIGS = {
     "transformer_l2": Config("norm_transformer_iwslt_de_en", IWSLT14_TRANSFORMER),
     "transformer_l1": Config("norm_transformer_l1_iwslt_de_en", IWSLT14_TRANSFORMER),
     "transformer_linf": Config("norm_transformer_linf_iwslt_de_en", IWSLT14_TRANSFORMER),
-    "transformer_bwn": Config("norm_transformer_bwn_iwslt_de_en", IWSLT14_TRANSFORMER, "amp"),
-    "transformer_none": Config("norm_transformer_iwslt_de_en", IWSLT14_TRANSFORMER + ["--norm-type", "none"], "amp"),
+    "transformer_bwn": Config("norm_transformer_bwn_iwslt_de_en", IWSLT14_TRANSFORMER),
+    "transformer_none": Config("norm_transformer_iwslt_de_en", IWSLT14_TRANSFORMER + ["--norm-type", "none"]),
     "transformer_l1_c1": Config("norm_transformer_l1_iwslt_de_en", IWSLT14_TRANSFORMER + ["--norm-constant", "1.0"]),
-    "lstm_nonorm": Config("norm_lstm_iwslt_de_en", LSTM, "amp"),
-    "lstm_bwn": Config("norm_lstm_bwn_iwslt_de_en", LSTM, "amp"),
+    "lstm_nonorm": Config("norm_lstm_iwslt_de_en", LSTM),
+    "lstm_bwn": Config("norm_lstm_bwn_iwslt_de_en", LSTM),
 }
 IWSLT14_COMMON = ["--task", "translation", "--share-decoder-input-output-embed", "--optimizer", "adam",
                   "--adam-betas", "(0.9, 0.98)", "--clip-norm", "0.0", "--lr-scheduler", "inverse_sqrt",
@@ -110,6 +108,7 @@ BENCHMARKS = {"wmt14": (CONFIGS, COMMON, REFERENCE_GPUS), "iwslt14": (IWSLT14_CO
 # PRECISION -> fairseq-train flags; bf16 is the plugin's autocast (fairseq's --bf16 implies --tpu)
 PRECISIONS = {"fp16": ["--fp16"], "amp": ["--amp"], "bf16": ["--autocast-bf16"], "fp32": []}
 CUDA_ONLY_PRECISIONS = ("fp16", "amp")  # fairseq's; on CPU they fall back to float32
+AUTO = "auto"  # every configuration's default: auto_precision()
 
 
 TOKENS_PER_GPU = 4096  # --max-tokens of one GPU of the reference batch (the paper's, fairseq's examples')
@@ -232,10 +231,24 @@ def command(config, prepared, save_dir, extra, gpus, precision=None, benchmark="
 
 
 def precision_of(config: str, benchmark: str, gpus: int, asked=None) -> str:
-    """The precision a run of CONFIG trains in: `asked`, else the configuration's; fp32 on the
-    CPU for fairseq's CUDA-only fp16 and amp (they fall back to float32 there)."""
+    """The precision a run of CONFIG trains in: `asked`, else the configuration's (AUTO:
+    auto_precision); fp32 on the CPU for fairseq's CUDA-only fp16 and amp (they fall back to
+    float32 there) and for AUTO."""
     precision = asked or BENCHMARKS[benchmark][0][config].precision
+    if precision == AUTO:
+        return auto_precision() if gpus else "fp32"
     return "fp32" if gpus == 0 and precision in CUDA_ONLY_PRECISIONS else precision
+
+
+def auto_precision() -> str:
+    """bf16 (the plugin's --autocast-bf16: float32 weights, no loss scale) where the GPU has
+    bf16, else amp; bf16 where no GPU is visible here (a cluster's login node building the
+    command of a GPU job: the GPUs the recipe is written for, A100 and later, have it; a
+    cluster of older GPUs gives compare.sh --precision amp)."""
+    import torch
+    if not torch.cuda.is_available():
+        return "bf16"
+    return "bf16" if torch.cuda.is_bf16_supported() else "amp"
 
 
 def free_port() -> int:
