@@ -19,6 +19,12 @@
 #     LayerNorm in bf16, kernels alone (--kernels-only, CUDA events back to back) with at most 16 and 32
 #     warps a program, and the whole call, at widths 1024-32768; top-k's first-call (compile) time at
 #     k = 8, 32, 64.
+# 11. The preflight of the default WMT14 grid at full size (issue 40): compare.sh --preflight on the demo
+#     corpus prepared with a 32k vocabulary, each default configuration (6 layers, 512 wide; the LSTMs
+#     1000 wide) for PREFLIGHT_UPDATES updates (default 100) of 8 x 4096 tokens on this one GPU, in the
+#     comparison's precision: the table of first loss against uniform, loss scale, overflows, tokens/s,
+#     peak memory and the projected GPU-hours of the grid. PARTS=preflight runs it (about 8 minutes on
+#     an H200, estimated; not yet run).
 # PARTS="1 2 3" selects parts (default 1 2 3; PRECISIONS and CONFIGS narrow part 2, BASE part 3).
 # PARTS=speed is every GPU speed number of docs/performance.md in one run (under 8 minutes on an
 # H200): parts 5 (at 4096x512, 16384x1024, 65536x1024), 8, and 3 with l2, l1, none and bwn, whose
@@ -37,6 +43,9 @@ if [ "$PARTS" = speed ]; then
 fi
 if [ "$PARTS" = kernels ]; then
     PARTS="9 10"
+fi
+if [ "$PARTS" = preflight ]; then
+    PARTS="11"
 fi
 if [ "$PARTS" = precision ]; then
     PARTS="9 2" PRECISIONS="${PRECISIONS:-fp16}"
@@ -183,4 +192,12 @@ with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
     torch.cuda.synchronize()
 print(profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 PY
+fi
+
+if want 11; then
+echo "== 11. compare.sh --preflight of the default WMT14 grid at full size on this GPU"
+scripts/prepare_wmt14_de_en.sh --raw-dir data/demo --vocab-size 32000 --workers 8 "$WORK/data32k" 2>&1 | grep '^\[prepare\]'
+scripts/compare.sh wmt14 "$WORK/data32k" "$WORK/preflight" --preflight \
+    --preflight-updates "${PREFLIGHT_UPDATES:-100}" 2>&1 | grep -v -e tensorboardX -e '^INFO'
+cp -r "$WORK/preflight/preflight" "$OUT/logs/preflight" 2>/dev/null
 fi

@@ -220,3 +220,21 @@ def test_a_failing_job_is_reported_with_its_log_and_submitted_again_only_once(cl
     assert f"failed (job {second}): " in again.stdout and f"the same way as job {first} before" in again.stdout
     third = run(cluster, *command, check=False)
     assert "submitted as job" not in third.stdout and f"the same way as job {first} before: not submitted again" in third.stdout
+
+
+def test_the_preflight_runs_as_one_job_and_projects_an_epoch_budget(cluster, iwslt14, tmp_path):  # noqa: F811
+    """compare.sh --preflight --launcher slurm: one job trains the configuration for a few updates
+    on its node and the login side prints its table; IWSLT14's budget of 50 epochs becomes
+    updates from the training split's tokens and the tokens an update held."""
+    _, prepared = iwslt14
+    out = tmp_path / "comparison"
+    result = run(cluster, SCRIPTS / "compare.sh", "iwslt14", prepared, out, "--preflight", "--preflight-updates", "3",
+                 "--configs", "transformer_l2", "--launcher", "slurm", "--poll", "0.5", "--", *TINY_TRANSFORMER,
+                 "--max-tokens", "2000",
+                 "--cpu", "--num-workers", "0")
+    assert "[preflight] submitted as job " in result.stdout and "waiting for it" in result.stdout
+    row = next(line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| transformer_l2 |"))
+    budget = int(row[10].split("(of ")[1].split()[0])
+    assert row[-1] == "ok |" and budget > 50  # 50 epochs of more than one update each
+    assert "[preflight] every configuration starts near a uniform guess and trains" in result.stdout
+    assert (out / "preflight" / "transformer_l2" / "train.log").is_file()

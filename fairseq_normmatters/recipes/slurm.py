@@ -17,6 +17,7 @@ every run is done. A run over several nodes (--nodes) starts one task a node and
 SLURM set-up spawns a process a GPU, with a port of the job's own; only the first task evaluates.
 """
 
+import argparse
 import json
 import subprocess
 import time
@@ -29,6 +30,7 @@ from submitit.core.utils import JobPaths
 
 from . import RecipeError, write_text_atomically
 from .evaluate import outcome
+from .preflight import preflight_here
 from .runs import Progress, Run, check_commands, holding_out, log_tail, minutes
 from .slurm_endings import FAILURES, NEVER_STARTS, ending_words, job_ending, resubmission
 from .slurm_job import TrainAndEvaluate, run_events
@@ -235,6 +237,29 @@ def compare_on_slurm(runs: List[Run], args) -> None:
         print(f"[compare] {len(unfinished)} of {len(runs)} runs are not done: rerun this command to see their "
               "states (and submit again those whose ending calls for it), or add --wait to follow them; the table "
               "is written once every run is done", flush=True)
+
+
+def preflight_on_slurm(args):
+    """compare.sh --preflight --launcher slurm: the preflight as one job of the cluster (one node,
+    compare.sh's GPU request), followed until it ends; returns its table and flagged configurations."""
+    if args.dry_run:
+        raise RecipeError("--preflight --dry-run: the preflight is one job; leave --dry-run out to submit it")
+    slurm = executor(args, f"{job_name(args)}-preflight")
+    slurm.update_parameters(nodes=1, array_parallelism=1)
+    try:
+        job = slurm.submit(preflight_here, argparse.Namespace(**{**vars(args), "launcher": "local"}))
+    except Exception as error:  # submitit raises sbatch's failure as it comes
+        raise RecipeError(f"sbatch refused the preflight job: {error}") from None
+    print(f"[preflight] submitted as job {job.job_id} (SLURM's log: {job.paths.stdout}); waiting for it", flush=True)
+    while job.job_id in squeue_retried(args):
+        time.sleep(args.poll)
+    if not job.paths.result_pickle.exists():  # killed, or failed outside Python: no result was written
+        raise RecipeError(f"the preflight job {job.job_id} ended without its table; the end of its log "
+                          f"{job.paths.stderr}:\n{log_tail(job.paths.stderr)}")
+    try:
+        return job.result()
+    except Exception as error:
+        raise RecipeError(f"the preflight job {job.job_id} failed: {str(error)[-2000:]}") from None
 
 
 def submit_what_is_due(runs: List[Run], args, progress: Progress) -> None:
