@@ -43,4 +43,5 @@ def test_the_preflight_flags_a_collapsing_loss_scale_and_a_divergence_and_projec
     assert measured("high", first=17.5).flags() == ["starts 2.5 bits above uniform"]
     text = table([measured("a", ups=2.0), measured("b", ups=1.0)], seeds=3)
     assert "| a | amp | 14.00 | 15.00 | 9.00 | — | 3 | 100000 | 2.000 | 20.00 | 13.9 (of 100000 updates) | ok |" in text
-    assert "Projected for the grid (2 configurations x 3 seeds at their budgets): 125.0 GPU-hours" in text
+    assert "Projected for the grid (2 configurations x 3 seeds at their budgets): 125.0 hours of training on devices " \
+           "like this one (GPU-hours on a GPU)" in text

@@ -11,8 +11,10 @@ fp16), evaluates it as evaluate.sh does (WMT14: beam 4, lenpen 0.6, the last 5
 checkpoints averaged; IWSLT14: beam 5, lenpen 1, as fairseq's example) and finally writes
 OUT/results.md and OUT/curves.png with collect_results.py: the seeds' means and spreads, each
 configuration's difference from its baseline with sacreBLEU's paired bootstrap test, and the
-paper's differences, and says at the end at how many updates the runs compare and which were
-still learning (the rule is below). A run whose results.json exists is skipped; one that
+paper's differences, and says at the end at how many updates the runs compare: on their
+plateau, at their schedule's budget (and whether one doubling of it could change a difference),
+or in early training (the rules are below). --preflight trains each configuration a few hundred
+updates first and flags a bad start (recipes/preflight.py). A run whose results.json exists is skipped; one that
 stopped half-way resumes from its checkpoint_last.pt (fairseq-train's own resume); rerun the
 same command after any interruption. Arguments after -- go to every fairseq-train (e.g. a
 shorter schedule). A run begun as another experiment than this command would train

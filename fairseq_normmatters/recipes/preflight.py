@@ -140,8 +140,8 @@ def table(measured: List[Measured], seeds: int) -> str:
     hours = [m.gpu_hours for m in measured]
     total = f"{seeds * sum(hours):.1f}" if None not in hours else "unknown (a configuration has no rate)"
     return "\n".join(rows) + (f"\n\nProjected for the grid ({len(measured)} configurations x {seeds} seeds at their "
-                              f"budgets): {total} GPU-hours of training, from each configuration's updates/s on "
-                              "one device here.\n")
+                              f"budgets): {total} hours of training on devices like this one (GPU-hours on a GPU), "
+                              "from each configuration's updates/s here at the command's batch.\n")
 
 
 def preflight_here(args) -> Tuple[str, List[str]]:
