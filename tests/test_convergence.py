@@ -298,6 +298,17 @@ def test_collect_compares_at_budget_and_flags_families_that_cross_after_it(tmp_p
            "doubling (a + b U^-c over each curve's last half): transformer_l1 against transformer_l2: the curves " \
            "cross" in verdict and "transformer_bwn against" not in verdict and "early training" not in verdict
 
+    # rows on their plateau on both sides are not extrapolated, whatever a fit of their wavering gives
+    flat = {config: [(u, level + 0.004 * math.sin(u / 7000)) for u in range(2000, 100001, 2000)]
+            for config, level in (("transformer_l2", 2.25), ("transformer_linf", 2.26))}
+    mixed = [write_run(tmp_path / "flat" / f"{config}-seed{seed}", config, seed, curve)
+             for config, curve in flat.items() for seed in (1, 2)]
+    mixed += [write_run(tmp_path / "flat" / f"transformer_bwn-seed{seed}", "transformer_bwn", seed, power_law(2.1, 73))
+              for seed in (1, 2)]
+    verdict = verdict_line(collect(mixed + ["--quiet"]))
+    assert "transformer_bwn against transformer_l2: one doubling could change" in verdict
+    assert "transformer_linf against" not in verdict
+
     cut = [write_run(tmp_path / "cut" / f"{config}-seed1", config, 1, power_law(a, b, end=20000))
            for config, (a, b) in curves.items()]
     assert verdict_line(collect(cut + ["--quiet"])).startswith("[compare] 3 of 3 runs were in early training")

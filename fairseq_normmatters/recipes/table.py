@@ -65,10 +65,13 @@ def verdict_line(runs) -> str:
 
 def doubling_summary(runs) -> str:
     """Which configurations' differences one doubling of the budget could change (the curves
-    cross, or move beyond the seeds' spread), from each curve's last half fitted by a + b U^-c."""
+    cross, or move beyond the seeds' spread), from each curve's last half fitted by a + b U^-c;
+    only the rows with a run still improving at its budget (a row on its plateau is not
+    extrapolated: its curves no longer fall)."""
     flagged, fitted = [], 0
     for config, members, baseline in configuration_groups(runs):
-        text = doubling_text(members, baseline) if baseline else ""
+        improving = baseline and improving_at_budget(members + baseline)
+        text = doubling_text(members, baseline) if improving else ""
         fitted += bool(text)
         if "could change" in text:
             flagged.append(f"{config} against {baseline_of(config)}: {text}")
