@@ -5,7 +5,7 @@
 # three seeds each, evaluate each as the recipe does, tabulate the differences against L2 with the
 # seeds' spread, Welch's test over the seeds and sacreBLEU's paired bootstrap, and plot the
 # validation curves).
-# The negative control is L-inf (transformer_linf): on this corpus it learns more slowly and ends 1.2-1.9
+# The negative control is L-inf (transformer_linf): on this corpus it learns more slowly and ends 0.9-1.9
 # BLEU below L2 (docs/results.md); the table calls it worse only where the seeds' spread allows (two
 # seeds a side did not, Welch's p 0.165 over 2000 updates; three did, p 0.039), so its row shows what
 # size of difference the comparison can see.
