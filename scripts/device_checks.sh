@@ -58,6 +58,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
     2>&1 | grep -v 'is ignored' | tail -3
 export PYTHONPATH="/tmp/site:$PWD" PATH="/tmp/site/bin:$PATH" NORMMATTERS_PYTHON=python3
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+WORKERS="$(python3 -c 'import xdist' 2>/dev/null && echo '-n 16')"  # pytest-xdist where installed
 
 if want 1; then
 echo "== 1. BWN nn.LSTM on CUDA, norms in low precision"
@@ -80,13 +81,17 @@ fi
 
 if want 4; then
 echo "== 4. fast norm paths vs the eager reference on CUDA"
-timeout 240 python3 -m pytest -q -x -p no:cacheprovider tests/test_kernels.py -k "${KERNEL_TESTS:-triton}" 2>&1 | tail -5
-timeout 300 python3 -m pytest -q -x -p no:cacheprovider tests/test_triton_kernels.py 2>&1 | tail -5
+# every Triton and compiled test compiled for the GPU, each failing test named (-rf), none cut off
+timeout 420 python3 -m pytest -q -rf $WORKERS -p no:cacheprovider tests/test_kernels.py \
+    -k "${KERNEL_TESTS:-triton or compiled or own_values or ties}" 2>&1 | grep -E '^(FAILED|ERROR)| passed| failed'
+timeout 300 python3 -m pytest -q -rf $WORKERS -p no:cacheprovider tests/test_triton_kernels.py 2>&1 \
+    | grep -E '^(FAILED|ERROR)| passed| failed'
 fi
 
 if want 9; then
 echo "== 9. norms accumulating in fp16/bf16: the Triton kernel on CUDA"
-timeout 300 python3 -m pytest -q -x -p no:cacheprovider tests/test_triton_narrow.py 2>&1 | tail -5
+timeout 300 python3 -m pytest -q -rf $WORKERS -p no:cacheprovider tests/test_triton_narrow.py 2>&1 \
+    | grep -E '^(FAILED|ERROR)| passed| failed'
 timeout 300 python3 scripts/bench_precision.py --device cuda --out "$OUT/precision_cuda.md" 2>&1 | tail -1
 # the settings computed alike on both (storage runs other float32 kernels on each device)
 narrow() { sed -n '/^| kind | format | setting | gaussian/,/^$/p' "$1" | grep -E '\| (narrow|wide-mean) \|'; }

@@ -22,3 +22,11 @@ def inputs(rows_, n, dtype, device, contiguous=True, affine=True):
     weight = torch.randn(n, device=device, dtype=param_dtype, requires_grad=True) if affine else None
     bias = torch.randn(n, device=device, dtype=param_dtype, requires_grad=True) if affine else None
     return x, weight, bias
+
+
+def one_ulp_up(statistics):
+    """Statistics [mean, m, t] with m and t one ulp larger: what a forward compiled apart (FMA
+    contraction, approximate division) can save for the same row."""
+    off = statistics.clone()
+    off[1:] = torch.nextafter(off[1:], torch.full_like(off[1:], float("inf")))
+    return off

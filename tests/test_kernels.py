@@ -13,7 +13,7 @@ from fairseq_normmatters.kernels import backends, native, rows
 from fairseq_normmatters.kinds import build_norm
 from fairseq_normmatters.norms import deviation_norm, rms_norm
 
-from row_inputs import inputs
+from row_inputs import inputs, one_ulp_up
 
 KINDS = ("l1", "linf", "topk")  # the deviation norms; rms is the fourth kind of the same Function
 FAST = ["native", "compiled"] + (["triton"] if torch.cuda.is_available() and kernels.triton_available() else [])
@@ -88,9 +88,28 @@ def test_ties_share_the_gradient_like_torch(backend):
         x[:, 3:6] = -5.0
     assert_matches_reference(backend, "linf", x, weight, bias)
     d = x.detach().double() - x.detach().double().mean(-1, keepdim=True)
-    m, t = rows.row_statistics(d, "topk", 4)
-    derivative = rows.scale_derivative(d, m, t, "topk", 4)
+    derivative = rows.scale_derivative(d, "topk", 4)
     torch.testing.assert_close((derivative * torch.sign(d)).sum(-1), torch.ones(4, dtype=torch.float64, device=d.device))
+
+
+@pytest.mark.parametrize("kind", ["linf", "topk"])
+@pytest.mark.parametrize("implementation", ["analytic", "native"])
+def test_the_backward_finds_its_ties_among_its_own_values_not_the_saved_statistic(implementation, kind):
+    """The saved max (linf) or k-th largest |d| (topk) one ulp off, as a separately compiled
+    forward can leave it: no |d_j| equals it, so a backward that found the ties by equality with
+    it divided 0 by 0 (the compiled backend's NaN dx for linf and topk on CUDA). The backward
+    takes its ties from its own |d|: the gradients are finite and those of the exact statistics."""
+    from fairseq_normmatters.kernels import native
+    backward = {"analytic": rows.backward_rows, "native": native.backward_rows}[implementation]
+    x, weight, _ = inputs(8, 64, torch.float32, "cpu")
+    x, weight = x.detach(), weight.detach()
+    grad = torch.randn_like(x)
+    _, statistics = rows.forward_rows(x, weight, None, kind, 1.3, 1e-5, 4)
+    exact = backward(grad, x, weight, statistics, kind, 1.3, 1e-5, 4, True, False)
+    off = backward(grad, x, weight, one_ulp_up(statistics), kind, 1.3, 1e-5, 4, True, False)
+    assert torch.isfinite(off[0]).all() and torch.isfinite(off[1]).all()
+    torch.testing.assert_close(off[0], exact[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(off[1], exact[1], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -15,7 +15,7 @@ from fairseq_normmatters.constants import resolve_constant
 from fairseq_normmatters.kernels import backends, rows
 from fairseq_normmatters.norms import deviation_norm_reference, rms_norm_reference
 
-from row_inputs import has_ties
+from row_inputs import has_ties, one_ulp_up
 
 triton_kernels = pytest.importorskip("fairseq_normmatters.kernels.triton_kernels",
                                      reason="Triton is not installed")
@@ -196,3 +196,18 @@ def test_rows_whose_offsets_pass_two_to_the_31_are_read_and_written_where_they_a
     x.copy_(rows_of(n, torch.bfloat16, count=rows))
     assert x.storage_offset() + (rows - 1) * x.stride(0) == 2 ** 31
     check("l1", x, *affine(n))
+
+
+@pytest.mark.parametrize("kind", ["linf", "topk"])
+def test_the_kernels_backward_finds_its_ties_among_its_own_values(kind):
+    """The backward kernel with the saved max / k-th largest |d| one ulp off (a forward compiled
+    apart): its ties come from its own |d|, so its dx is finite and the one of the exact statistics."""
+    x = rows_of(64, torch.float32, count=6)
+    weight, _ = affine(64)
+    grad = torch.randn_like(x)
+    constant = constant_of(kind, 64, 4)
+    _, statistics = triton_kernels.forward_rows(x, weight, None, kind, constant, EPS, 4)
+    exact = triton_kernels.backward_rows(grad, x, weight, statistics, kind, constant, EPS, 4, True, False)
+    off = triton_kernels.backward_rows(grad, x, weight, one_ulp_up(statistics), kind, constant, EPS, 4, True, False)
+    assert torch.isfinite(off[0]).all()
+    torch.testing.assert_close(off[0], exact[0], rtol=1e-5, atol=1e-6)

@@ -372,17 +372,32 @@ void accumulate_parameter_grads(const typename T::Storage* g, const typename T::
   }
 }
 
+// The threshold of the ties of linf (the max |d|) and topk (the k-th largest |d|), from the
+// row's own |x - shift|: the saved statistics serve the scale only, since a forward computed
+// elsewhere (another backend, a separately compiled graph) can round them one ulp away from
+// every |d| here, and then no element would tie (0/0).
+template <typename T>
+typename T::Acc own_threshold(const typename T::Storage* x, int64_t n, typename T::Acc shift,
+                              const Options<typename T::Acc>& options, typename T::Acc* scratch) {
+  using Acc = typename T::Acc;
+  if (options.kind == LINF) return max_abs_deviation<T>(x, n, shift);
+  Acc m, t;
+  top_k_statistics<T>(x, n, shift, options.k, scratch, &m, &t);
+  return t;
+}
+
 // One row's dx (rows.backward_rows), and its share of dgamma/dbeta into this thread's buffers.
 template <typename T>
 void backward_row(const typename T::Storage* g, const typename T::Storage* x,
                   typename T::Storage* dx, int64_t n, const typename T::Acc* weight,
                   const Options<typename T::Acc>& options, typename T::Acc* const stats[3],
-                  int64_t row, typename T::Acc* dweight, typename T::Acc* dbias) {
+                  int64_t row, typename T::Acc* dweight, typename T::Acc* dbias,
+                  typename T::Acc* scratch) {
   using Acc = typename T::Acc;
   bool rms = options.kind == RMS;
   Acc shift = rms ? Acc(0) : stats[0][row];
   Acc inv_s = rms ? stats[0][row] : Acc(1) / (options.constant * stats[1][row] + options.eps);
-  Acc threshold = rms || options.kind == L1 ? Acc(-1) : stats[2][row];
+  Acc threshold = rms || options.kind == L1 ? Acc(-1) : own_threshold<T>(x, n, shift, options, scratch);
   RowSums<Acc> sums = row_sums<T>(g, x, n, weight, shift, threshold);
   if (rms) {
     Acc coupling = inv_s * inv_s * inv_s * sums.hd / n;
@@ -419,12 +434,13 @@ void backward_rows(const void* grad, const void* x, const void* weight, void* co
 #pragma omp parallel num_threads(teams)
   {
     Acc* mine = partial.data() + size_t(omp_get_thread_num()) * 2 * n;
+    std::vector<Acc> scratch(options.kind == TOPK ? top_k_scratch(n, options.k) : 0);
 #pragma omp for schedule(static)
     for (int64_t row = 0; row < rows; ++row) {
       backward_row<T>(static_cast<const Storage*>(grad) + row * n,
                       static_cast<const Storage*>(x) + row * n, static_cast<Storage*>(dx) + row * n,
                       n, static_cast<const Acc*>(weight), options, statistics, row,
-                      dweight ? mine : nullptr, dbias ? mine + n : nullptr);
+                      dweight ? mine : nullptr, dbias ? mine + n : nullptr, scratch.data());
     }
   }
   Acc* outputs[2] = {static_cast<Acc*>(dweight), static_cast<Acc*>(dbias)};

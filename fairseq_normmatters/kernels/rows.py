@@ -79,14 +79,18 @@ def affine(y: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]) -> Tenso
     return y
 
 
-def scale_derivative(d: Tensor, m: Tensor, t: Tensor, kind: str, k: int) -> Tensor:
-    """dm/dd_j for each element (see the module docstring)."""
+def scale_derivative(d: Tensor, kind: str, k: int) -> Tensor:
+    """dm/dd_j for each element (see the module docstring). The ties are found among d's own
+    values (its max, its k-th largest |d|), never by equality with a statistic saved by a forward
+    computed elsewhere: two separately compiled graphs can round |d| one ulp apart, and then no
+    element would equal it (0/0)."""
     a, sign = d.abs(), torch.sign(d)
     if kind == "l1":
         return sign / d.shape[-1]
     if kind == "linf":
-        at_max = (a == m).to(d.dtype)
+        at_max = (a == a.amax(-1, keepdim=True)).to(d.dtype)
         return sign * at_max / at_max.sum(-1, keepdim=True)
+    t = a.topk(k, dim=-1).values[..., -1:]
     above = (a > t).to(d.dtype)
     at_t = (a == t).to(d.dtype)
     share = (k - above.sum(-1, keepdim=True)) / at_t.sum(-1, keepdim=True)
@@ -110,11 +114,11 @@ def backward_rows(grad: Tensor, x: Tensor, weight: Optional[Tensor], statistics:
         dd = inv_s * h - inv_s ** 3 * d * (h * d).mean(-1, keepdim=True)
         dx = dd - dd.mean(-1, keepdim=True) if mean else dd
     else:
-        mean, m, t = statistics.unsqueeze(-1)
+        mean, m, _ = statistics.unsqueeze(-1)  # m for the scale only: the ties come from d
         d = centered if centered is not None else x.to(dtype) - mean
         inv_s = 1.0 / (constant * m + eps)
         coupling = constant * inv_s * inv_s * (h * d).sum(-1, keepdim=True)
-        dd = h * inv_s - coupling * scale_derivative(d, m, t, kind, k)
+        dd = h * inv_s - coupling * scale_derivative(d, kind, k)
         dx = dd - dd.mean(-1, keepdim=True)
     dweight = column_sum(g * d * inv_s) if needs_weight_grad else None
     dbias = column_sum(g) if needs_bias_grad else None

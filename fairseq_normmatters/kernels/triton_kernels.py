@@ -131,11 +131,14 @@ def _backward_kernel(G, X, W, S0, S1, S2, DX, DW_PART, DB_PART, rows, rows_per_p
             dd = tl.where(here, inv_s * h - inv_s * inv_s * inv_s * d * (tl.sum(h * d, 0) / n), 0.0)
         else:
             m = tl.load(S1 + statistic)
-            t = tl.load(S2 + statistic)
             d = tl.where(here, x - tl.load(S0 + statistic), 0.0)
             inv_s = 1.0 / (constant * m + eps)
             coupling = constant * inv_s * inv_s * tl.sum(h * d, 0)
-            derivative = _scale_derivative(d, tl.abs(d), here, m, t, n, KIND, K)
+            a = tl.abs(d)
+            # the ties among this kernel's own |d| (the saved m, t only for the scale): a forward
+            # compiled apart can round them one ulp away, and nothing would equal it
+            own_m, own_t = _row_scale(a, here, n, KIND, K)
+            derivative = _scale_derivative(d, a, here, own_m, own_t, n, KIND, K)
             dd = tl.where(here, h * inv_s - coupling * derivative, 0.0)
         if KIND == 4:
             dx = dd
