@@ -19,7 +19,7 @@ kernel, the launch path is what to make faster. --overhead times a tiny input (8
 take a few microseconds, and prints microseconds: the cost of each call's Python and launches.
 
     python scripts/bench_norms.py [--device cpu|cuda] [--quick | --overhead] [--backend auto]
-                                  [--kinds ...] [--shapes 64x512 ...] [--dtypes ...] [--topk-k 8]
+                                  [--host-path] [--kinds ...] [--shapes 64x512 ...] [--dtypes ...] [--topk-k 8]
                                   [--max-warps 16] [--threads N] [--kernels-only] [--json FILE]
 """
 
@@ -213,6 +213,33 @@ def function_floor(device, timer, repeats, inner) -> float:
     return statistics.median(timer.seconds(step, inner) for _ in range(repeats))
 
 
+def host_path(kinds, repeats, inner):
+    """--host-path: microseconds of fwd+bwd at OVERHEAD_SHAPE of each kind's Triton call path on
+    CPU tensors with the launches recorded, not run; LayerNorm's and the identity Function's."""
+    from launch_recorder import recorded_launches
+    timer, (rows, features) = Timer("cpu"), OVERHEAD_SHAPE
+    x = torch.randn(rows, features, requires_grad=True)
+    grad = torch.randn(rows, features)
+    layer_norm = torch.nn.LayerNorm(features)
+
+    def timed(run):
+        def step():
+            x.grad = None
+            run().backward(grad)
+        timer.seconds(step, inner)
+        return statistics.median(timer.seconds(step, inner) for _ in range(repeats))
+    base = timed(lambda: layer_norm(x))
+    print(f"host path of one fwd+bwd at {rows}x{features}, launches recorded (CPU): LayerNorm's whole fwd+bwd "
+          f"{1e6 * base:.1f} us, an identity autograd.Function {1e6 * function_floor('cpu', timer, repeats, inner):.1f} us")
+    with recorded_launches():
+        for kind in kinds:
+            norm = build(kind, features)
+            plan = kernels.RowNormPlan(kind, features, getattr(norm, "constant_value", 1.0), 1e-5,
+                                       KINDS[kind].get("k"), kernels.implementation("triton"))
+            seconds = timed(lambda: plan.run(x, norm.weight, norm.bias))
+            print(f"{kind:5s} {1e6 * seconds:7.1f} us  ({seconds / base:.2f}x LayerNorm's whole call)")
+
+
 def backend_label(kind, x):
     return kernels.backend_for(x, kind=kind) if kind != "layernorm" else "torch"
 
@@ -264,6 +291,9 @@ def main(argv=None):
     mode.add_argument("--quick", action="store_true", help="one small shape, fp32 (< 60 s on 2 cores)")
     mode.add_argument("--overhead", action="store_true",
                       help="the per-call cost in microseconds: fwd+bwd of 8x512, many calls")
+    mode.add_argument("--host-path", action="store_true",
+                      help="CPU: the Triton call path's host cost at 8x512 with its launches recorded, not run, "
+                           "beside LayerNorm's fwd+bwd and an identity autograd.Function")
     parser.add_argument("--backend", choices=kernels.BACKENDS,
                         help=f"norm backend of l1/linf/topk (default: ${kernels.BACKEND_VARIABLE} or auto)")
     parser.add_argument("--kinds", nargs="+", choices=tuple(KINDS), default=list(KINDS))
@@ -281,6 +311,8 @@ def main(argv=None):
                              "ops directly, without the modules and autograd around them")
     parser.add_argument("--json", help="write the records to this file")
     args = parser.parse_args(argv)
+    if args.host_path and args.device != "cpu":
+        raise SystemExit("bench_norms.py: --host-path records the launches on CPU tensors: use --device cpu")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench_norms.py: --device cuda but torch sees no CUDA device")
     if args.backend:
@@ -293,6 +325,8 @@ def main(argv=None):
         if args.threads < 1:
             raise SystemExit(f"bench_norms.py: --threads {args.threads}: needs at least 1")
         torch.set_num_threads(args.threads)
+    if args.host_path:
+        return host_path(args.kinds, 30, 51)
     shapes = args.shapes or ([(4096, 512)] if args.quick else [OVERHEAD_SHAPE] if args.overhead
                              else CUDA_SHAPES if args.device == "cuda" else SHAPES)
     dtypes = args.dtypes or (["float32"] if args.quick else DTYPES[args.device])

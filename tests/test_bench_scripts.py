@@ -133,3 +133,15 @@ def test_bench_norms_l2_is_the_packages_own_kernel_of_layer_norm(bench_norms, mo
     torch.testing.assert_close(y, expected)
     torch.testing.assert_close(torch.autograd.grad(y.square().sum(), x)[0],
                                torch.autograd.grad(expected.square().sum(), x)[0])
+
+
+def test_bench_norms_host_path_times_each_kind_with_its_launches_recorded(bench_norms, capsys):
+    """--host-path: the Triton call path of each kind on CPU tensors, its kernels recorded, not run,
+    beside LayerNorm's fwd+bwd and an identity autograd.Function (figures, not a timed test)."""
+    bench_norms.main(["--host-path", "--kinds", "l1", "topk"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("host path of one fwd+bwd at 8x512, launches recorded (CPU): LayerNorm's whole fwd+bwd ")
+    assert "an identity autograd.Function" in lines[0]
+    assert [line.split()[0] for line in lines[1:]] == ["l1", "topk"] and all("x LayerNorm's" in l for l in lines[1:])
+    with pytest.raises(SystemExit, match="--host-path records the launches on CPU tensors: use --device cpu"):
+        bench_norms.main(["--host-path", "--device", "cuda"])

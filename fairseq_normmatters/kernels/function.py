@@ -23,16 +23,22 @@ class RowNormPlan:
     "fp16", "bf16"). Where `impl` fails, `fallback` (the same definition: rows.py, or the
     emulation of a narrow accumulation) runs instead and the failure is kept (backends.py)."""
 
-    __slots__ = ("kind", "size", "constant", "eps", "k", "impl", "accumulate", "fallback")
+    __slots__ = ("kind", "size", "constant", "eps", "k", "impl", "accumulate", "fallback", "keys")
 
     def __init__(self, kind: str, size: int, constant: float, eps: float, k: Optional[int], impl: Implementation,
                  accumulate: str = FLOAT32):
         self.kind, self.size, self.constant, self.eps, self.k = kind, size, float(constant), float(eps), k or 0
         self.impl, self.accumulate = impl, accumulate
         self.fallback = UNCOMPILED if accumulate == FLOAT32 else narrow.implementation("emulation", accumulate)
+        self.keys = {}  # (dtype, device type) -> FailureKey: made once, not per call
 
     def failure_key(self, x) -> FailureKey:
-        return FailureKey(self.impl.name, self.kind, x.dtype, width_class(self.size), x.device.type, self.accumulate)
+        where = (x.dtype, x.device.type)
+        key = self.keys.get(where)
+        if key is None:
+            key = self.keys[where] = FailureKey(self.impl.name, self.kind, x.dtype, width_class(self.size),
+                                                x.device.type, self.accumulate)
+        return key
 
     def run(self, x, weight, bias):
         x2d = x if x.dim() == 2 and x.shape[1] == self.size else x.reshape(-1, self.size)

@@ -1,8 +1,9 @@
 """Triton kernels of the l1 / linf / topk / rms / l2 layer norms (CUDA): the math of rows.py in
 float32, one template for every kind (so that l2 here against l1 here compares norms, not
-kernels), one row per program in the forward; the backward walks a share of the rows per
-program and writes partial sums of dL/dgamma, dL/dbeta that torch adds up (no atomics:
-deterministic). The modules' float32 l2 is torch's LayerNorm; this l2 is for like-for-like
+kernels), one row per program in the forward (one launch); the backward walks a share of the
+rows per program and writes partial sums of dL/dgamma, dL/dbeta that a second kernel adds up
+into the parameters' dtype (two launches, no atomics: deterministic). The statistics travel as
+one buffer in rows.py's layout. The modules' float32 l2 is torch's LayerNorm; this l2 is for like-for-like
 comparisons (scripts/bench_norms.py) and the tests."""
 
 import contextlib
@@ -63,7 +64,7 @@ def _scale_derivative(d, a, valid, m, t, n, KIND: tl.constexpr, K: tl.constexpr)
 
 
 @triton.jit
-def _forward_kernel(X, W, B, Y, S0, S1, S2, x_stride, y_stride, n, constant, eps,
+def _forward_kernel(X, W, B, Y, S, rows, x_stride, y_stride, n, constant, eps,
                     KIND: tl.constexpr, K: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
                     BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)  # row x stride passes int32 in large tensors
@@ -87,19 +88,19 @@ def _forward_kernel(X, W, B, Y, S0, S1, S2, x_stride, y_stride, n, constant, eps
     if HAS_B:
         y = y + tl.load(B + cols, mask=valid, other=0.0).to(tl.float32)
     tl.store(Y + row * y_stride + cols, y.to(Y.dtype.element_ty), mask=valid)
-    if KIND == 4:
-        tl.store(S0 + row, inv_s)
+    if KIND == 4:  # the statistics (count, rows), row-major: slot i of this row at S + i * rows + row
+        tl.store(S + row, inv_s)
     elif KIND == 3:
-        tl.store(S0 + row, mean)
-        tl.store(S1 + row, inv_s)
+        tl.store(S + row, mean)
+        tl.store(S + rows + row, inv_s)
     else:
-        tl.store(S0 + row, mean)
-        tl.store(S1 + row, m)
-        tl.store(S2 + row, t)
+        tl.store(S + row, mean)
+        tl.store(S + rows + row, m)
+        tl.store(S + 2 * rows + row, t)
 
 
 @triton.jit
-def _backward_kernel(G, X, W, S0, S1, S2, DX, DW_PART, DB_PART, rows, rows_per_program, g_stride,
+def _backward_kernel(G, X, W, S, DX, PART, rows, rows_per_program, g_stride,
                      x_stride, dx_stride, n, constant, eps, KIND: tl.constexpr, K: tl.constexpr,
                      HAS_W: tl.constexpr, BLOCK: tl.constexpr):
     program = tl.program_id(0).to(tl.int64)  # row x stride passes int32 in large tensors
@@ -123,15 +124,15 @@ def _backward_kernel(G, X, W, S0, S1, S2, DX, DW_PART, DB_PART, rows, rows_per_p
         h = g * w
         if KIND >= 3:  # rows.py: dd = h / s - d mean(h d) / s^3, centered for l2
             if KIND == 4:
-                inv_s = tl.load(S0 + statistic)
+                inv_s = tl.load(S + statistic)
                 d = x
             else:
-                inv_s = tl.load(S1 + statistic)
-                d = tl.where(here, x - tl.load(S0 + statistic), 0.0)
+                inv_s = tl.load(S + rows + statistic)
+                d = tl.where(here, x - tl.load(S + statistic), 0.0)
             dd = tl.where(here, inv_s * h - inv_s * inv_s * inv_s * d * (tl.sum(h * d, 0) / n), 0.0)
         else:
-            m = tl.load(S1 + statistic)
-            d = tl.where(here, x - tl.load(S0 + statistic), 0.0)
+            m = tl.load(S + rows + statistic)
+            d = tl.where(here, x - tl.load(S + statistic), 0.0)
             inv_s = 1.0 / (constant * m + eps)
             coupling = constant * inv_s * inv_s * tl.sum(h * d, 0)
             a = tl.abs(d)
@@ -147,8 +148,29 @@ def _backward_kernel(G, X, W, S0, S1, S2, DX, DW_PART, DB_PART, rows, rows_per_p
         tl.store(DX + row * dx_stride + cols, dx.to(DX.dtype.element_ty), mask=here)
         dw += g * d * inv_s
         db += g
-    tl.store(DW_PART + program * BLOCK + cols, dw)
-    tl.store(DB_PART + program * BLOCK + cols, db)
+    programs = tl.num_programs(0)
+    tl.store(PART + program * BLOCK + cols, dw)  # PART (2, programs, BLOCK): dgamma's, then dbeta's
+    tl.store(PART + (programs + program) * BLOCK + cols, db)
+
+
+@triton.jit
+def _parameter_grad_kernel(PART, DW, DB, programs, n, HAS_DW: tl.constexpr, HAS_DB: tl.constexpr,
+                           BLOCK: tl.constexpr, COLUMNS: tl.constexpr):
+    """dgamma and dbeta: the backward programs' float32 partial sums added up over COLUMNS
+    features a program, stored in the parameters' dtype (no sum or cast issued from Python)."""
+    cols = tl.program_id(0) * COLUMNS + tl.arange(0, COLUMNS)
+    valid = cols < n
+    dw = tl.zeros((COLUMNS,), tl.float32)
+    db = tl.zeros((COLUMNS,), tl.float32)
+    for program in range(0, programs):
+        if HAS_DW:
+            dw += tl.load(PART + program * BLOCK + cols, mask=valid, other=0.0)
+        if HAS_DB:
+            db += tl.load(PART + (programs + program) * BLOCK + cols, mask=valid, other=0.0)
+    if HAS_DW:
+        tl.store(DW + cols, dw.to(DW.dtype.element_ty), mask=valid)
+    if HAS_DB:
+        tl.store(DB + cols, db.to(DB.dtype.element_ty), mask=valid)
 
 
 #: the most warps a program of a wide row gets (default 16; Liger goes to 32: scripts/bench_norms.py
@@ -156,9 +178,16 @@ def _backward_kernel(G, X, W, S0, S1, S2, DX, DW_PART, DB_PART, rows, rows_per_p
 MAX_WARPS = int(os.environ.get("NORMMATTERS_TRITON_MAX_WARPS") or 16)
 
 
-def _launch_options(n: int):
-    block = triton.next_power_of_2(n)
-    return block, min(max(block // 256, 1), MAX_WARPS)
+@functools.lru_cache(maxsize=None)
+def _launch_options(n: int, max_warps: int):
+    """(BLOCK, warps) of rows of n features: computed once per width (Triton's own
+    next_power_of_2 and cdiv are jit functions, ~10 us a call from Python)."""
+    block = 1 << max(n - 1, 0).bit_length()
+    return block, min(max(block // 256, 1), max_warps)
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 def _takes(x: torch.Tensor) -> bool:
@@ -166,11 +195,6 @@ def _takes(x: torch.Tensor) -> bool:
     at most MAX_FEATURES features (one row is one block of registers). Other inputs run rows.py,
     for that input only."""
     return x.shape[0] > 0 and x.shape[1] <= MAX_FEATURES
-
-
-def statistic_slots(statistics: torch.Tensor):
-    """The kernels' three statistics pointers: the rows of `statistics`, the last repeated."""
-    return [statistics[min(i, len(statistics) - 1)] for i in range(3)]
 
 
 def _unit_stride(t):
@@ -199,12 +223,12 @@ def forward_rows(x, weight, bias, kind, constant, eps, k):
         return rows_math.forward_rows(x, weight, bias, kind, constant, eps, k)
     x, weight, bias = _unit_stride(x), _unit_stride(weight), _unit_stride(bias)
     rows, n = x.shape
-    block, warps = _launch_options(n)
+    block, warps = _launch_options(n, MAX_WARPS)
     y = torch.empty((rows, n), dtype=x.dtype, device=x.device)
     statistics = torch.empty((STATISTICS[kind], rows), dtype=torch.float32, device=x.device)
     with _on_device_of(x):
         _forward_kernel[(rows,)](x, weight if weight is not None else x, bias if bias is not None else x,
-                                 y, *statistic_slots(statistics), x.stride(0), y.stride(0), n, constant, eps,
+                                 y, statistics, rows, x.stride(0), y.stride(0), n, constant, eps,
                                  KIND=KIND_CODES[kind], K=max(k, 1), HAS_W=weight is not None,
                                  HAS_B=bias is not None, BLOCK=block, num_warps=warps)
     return y, statistics
@@ -212,26 +236,33 @@ def forward_rows(x, weight, bias, kind, constant, eps, k):
 
 def backward_rows(grad, x, weight, statistics, kind, constant, eps, k, needs_weight_grad,
                   needs_bias_grad):
-    """rows.backward_rows on CUDA: (dL/dx, dL/dgamma, dL/dbeta)."""
+    """rows.backward_rows on CUDA: (dL/dx, dL/dgamma, dL/dbeta), dgamma and dbeta in gamma's
+    dtype (float32 without gamma), added up on the device: two launches, no sum or cast after."""
     if not _takes(x):
         return rows_math.backward_rows(grad, x, weight, statistics, kind, constant, eps, k,
                                        needs_weight_grad, needs_bias_grad)
-    slots = statistic_slots(statistics.contiguous())
+    statistics = statistics.contiguous()
     grad, x, weight = _unit_stride(grad), _unit_stride(x), _unit_stride(weight)
     rows, n = x.shape
-    block, warps = _launch_options(n)
-    programs = max(1, min(triton.cdiv(rows, 16), 4 * _multiprocessors(x.device)))
-    rows_per_program = triton.cdiv(rows, programs)
-    programs = triton.cdiv(rows, rows_per_program)
+    block, warps = _launch_options(n, MAX_WARPS)
+    programs = max(1, min(_cdiv(rows, 16), 4 * _multiprocessors(x.device)))
+    rows_per_program = _cdiv(rows, programs)
+    programs = _cdiv(rows, rows_per_program)
     dx = torch.empty((rows, n), dtype=x.dtype, device=x.device)
-    dw_part, db_part = (torch.empty((programs, block), dtype=torch.float32, device=x.device)
-                        for _ in range(2))
+    parts = torch.empty((2, programs, block), dtype=torch.float32, device=x.device)
+    parameter_dtype = weight.dtype if weight is not None else torch.float32
+    dweight = torch.empty(n, dtype=parameter_dtype, device=x.device) if needs_weight_grad else None
+    dbias = torch.empty(n, dtype=parameter_dtype, device=x.device) if needs_bias_grad else None
     with _on_device_of(x):
-        _backward_kernel[(programs,)](grad, x, weight if weight is not None else x, *slots, dx,
-                                      dw_part, db_part, rows, rows_per_program, grad.stride(0),
-                                      x.stride(0), dx.stride(0), n, constant, eps,
-                                      KIND=KIND_CODES[kind], K=max(k, 1), HAS_W=weight is not None,
+        _backward_kernel[(programs,)](grad, x, weight if weight is not None else x, statistics, dx, parts, rows,
+                                      rows_per_program, grad.stride(0), x.stride(0), dx.stride(0), n, constant,
+                                      eps, KIND=KIND_CODES[kind], K=max(k, 1), HAS_W=weight is not None,
                                       BLOCK=block, num_warps=warps)
-    dweight = dw_part[:, :n].sum(0) if needs_weight_grad else None
-    dbias = db_part[:, :n].sum(0) if needs_bias_grad else None
+        if needs_weight_grad or needs_bias_grad:
+            _parameter_grad_kernel[(_cdiv(n, PARAMETER_COLUMNS),)](
+                parts, dweight if needs_weight_grad else parts, dbias if needs_bias_grad else parts, programs, n,
+                HAS_DW=needs_weight_grad, HAS_DB=needs_bias_grad, BLOCK=block, COLUMNS=PARAMETER_COLUMNS)
     return dx, dweight, dbias
+
+
+PARAMETER_COLUMNS = 256  # features a program of _parameter_grad_kernel adds up

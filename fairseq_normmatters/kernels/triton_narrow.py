@@ -63,7 +63,7 @@ def _top_k_sum(a, valid, cols, FORMAT: tl.constexpr, K: tl.constexpr, K_BLOCK: t
 
 
 @triton.jit
-def _narrow_forward_kernel(X, W, B, Y, S0, S1, S2, x_stride, y_stride, n, constant, eps,
+def _narrow_forward_kernel(X, W, B, Y, S, rows, x_stride, y_stride, n, constant, eps,
                            KIND: tl.constexpr, FORMAT: tl.constexpr, K: tl.constexpr, K_BLOCK: tl.constexpr,
                            K_LEVELS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
                            BLOCK: tl.constexpr, LEVELS: tl.constexpr):
@@ -102,15 +102,15 @@ def _narrow_forward_kernel(X, W, B, Y, S0, S1, S2, x_stride, y_stride, n, consta
     if Y.dtype.element_ty == tl.bfloat16:  # rounded here: the interpreter's conversion truncates
         y = _round(y, 1)
     tl.store(Y + row * y_stride + cols, y.to(Y.dtype.element_ty), mask=valid)
-    if KIND == 3:  # rows.py's layouts: l2 [mean, 1/s], rms [1/s], l1/linf/topk [mean, m, t]
-        tl.store(S0 + row, mean)
-        tl.store(S1 + row, inv_s)
+    if KIND == 3:  # rows.py's layouts: l2 [mean, 1/s], rms [1/s], l1/linf/topk [mean, m, t]; slot i of
+        tl.store(S + row, mean)  # this row at S + i * rows + row
+        tl.store(S + rows + row, inv_s)
     elif KIND == 4:
-        tl.store(S0 + row, inv_s)
+        tl.store(S + row, inv_s)
     else:
-        tl.store(S0 + row, mean)
-        tl.store(S1 + row, m)
-        tl.store(S2 + row, t)
+        tl.store(S + row, mean)
+        tl.store(S + rows + row, m)
+        tl.store(S + 2 * rows + row, t)
 
 
 def _levels(block: int) -> int:
@@ -124,15 +124,14 @@ def forward_rows(x, weight, bias, kind, constant, eps, k, accumulate):
                          f"features; got {x.shape[1]}")
     x, weight, bias = (triton_kernels._unit_stride(t) for t in (x, weight, bias))
     rows, n = x.shape
-    block, warps = triton_kernels._launch_options(n)
+    block, warps = triton_kernels._launch_options(n, triton_kernels.MAX_WARPS)
     k_block = triton.next_power_of_2(max(k, 1))
     y = torch.empty((rows, n), dtype=x.dtype, device=x.device)
     statistics = torch.empty((triton_kernels.STATISTICS[kind], rows), dtype=torch.float32, device=x.device)
-    slots = triton_kernels.statistic_slots(statistics)
     if rows:
         with triton_kernels._on_device_of(x):
             _narrow_forward_kernel[(rows,)](
-                x, weight if weight is not None else x, bias if bias is not None else x, y, *slots,
+                x, weight if weight is not None else x, bias if bias is not None else x, y, statistics, rows,
                 x.stride(0), y.stride(0), n, constant, eps, KIND=KIND_CODES[kind],
                 FORMAT=FORMAT_CODES[accumulate], K=max(k, 1), K_BLOCK=k_block, K_LEVELS=_levels(k_block),
                 HAS_W=weight is not None, HAS_B=bias is not None, BLOCK=block, LEVELS=_levels(block),
