@@ -9,6 +9,13 @@ within a round (a shared machine drifts over minutes). Also times the BWN LSTM d
 and without the per-forward weight cache.
 
     python scripts/bench_models.py [--data DATA_BIN] [--updates 80] [--rounds 1] [--only NAME ...] [--json FILE]
+
+--device cuda trains the WMT14 recipe's base Transformer (6 layers, 512 wide, --max-tokens 4096,
+the comparison's precision: bf16 autocast where the GPU has bf16, else amp) with L2, L1, L-inf,
+top-k, BWN and none on one GPU, each for --updates updates (default 300) in interleaved rounds,
+and prints each one's steady-state words/s (the median of fairseq's per-10-update wps after the
+first third of the run), its ratio to its baseline and its peak GPU memory (allocated, as the
+preflight's runner reads it: recipes/preflight.py).
 """
 
 import argparse
@@ -22,7 +29,7 @@ from pathlib import Path
 import torch
 
 import fairseq_normmatters
-from fairseq_normmatters.recipes import run_main, run_tool
+from fairseq_normmatters.recipes import run_main, run_tool, tool_path
 from toy_data import write_parallel_text
 
 USER_DIR = str(Path(fairseq_normmatters.__file__).parent)
@@ -43,6 +50,19 @@ RUNS = [  # (name, arch, flags, baseline names)
     ("lstm_none", "norm_lstm_iwslt_de_en", LSTM, ("lstm_none",)),
     ("lstm_bwn", "norm_lstm_bwn_iwslt_de_en", LSTM, ("lstm_none",)),
 ]
+CUDA_RUNS = [  # the WMT14 recipe's base Transformer: (name, arch, flags, baseline names)
+    ("transformer_l2", "norm_transformer_wmt_en_de", [], ("transformer_l2",)),
+    ("transformer_l1", "norm_transformer_l1_wmt_en_de", [], ("transformer_l2",)),
+    ("transformer_linf", "norm_transformer_linf_wmt_en_de", [], ("transformer_l2",)),
+    ("transformer_topk", "norm_transformer_topk_wmt_en_de", [], ("transformer_l2",)),
+    ("transformer_bwn", "norm_transformer_bwn_wmt_en_de", [], ("transformer_l2", "transformer_none")),
+    ("transformer_none", "norm_transformer_wmt_en_de", ["--norm-type", "none"], ("transformer_l2",)),
+]
+CUDA_TRAINING = ["--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "0.0007", "--lr-scheduler",
+                 "inverse_sqrt", "--warmup-updates", "4000", "--warmup-init-lr", "1e-07", "--max-tokens", "4096",
+                 "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--share-all-embeddings",
+                 "--seed", "1", "--no-save", "--disable-validation", "--log-format", "json", "--log-interval", "10",
+                 "--num-workers", "2"]
 TRAINING = ["--optimizer", "adam", "--lr", "0.0005", "--lr-scheduler", "inverse_sqrt",
             "--warmup-updates", "100", "--max-tokens", "2000", "--criterion",
             "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--cpu", "--seed", "1",
@@ -63,6 +83,28 @@ def words_per_second(data, arch, flags, updates):
                    *TRAINING, *flags, quiet=True)
     wps = [float(x) for x in re.findall(r"\| train \| epoch \d+ \|.*?\| wps ([\d.]+)", log)]
     return statistics.median(wps[1:] or wps)
+
+
+def cuda_words_per_second(data, arch, flags, updates, folder: Path):
+    """(steady-state words/s, peak GPU memory in GB) of one run on the GPU, through the
+    preflight's runner (recipes/preflight.py), which records the peak."""
+    import subprocess
+    import sys
+    from fairseq_normmatters.recipes.preflight import inner_records
+    from fairseq_normmatters.recipes.train import PRECISIONS, auto_precision
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [tool_path("fairseq-train"), str(data), "--user-dir", USER_DIR, "--arch", arch, "--max-update",
+               str(updates), *CUDA_TRAINING, *PRECISIONS[auto_precision()], "--log-file", str(folder / "train.log"),
+               *flags]
+    record_path = folder / "record.json"
+    result = subprocess.run([sys.executable, "-m", "fairseq_normmatters.recipes.preflight", str(record_path), "--",
+                             *command], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"bench_models.py: {arch} failed:\n" + "\n".join(result.stderr.splitlines()[-20:]))
+    records = inner_records(folder)
+    wps = [float(r["wps"]) for r in records[len(records) // 3:]]
+    (folder / "train.log").unlink()
+    return statistics.median(wps), json.loads(record_path.read_text())["peak_memory_gb"]
 
 
 def record(name, arch, speeds, baseline, rounds):
@@ -113,11 +155,15 @@ def decoder_cache_ratio(repeats=5):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--data", help="a fairseq-preprocess'ed directory (default: toy data)")
-    parser.add_argument("--updates", type=int, default=80)
+    parser.add_argument("--updates", type=int, help="updates a run (default 80; 300 with --device cuda)")
     parser.add_argument("--rounds", type=int, default=1, help="train every model this many times in turn")
     parser.add_argument("--only", nargs="+", help="run names to include (their baselines run too)")
     parser.add_argument("--json", help="write the records to this file")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: the WMT14 base Transformers on one GPU (see the text above)")
     args = parser.parse_args(argv)
+    if args.device == "cuda":
+        return bench_cuda(args)
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or make_data(Path(tmp))
         wanted = set(args.only or [r[0] for r in RUNS])
@@ -126,12 +172,37 @@ def main(argv=None):
         speeds = {name: [] for name, *_ in runs}
         for _ in range(args.rounds):
             for name, arch, flags, _ in runs:
-                speeds[name].append(words_per_second(data, arch, flags, args.updates))
+                speeds[name].append(words_per_second(data, arch, flags, args.updates or 80))
         records = [record(name, arch, speeds, baseline, args.rounds)
                    for name, arch, _, baselines in runs for baseline in baselines]
     uncached, cached = decoder_cache_ratio()
     print(f"BWN LSTMCell decoder (2x512, 50 steps, batch 32) fwd+bwd: uncached {uncached * 1e3:.0f} ms, "
           f"cached {cached * 1e3:.0f} ms, {uncached / cached:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(records, indent=1))
+
+
+def bench_cuda(args):
+    """--device cuda: the WMT base Transformers' steady-state words/s, ratios and peak memory."""
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_models.py: --device cuda but torch sees no CUDA device")
+    updates = args.updates or 300
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.data or make_data(Path(tmp))
+        wanted = set(args.only or [r[0] for r in CUDA_RUNS])
+        wanted |= {base for r in CUDA_RUNS if r[0] in wanted for base in r[3]}
+        runs = [run for run in CUDA_RUNS if run[0] in wanted]
+        speeds, memory = {name: [] for name, *_ in runs}, {}
+        for _ in range(args.rounds):
+            for name, arch, flags, _ in runs:
+                wps, memory[name] = cuda_words_per_second(data, arch, flags, updates, Path(tmp) / name)
+                speeds[name].append(wps)
+        print(f"{torch.cuda.get_device_name()}, {updates} updates a run, {args.rounds} round(s)", flush=True)
+        records = [record(name, arch, speeds, baseline, args.rounds)
+                   for name, arch, _, baselines in runs for baseline in baselines]
+    for r in records:
+        r["peak_memory_gb"] = memory[r["name"]]
+    print("peak GPU memory (GB): " + ", ".join(f"{name} {gb:.2f}" for name, gb in memory.items()))
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=1))
 

@@ -15,7 +15,12 @@ torch.cuda.synchronize() (the "host" figure: the launch path and the kernels) an
 rounds, the same calls launched back to back between two CUDA events, as
 triton.testing.do_bench times (the "kernel" figure: the GPU's time per call once the host
 keeps ahead; JSON: kernel_ms, layernorm_kernel_ms, kernel_ratio). Where host is well above
-kernel, the launch path is what to make faster. --overhead times a tiny input (8x512), where the kernels
+kernel, the launch path is what to make faster. Where the host path is as slow as the kernels,
+back-to-back timing shows the host, not the kernels: so each call is also timed queued behind
+torch.cuda._sleep, long enough that the GPU never waits for the host (Timer.queued): CUDA events
+after the sleep give the kernels' own time and GB/s, the host's loop the launch path's own
+time, printed beside the whole call's (JSON: queued_kernel_ms, host_ms, kernel_gbps and
+LayerNorm's). --overhead times a tiny input (8x512), where the kernels
 take a few microseconds, and prints microseconds: the cost of each call's Python and launches.
 
     python scripts/bench_norms.py [--device cpu|cuda] [--quick | --overhead] [--backend auto]
@@ -64,6 +69,33 @@ class Timer:
         end.record()
         end.synchronize()
         return start.elapsed_time(end) / 1e3 / calls
+
+    def queued(self, step, calls):
+        """CUDA: (kernel, host) seconds per call of `calls` calls of step() queued behind a
+        torch.cuda._sleep that keeps the GPU busy until the host has launched them all: CUDA
+        events after the sleep time the kernels alone (the GPU never waits for the host), the
+        host's loop its launch path alone. The sleep doubles until it outlasts the host's loop;
+        a step that waits for the GPU (a synchronization inside) gives (None, host). CPU: (None, None)."""
+        if not self.cuda:
+            return None, None
+        cycles = getattr(self, "sleep_cycles", 10 ** 7)
+        while cycles <= 2 ** 34:
+            before, start, end = (torch.cuda.Event(enable_timing=True) for _ in range(3))
+            torch.cuda.synchronize()
+            before.record()
+            torch.cuda._sleep(cycles)
+            start.record()
+            began = time.perf_counter()
+            for _ in range(calls):
+                step()
+            host = (time.perf_counter() - began) / calls
+            end.record()
+            end.synchronize()
+            if before.elapsed_time(start) / 1e3 > 1.2 * host * calls:  # the sleep outlasted the launches
+                self.sleep_cycles = cycles
+                return start.elapsed_time(end) / 1e3 / calls, host
+            cycles *= 2
+        return None, host
 
     def seconds(self, step, calls=1):
         """The median time of `calls` single calls of step()."""
@@ -157,11 +189,13 @@ def bench_shape(kinds, rows, features, dtype, device, repeats, inner, kernels_on
     first = {name: timer.seconds(step) for name, step in steps.items()}
     times = {name: [] for name in steps}
     kernel_times = {name: [] for name in steps}  # CUDA: back to back, between events
+    queued = {name: [] for name in steps}  # CUDA: (kernel, host) behind a sleep (Timer.queued)
     names = list(steps)
     for round_ in range(repeats):
         for name in names[round_ % len(names):] + names[:round_ % len(names)]:
             times[name].append(timer.seconds(steps[name], inner))
             kernel_times[name].append(timer.back_to_back(steps[name], inner))
+            queued[name].append(timer.queued(steps[name], inner))
     ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
     # a ratio within a round cancels the drift of a shared machine between rounds
     round_ratios = {kind: [a / b for a, b in zip(times[kind], times["layernorm"])] for kind in kinds}
@@ -177,12 +211,28 @@ def bench_shape(kinds, rows, features, dtype, device, repeats, inner, kernels_on
              "ratio": statistics.median(round_ratios[kind]), "round_ratios": round_ratios[kind],
              "compile_s": first[kind] - ms[kind] / 1e3,
              "kernel_ms": kernel[kind], "layernorm_kernel_ms": kernel["layernorm"], "kernel_ratio": kernel_ratios[kind],
+             **queued_figures(queued[kind], queued["layernorm"], x),
              "backend": backend_label(kind, x), "scope": "kernels" if kernels_only else "module",
              "peak_memory_ratio": peaks[kind] / peaks["layernorm"] if peaks[kind] else None,
              "gbps": moved / ms[kind] / 1e6 if device == "cuda" else None,
              "layernorm_gbps": moved / ms["layernorm"] / 1e6 if device == "cuda" else None,
              "copy_gbps": copy_gbps}
             for kind in kinds]
+
+
+def queued_figures(ours, layer_norm, x) -> dict:
+    """The records' queued figures (ms): each call's kernels alone and its host path alone, for
+    the kind and LayerNorm, and the kernels' GB/s (5 passes over x) beside LayerNorm's."""
+    def median_of(pairs, index):
+        values = [pair[index] for pair in pairs if pair[index] is not None]
+        return 1e3 * statistics.median(values) if values else None
+    figures = {"queued_kernel_ms": median_of(ours, 0), "host_ms": median_of(ours, 1),
+               "layernorm_queued_kernel_ms": median_of(layer_norm, 0), "layernorm_host_ms": median_of(layer_norm, 1)}
+    moved = 5 * x.numel() * x.element_size()
+    figures["kernel_gbps"] = moved / figures["queued_kernel_ms"] / 1e6 if figures["queued_kernel_ms"] else None
+    figures["layernorm_kernel_gbps"] = (moved / figures["layernorm_queued_kernel_ms"] / 1e6
+                                        if figures["layernorm_queued_kernel_ms"] else None)
+    return figures
 
 
 def median_or_none(values, scale=1.0):
@@ -269,6 +319,10 @@ def print_record(r):
         line += (f"\n      back to back (CUDA events): {r['kernel_ms']:9.3f} ms  LayerNorm "
                  f"{r['layernorm_kernel_ms']:9.3f} ms  ratio {r['kernel_ratio']:5.2f}x  "
                  f"(host/kernel {r['ms'] / r['kernel_ms']:.1f}x)")
+    if r.get("queued_kernel_ms") is not None:
+        line += (f"\n      whole call {r['ms']:9.3f} ms = host {r['host_ms']:9.3f} ms | kernels {r['queued_kernel_ms']:9.3f} "
+                 f"ms ({r['kernel_gbps']:.0f} GB/s); LayerNorm host {r['layernorm_host_ms']:9.3f} ms | kernels "
+                 f"{r['layernorm_queued_kernel_ms']:9.3f} ms ({r['layernorm_kernel_gbps']:.0f} GB/s)")
     print(line, flush=True)
 
 

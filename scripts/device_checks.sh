@@ -25,6 +25,11 @@
 #     comparison's precision: the table of first loss against uniform, loss scale, overflows, tokens/s,
 #     peak memory and the projected GPU-hours of the grid. PARTS=preflight runs it (about 8 minutes on
 #     an H200, estimated; not yet run).
+# 12. The thin call path (issue 41): scripts/bench_norms.py --device cuda at 4096x512 and 16384x1024 in fp16
+#     and bf16 (whole call, host path and kernels alone queued behind torch.cuda._sleep, GB/s against
+#     LayerNorm's and a copy), --overhead (8x512), and scripts/bench_models.py --device cuda: the base WMT
+#     Transformer with L2, L1, L-inf, top-k, BWN and none, steady-state words/s, ratios and peak memory.
+#     PARTS=callpath runs 4 and 12 (about 8 minutes on an H200, estimated; not yet run).
 # PARTS="1 2 3" selects parts (default 1 2 3; PRECISIONS and CONFIGS narrow part 2, BASE part 3).
 # PARTS=speed is every GPU speed number of docs/performance.md in one run (under 8 minutes on an
 # H200): parts 5 (at 4096x512, 16384x1024, 65536x1024), 8, and 3 with l2, l1, none and bwn, whose
@@ -43,6 +48,9 @@ if [ "$PARTS" = speed ]; then
 fi
 if [ "$PARTS" = kernels ]; then
     PARTS="9 10"
+fi
+if [ "$PARTS" = callpath ]; then
+    PARTS="4 12"
 fi
 if [ "$PARTS" = preflight ]; then
     PARTS="11"
@@ -205,4 +213,13 @@ scripts/prepare_wmt14_de_en.sh --raw-dir data/demo --vocab-size 32000 --workers 
 scripts/compare.sh wmt14 "$WORK/data32k" "$WORK/preflight" --preflight \
     --preflight-updates "${PREFLIGHT_UPDATES:-100}" 2>&1 | grep -v -e tensorboardX -e '^INFO'
 cp -r "$WORK/preflight/preflight" "$OUT/logs/preflight" 2>/dev/null
+fi
+
+if want 12; then
+echo "== 12. the call path on CUDA: host, kernels and whole call; end to end"
+timeout 240 python3 scripts/bench_norms.py --device cuda --shapes 4096x512 16384x1024 --dtypes float16 bfloat16 \
+    --kinds l1 linf topk l2 --json "$OUT/logs/callpath_norms.json" 2>&1 | grep -v -e tensorboardX -e '^INFO'
+timeout 60 python3 scripts/bench_norms.py --device cuda --overhead --kinds l1 linf 2>&1 | grep -v tensorboardX
+timeout 300 python3 scripts/bench_models.py --device cuda --updates 200 --json "$OUT/logs/callpath_models.json" \
+    2>&1 | grep -v -e tensorboardX -e '^INFO'
 fi

@@ -99,12 +99,23 @@ def budget_updates(command: List[str], record: dict, records: List[dict]) -> int
     return round(max_epoch * record["train_target_tokens"] / tokens)
 
 
-def train_target_tokens(command: List[str]) -> int:
+def train_target_tokens(command: List[str]) -> Optional[int]:
     """The target tokens of the training split a fairseq-train command reads (its binarized
-    sizes, less an end of sentence a line)."""
+    sizes, less an end of sentence a line); None where its data has no such split. The
+    languages are the command's, else the data's (train.SRC-TGT.TGT.idx, as fairseq infers them)."""
     from fairseq.data.indexed_dataset import MMapIndexedDataset
-    source, target = last_value(command, "--source-lang"), last_value(command, "--target-lang")
-    dataset = MMapIndexedDataset(str(Path(command[1]) / f"train.{source}-{target}.{target}"))
+    data, source, target = Path(command[1]), last_value(command, "--source-lang"), last_value(command, "--target-lang")
+    if source and target:
+        prefix = data / f"train.{source}-{target}.{target}"
+    else:
+        found = [path for path in data.glob("train.*-*.*.idx") if path.stem.split(".")[1].split("-")[-1] ==
+                 path.stem.split(".")[-1]]
+        if len(found) != 1:
+            return None
+        prefix = found[0].with_suffix("")
+    if not prefix.with_suffix(prefix.suffix + ".idx").is_file():
+        return None
+    dataset = MMapIndexedDataset(str(prefix))
     tokens = int(dataset.sizes.sum() - len(dataset.sizes))  # sizes views the index's mmap, which dies with dataset
     del dataset
     return tokens
