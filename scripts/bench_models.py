@@ -88,23 +88,17 @@ def words_per_second(data, arch, flags, updates):
 def cuda_words_per_second(data, arch, flags, updates, folder: Path):
     """(steady-state words/s, peak GPU memory in GB) of one run on the GPU, through the
     preflight's runner (recipes/preflight.py), which records the peak."""
-    import subprocess
-    import sys
-    from fairseq_normmatters.recipes.preflight import inner_records
+    from fairseq_normmatters.recipes.preflight import inner_records, train_recorded
     from fairseq_normmatters.recipes.train import PRECISIONS, auto_precision
     folder.mkdir(parents=True, exist_ok=True)
     command = [tool_path("fairseq-train"), str(data), "--user-dir", USER_DIR, "--arch", arch, "--max-update",
                str(updates), *CUDA_TRAINING, *PRECISIONS[auto_precision()], "--log-file", str(folder / "train.log"),
                *flags]
-    record_path = folder / "record.json"
-    result = subprocess.run([sys.executable, "-m", "fairseq_normmatters.recipes.preflight", str(record_path), "--",
-                             *command], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"bench_models.py: {arch} failed:\n" + "\n".join(result.stderr.splitlines()[-20:]))
+    record, _ = train_recorded(command, folder, arch)
     records = inner_records(folder)
     wps = [float(r["wps"]) for r in records[len(records) // 3:]]
     (folder / "train.log").unlink()
-    return statistics.median(wps), json.loads(record_path.read_text())["peak_memory_gb"]
+    return statistics.median(wps), record["peak_memory_gb"]
 
 
 def record(name, arch, speeds, baseline, rounds):

@@ -3,8 +3,8 @@ float32, one template for every kind (so that l2 here against l1 here compares n
 kernels), one row per program in the forward (one launch); the backward walks a share of the
 rows per program and writes partial sums of dL/dgamma, dL/dbeta that a second kernel adds up
 into the parameters' dtype (two launches, no atomics: deterministic). The statistics travel as
-one buffer in rows.py's layout. The modules' float32 l2 is torch's LayerNorm; this l2 is for like-for-like
-comparisons (scripts/bench_norms.py) and the tests."""
+one buffer in rows.py's layout. The modules' float32 l2 is torch's LayerNorm; this l2 is for
+like-for-like comparisons (scripts/bench_norms.py) and the tests."""
 
 import contextlib
 import functools
@@ -136,9 +136,11 @@ def _backward_kernel(G, X, W, S, DX, PART, rows, rows_per_program, g_stride,
             inv_s = 1.0 / (constant * m + eps)
             coupling = constant * inv_s * inv_s * tl.sum(h * d, 0)
             a = tl.abs(d)
-            # the ties among this kernel's own |d| (the saved m, t only for the scale): a forward
-            # compiled apart can round them one ulp away, and nothing would equal it
-            own_m, own_t = _row_scale(a, here, n, KIND, K)
+            own_m, own_t = m, m  # l1's derivative reads neither
+            if KIND != 0:
+                # the ties among this kernel's own |d| (the saved m, t only for the scale): a forward
+                # compiled apart can round them one ulp away, and nothing would equal it
+                own_m, own_t = _row_scale(a, here, n, KIND, K)
             derivative = _scale_derivative(d, a, here, own_m, own_t, n, KIND, K)
             dd = tl.where(here, h * inv_s - coupling * derivative, 0.0)
         if KIND == 4:

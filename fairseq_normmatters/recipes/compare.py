@@ -14,9 +14,9 @@ configuration's difference from its baseline with sacreBLEU's paired bootstrap t
 paper's differences, and says at the end at how many updates the runs compare: on their
 plateau, at their schedule's budget (and whether one doubling of it could change a difference),
 or in early training (the rules are below). --preflight trains each configuration a few hundred
-updates first and flags a bad start (recipes/preflight.py). A run whose results.json exists is skipped; one that
-stopped half-way resumes from its checkpoint_last.pt (fairseq-train's own resume); rerun the
-same command after any interruption. Arguments after -- go to every fairseq-train (e.g. a
+updates first and flags a bad start (recipes/preflight.py). A run whose results.json exists is
+skipped; one that stopped half-way resumes from its checkpoint_last.pt (fairseq-train's own
+resume); rerun the same command after any interruption. Arguments after -- go to every fairseq-train (e.g. a
 shorter schedule). A run begun as another experiment than this command would train
 (recipes/identity.py: other training flags, other data by content, another batch in tokens;
 not another place, GPU count or split of the same batch) is neither counted nor resumed:

@@ -13,7 +13,8 @@ amp), the overflows fairseq reported, its tokens/s and updates/s (medians over t
 its peak memory, and the GPU-hours its runs would take at the recipe's budget (its --max-update)
 from those updates/s on one GPU (the runs' GPU-hours on several GPUs are about the same). It flags
 a configuration that starts more than START_MARGIN_BITS above uniform, whose loss scale falls to
-1/COLLAPSE_FACTOR of its start or below, or that diverges; then compare.sh exits 1, naming them. An earlier OUT/preflight is moved aside, kept whole.
+1/COLLAPSE_FACTOR of its start or below, or that diverges; then compare.sh exits 1, naming them.
+An earlier OUT/preflight is moved aside, kept whole.
 
     python -m fairseq_normmatters.recipes.preflight RECORD -- FAIRSEQ-TRAIN COMMAND...
 
@@ -105,26 +106,19 @@ def train_target_tokens(command: List[str]) -> Optional[int]:
     languages are the command's, else the data's (train.SRC-TGT.TGT.idx, as fairseq infers them)."""
     from fairseq.data.indexed_dataset import MMapIndexedDataset
     data, source, target = Path(command[1]), last_value(command, "--source-lang"), last_value(command, "--target-lang")
-    if source and target:
-        prefix = data / f"train.{source}-{target}.{target}"
-    else:
-        found = [path for path in data.glob("train.*-*.*.idx") if path.stem.split(".")[1].split("-")[-1] ==
-                 path.stem.split(".")[-1]]
-        if len(found) != 1:
-            return None
-        prefix = found[0].with_suffix("")
-    if not prefix.with_suffix(prefix.suffix + ".idx").is_file():
+    pattern = f"train.{source}-{target}.{target}.idx" if source and target else "train.*-*.*.idx"
+    targets = [path for path in data.glob(pattern) if path.name.split(".")[1].endswith("-" + path.name.split(".")[2])]
+    if len(targets) != 1:
         return None
-    dataset = MMapIndexedDataset(str(prefix))
+    dataset = MMapIndexedDataset(str(targets[0].with_suffix("")))
     tokens = int(dataset.sizes.sum() - len(dataset.sizes))  # sizes views the index's mmap, which dies with dataset
     del dataset
     return tokens
 
 
-def measure(config: str, precision: str, save_dir: Path, record: dict, vocabulary: int, budget: int,
+def measure(config: str, precision: str, records: List[dict], record: dict, vocabulary: int, budget: int,
             output: str) -> Measured:
-    """The preflight of one configuration from its train.log, its process's output and RECORD."""
-    records = inner_records(save_dir)
+    """The preflight of one configuration from its train.log's records, its process's output and RECORD."""
     losses = [float(r["loss"]) for r in records]
     tail = losses[-max(1, len(losses) // 10):]
     scales = [float(r["loss_scale"]) for r in records if "loss_scale" in r]
@@ -190,19 +184,26 @@ def train_one(run: Run, args, gpus: int, vocabulary: int) -> Measured:
     run.save_dir.mkdir(parents=True)
     recipe = run.command(args, gpus, build=run_command)
     command = [*recipe, "--max-update", str(args.preflight_updates), *PREFLIGHT_FLAGS]
-    record_path = run.save_dir / "preflight.json"
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "fairseq_normmatters.recipes.preflight", str(record_path), "--",
-                             *command], capture_output=True, text=True)
-    (run.save_dir / "preflight.log").write_text(result.stdout + result.stderr, encoding="utf-8")
-    if result.returncode != 0:
-        raise RecipeError(f"the preflight of {run.config} exited with {result.returncode}; the last lines of "
-                          f"{run.save_dir / 'preflight.log'}:\n" + "\n".join(result.stderr.splitlines()[-15:]))
+    record, output = train_recorded(command, run.save_dir, run.config)
     print(f"[preflight] {run.config}: {time.monotonic() - started:.0f} s", flush=True)
     precision = precision_of(run.config, args.benchmark, gpus, args.precisions.get(run.config))
-    record = json.loads(record_path.read_text())
-    budget = budget_updates(recipe, record, inner_records(run.save_dir))
-    return measure(run.config, precision, run.save_dir, record, vocabulary, budget, result.stdout)
+    records = inner_records(run.save_dir)
+    return measure(run.config, precision, records, record, vocabulary, budget_updates(recipe, record, records), output)
+
+
+def train_recorded(command: List[str], folder: Path, name: str) -> Tuple[dict, str]:
+    """(RECORD, stdout) of the fairseq-train `command` run by this module's main in a process of
+    its own (its output kept in FOLDER/preflight.log); RecipeError with the log's end if it fails.
+    Also the runner of scripts/bench_models.py --device cuda."""
+    record_path = folder / "preflight.json"
+    result = subprocess.run([sys.executable, "-m", "fairseq_normmatters.recipes.preflight", str(record_path), "--",
+                             *command], capture_output=True, text=True)
+    (folder / "preflight.log").write_text(result.stdout + result.stderr, encoding="utf-8")
+    if result.returncode != 0:
+        raise RecipeError(f"the preflight of {name} exited with {result.returncode}; the last lines of "
+                          f"{folder / 'preflight.log'}:\n" + "\n".join(result.stderr.splitlines()[-15:]))
+    return json.loads(record_path.read_text()), result.stdout
 
 
 def peak_memory_gb() -> float:
