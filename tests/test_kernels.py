@@ -22,9 +22,6 @@ TOLERANCE = {torch.float32: 2e-5, torch.bfloat16: 2e-2, torch.float64: 1e-10}
 DTYPES = tuple(TOLERANCE)
 
 
-pytestmark = pytest.mark.usefixtures("no_backend_broken")
-
-
 def norm(x, kind, weight, bias, backend, k=5):
     if kind == "rms":
         return rms_norm(x, x.shape[-1], weight, bias, 1e-5, backend=backend)
@@ -240,7 +237,7 @@ def test_eager_backend_runs_the_reference(monkeypatch):
     torch.testing.assert_close(deviation_norm(x, "l1", 8), by_hand, rtol=1e-12, atol=1e-12)
 
 
-def test_broken_backend_falls_back_with_one_warning(monkeypatch, caplog):
+def test_broken_backend_falls_back_with_one_warning(falls_back, monkeypatch, caplog):
     def fail(*args):
         raise RuntimeError("no C++ compiler")
     broken = kernels.Implementation("compiled", fail, fail)
@@ -256,12 +253,34 @@ def test_broken_backend_falls_back_with_one_warning(monkeypatch, caplog):
     assert kernels.backend_for(x, "compiled") == "eager"
     assert kernels.backend_for(x, "compiled", "linf") == "compiled", "another kind was not what failed"
     assert kernels.backend_for(torch.randn(2, 40), "compiled") == "compiled", "nor another width class"
-    backends.failures.clear()
+
+
+@pytest.mark.parametrize("failing_step", ["forward", "backward"])
+def test_under_strict_backends_a_failing_backend_raises_in_the_caller(monkeypatch, failing_step):
+    """$NORMMATTERS_STRICT_BACKENDS=1 (the tests run so): the failure surfaces where the norm
+    ran, named and chained to the kernel's own error, and nothing is kept as failed."""
+    def fail(*args):
+        raise RuntimeError("kernel crashed")
+    steps = {"forward": native.forward_rows, "backward": native.backward_rows, failing_step: fail}
+    monkeypatch.setitem(backends._implementations, "native",
+                        kernels.Implementation("native", steps["forward"], steps["backward"]))
+    monkeypatch.setenv(kernels.STRICT_VARIABLE, "1")
+    x, weight, bias = inputs(9, 16, torch.float32, "cpu")
+    with pytest.raises(kernels.BackendFailed, match=r"norm backend 'native' failed for l1 norms of float32 rows of "
+                       r"up to 16 features on cpu, accumulating in float32 \(RuntimeError: kernel crashed\); "
+                       r"\$NORMMATTERS_STRICT_BACKENDS=1 forbids falling back") as raised:
+        norm(x.requires_grad_(), "l1", weight, bias, "native").sum().backward()
+    assert str(raised.value.__cause__) == "kernel crashed"
+    assert not backends.failures
+    monkeypatch.setenv(kernels.STRICT_VARIABLE, "yes")
+    monkeypatch.setitem(backends._implementations, "native", kernels.Implementation("native", fail, fail))
+    with pytest.raises(ValueError, match=r"\$NORMMATTERS_STRICT_BACKENDS='yes': allowed 0 .* or 1"):
+        norm(x, "l1", weight, bias, "native")
 
 
 @pytest.mark.parametrize("kind", KINDS + ("rms",))
 @pytest.mark.parametrize("failing_step", ["forward", "backward"])
-def test_backend_failing_in_one_step_gives_the_reference_result(monkeypatch, caplog, kind, failing_step):
+def test_backend_failing_in_one_step_gives_the_reference_result(falls_back, monkeypatch, caplog, kind, failing_step):
     """A native forward followed by the plain backward (or the reverse) reads the same
     statistics: one warning and the reference's values and gradients."""
     def fail(*args):
@@ -276,7 +295,6 @@ def test_backend_failing_in_one_step_gives_the_reference_result(monkeypatch, cap
     assert warnings == [f"norm backend 'native' failed for {kind} norms of float32 rows of up to 16 features on "
                         "cpu, accumulating in float32 (RuntimeError: kernel crashed); those take the next path "
                         "from now on"]
-    backends.failures.clear()
 
 
 def test_input_that_the_reference_refuses_too_raises_its_error_and_keeps_the_backend():
@@ -293,7 +311,7 @@ def test_input_that_the_reference_refuses_too_raises_its_error_and_keeps_the_bac
     assert not backends.failures
 
 
-def test_native_build_failure_warns_once_and_auto_moves_on(monkeypatch, caplog, tmp_path):
+def test_native_build_failure_warns_once_and_auto_moves_on(falls_back, monkeypatch, caplog, tmp_path):
     """A machine without a working C++ compiler: one warning with the compiler's command, the
     result of the plain formula, and auto's next choice (compiled) from then on."""
     monkeypatch.setenv("NORMMATTERS_CACHE_DIR", str(tmp_path))
@@ -311,11 +329,10 @@ def test_native_build_failure_warns_once_and_auto_moves_on(monkeypatch, caplog, 
         assert not list(tmp_path.glob("*.so"))
     finally:
         native.library.cache_clear()
-        backends.failures.clear()
 
 
 @pytest.mark.parametrize("problem", ["unwritable cache", "no compiler"])
-def test_native_build_problem_is_named_in_the_one_warning(monkeypatch, caplog, tmp_path, problem):
+def test_native_build_problem_is_named_in_the_one_warning(falls_back, monkeypatch, caplog, tmp_path, problem):
     """A cache directory that cannot be written (here: under a file; root ignores read-only
     modes) or no compiler at all: the warning says what to set, and the result is the reference's."""
     if problem == "unwritable cache":
@@ -335,7 +352,6 @@ def test_native_build_problem_is_named_in_the_one_warning(monkeypatch, caplog, t
         assert len(warnings) == 1 and expected in warnings[0] and hint in warnings[0]
     finally:
         native.library.cache_clear()
-        backends.failures.clear()
 
 
 def test_native_library_is_built_once_per_source_and_cpu(monkeypatch, tmp_path):
@@ -379,8 +395,9 @@ def test_out_of_memory_is_raised_not_taken_for_a_broken_backend(monkeypatch):
         deviation_norm(torch.randn(4, 8), "l1", 8, backend="compiled")
 
 
-def test_native_runs_cpu_tensors_only(caplog):
+def test_native_runs_cpu_tensors_only(monkeypatch, caplog):
     """Forced on another device it warns once and runs eager there, and still serves the CPU."""
+    monkeypatch.setattr(backends, "_wrong_devices_warned", set())
     meta = torch.empty(2, 4, device="meta")  # any device but the CPU
     assert kernels.backend_for(meta, "auto") == "compiled"
     with caplog.at_level(logging.WARNING, logger=kernels.__name__):
@@ -392,6 +409,7 @@ def test_native_runs_cpu_tensors_only(caplog):
 
 
 def test_triton_forced_on_cpu_falls_back_once(monkeypatch, caplog):
+    monkeypatch.setattr(backends, "_wrong_devices_warned", set())
     monkeypatch.setenv(kernels.BACKEND_VARIABLE, "triton")
     with caplog.at_level(logging.WARNING, logger=kernels.__name__):
         assert kernels.backend_for(torch.randn(2, 4)) == "eager"
@@ -462,7 +480,7 @@ def test_a_forced_backend_and_a_narrow_accumulation_say_their_path():
         kernels.Path("emulation", "NORMMATTERS_NORM_BACKEND=compiled: the kernel is the triton backend's")
 
 
-def test_a_backend_that_cannot_run_here_at_all_is_skipped_for_every_input(monkeypatch, caplog):
+def test_a_backend_that_cannot_run_here_at_all_is_skipped_for_every_input(falls_back, monkeypatch, caplog):
     """BackendUnavailable (no compiler, no Triton) is the backend's, not one input's: one warning,
     and auto skips it for every kind and width."""
     def unavailable(*args):
@@ -476,7 +494,6 @@ def test_a_backend_that_cannot_run_here_at_all_is_skipped_for_every_input(monkey
         "take the next path"]
     assert kernels.route("linf", 1000, torch.bfloat16, "cpu") == kernels.Path(
         "compiled", "native failed here before (BackendUnavailable: no C++ compiler: g++ is not installed): compiled")
-    backends.failures.clear()
 
 
 def test_a_module_says_its_path_once_in_the_log(caplog):

@@ -20,8 +20,6 @@ from row_inputs import has_ties, one_ulp_up
 triton_kernels = pytest.importorskip("fairseq_normmatters.kernels.triton_kernels",
                                      reason="Triton is not installed")
 
-pytestmark = pytest.mark.usefixtures("no_backend_broken")
-
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DEVIATION_KINDS = ("l1", "linf", "topk")
 KINDS = DEVIATION_KINDS + ("l2", "rms")

@@ -17,8 +17,6 @@ from fairseq_normmatters.kernels import backends, narrow
 
 pytest.importorskip("fairseq_normmatters.kernels.triton_narrow", reason="Triton is not installed")
 
-pytestmark = pytest.mark.usefixtures("no_backend_broken")
-
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 KINDS = ("l2", "l1", "linf", "topk", "rms")
 FORMATS = ("fp16", "bf16")
@@ -160,7 +158,8 @@ def on_the_interpreter(monkeypatch):
         monkeypatch.setattr(backends, "auto_choices", lambda device: ("triton", "compiled"))
 
 
-def test_a_module_runs_the_kernel_where_the_route_says_and_a_failure_stays_where_it_happened(monkeypatch, caplog):
+def test_a_module_runs_the_kernel_where_the_route_says_and_a_failure_stays_where_it_happened(falls_back, monkeypatch,
+                                                                                             caplog):
     """The kernel runs where route() says; when it fails, that one key (kind, dtype, width class,
     device, fp16) falls back to the emulation with one warning naming it, its gradients unchanged
     (one backward), while the float32 Triton path and other widths keep their kernels."""
@@ -194,4 +193,3 @@ def test_a_module_runs_the_kernel_where_the_route_says_and_a_failure_stays_where
     assert backends.route("linf", 200, torch.float32, DEVICE, "fp16").backend == "triton"
     assert backends.route("l1", 64, torch.float32, DEVICE, "fp16").backend == "triton"
     narrow.implementation.cache_clear()
-    backends.failures.clear()  # the failure was this test's own

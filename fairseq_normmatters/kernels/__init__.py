@@ -17,7 +17,9 @@ from .backends import (
     BACKEND_VARIABLE,
     BACKENDS,
     NATIVE_DTYPES,
+    STRICT_VARIABLE,
     UNCOMPILED,
+    BackendFailed,
     BackendUnavailable,
     FailureKey,
     Implementation,
@@ -36,7 +38,8 @@ from .backends import (
 from .function import RowNormFunction, RowNormPlan, fused_norm, plan_norm
 
 __all__ = [
-    "BACKEND_VARIABLE", "BACKENDS", "NATIVE_DTYPES", "UNCOMPILED", "BackendUnavailable", "FailureKey",
+    "BACKEND_VARIABLE", "BACKENDS", "NATIVE_DTYPES", "STRICT_VARIABLE", "UNCOMPILED", "BackendFailed",
+    "BackendUnavailable", "FailureKey",
     "Implementation", "Path", "RowNormFunction", "RowNormPlan", "auto_choices", "backend_for", "check_backend",
     "failures", "fused_norm", "implementation", "plan_norm", "requested_backend", "route", "run_or_fall_back",
     "set_backend", "triton_available",

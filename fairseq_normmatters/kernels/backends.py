@@ -19,7 +19,8 @@ gives it to auto's next choice for that device (eager on a device it does not se
 reason says so. A failure is kept where it happened: a backend that cannot run here at all
 (`BackendUnavailable`: no Triton, no C++ compiler) for every input, any other failure for its
 FailureKey only (backend, kind, dtype, width class, device, accumulation); each is warned once,
-named. `generation` counts the events after which a norm may choose another path (set_backend,
+named. With NORMMATTERS_STRICT_BACKENDS=1 a failure raises BackendFailed instead (the tests run
+so: a kernel that would fall back fails the test that ran it, with its traceback). `generation` counts the events after which a norm may choose another path (set_backend,
 a failure): norm modules remake their plans when it changes. `python -m
 fairseq_normmatters.kernels.path` prints the path of a kind, shape, dtype and device.
 """
@@ -38,6 +39,7 @@ logger = logging.getLogger(__package__)  # one logger for the kernels: "fairseq_
 
 BACKENDS = ("auto", "eager", "native", "compiled", "triton")
 BACKEND_VARIABLE = "NORMMATTERS_NORM_BACKEND"
+STRICT_VARIABLE = "NORMMATTERS_STRICT_BACKENDS"
 TRITON_MAX_FEATURES = 32768  # the Triton kernels hold a row in one block of registers
 TRITON_MAX_TOPK = 64  # the kernels unroll a loop over k: compilation time grows with it
 NATIVE_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
@@ -51,6 +53,18 @@ generation = 0  # bumped whenever the path a norm would take may change: plans m
 
 class BackendUnavailable(RuntimeError):
     """A backend that cannot run in this process at all (no Triton, no working C++ compiler)."""
+
+
+class BackendFailed(RuntimeError):
+    """A backend failed where $NORMMATTERS_STRICT_BACKENDS=1 forbids falling back."""
+
+
+def strict() -> bool:
+    """Whether a backend's failure raises (BackendFailed) instead of falling back."""
+    value = os.environ.get(STRICT_VARIABLE, "0") or "0"
+    if value not in ("0", "1"):
+        raise ValueError(f"${STRICT_VARIABLE}={value!r}: allowed 0 (fall back, the default) or 1 (raise)")
+    return value == "1"
 
 
 class FailureKey(NamedTuple):
@@ -95,9 +109,13 @@ class Failures:
         return self.unavailable.get(key.backend) or self.keys.get(key)
 
     def record(self, key: FailureKey, error: BaseException) -> None:
-        """Keep the failure (of the whole backend if it is BackendUnavailable), warn once."""
+        """Keep the failure (of the whole backend if it is BackendUnavailable), warn once; raise
+        BackendFailed from it instead where strict()."""
         global generation
         reason = f"{type(error).__name__}: {error}"
+        if strict():
+            raise BackendFailed(f"norm backend {key.backend!r} failed for {key} ({reason}); "
+                                f"${STRICT_VARIABLE}=1 forbids falling back") from error
         if isinstance(error, BackendUnavailable):
             if key.backend in self.unavailable:
                 return
