@@ -18,6 +18,7 @@ and makes these changes to fairseq, each one a wrapper around one fairseq functi
 | `checkpoint_last.pt` is replaced by rename, not copied over in place | `checkpoint_utils.PathManager.copy` | a kill during the copy left it truncated |
 | a run resumed in epoch E > 1 trains on the uninterrupted run's batches | `Trainer.get_train_iterator` | fairseq built them with the seed of epoch E: another run |
 | data directories are checked before they are read | `TranslationTask.setup_task` | fairseq ends in a FileNotFoundError from inside its code |
+| `--log-file` gets each line once | `progress_bar.progress_bar` | fairseq added a handler every epoch: epoch N's lines written N times |
 """
 
 from .checkpoint import (
@@ -29,6 +30,7 @@ from .checkpoint import (
     resume_with_the_runs_own_batches,
 )
 from .data_dir import check_data_dirs_before_setup
+from .log_file import log_each_line_once
 
 FAIRSEQ_CHANGES = (
     allow_fairseq_checkpoints,
@@ -38,6 +40,7 @@ FAIRSEQ_CHANGES = (
     copy_checkpoints_atomically,
     resume_with_the_runs_own_batches,
     check_data_dirs_before_setup,
+    log_each_line_once,
 )
 
 

@@ -18,10 +18,17 @@ from .interruption import INTERRUPTED
 
 #: how a line of a run's log that names the step starting begins ("== training: COMMAND")
 STEP_PREFIX = "== "
+#: the script a process runs for, as its messages name it (set for a process exec'd by another)
+PROGRAM_VARIABLE = "NORMMATTERS_PROGRAM"
 
 
 class RecipeError(Exception):
     """A problem the user can fix; the scripts print it as one line and exit 1."""
+
+
+class RunInterrupted(RecipeError):
+    """A training stopped on a signal with its state saved (interruption.INTERRUPTED); the
+    scripts print it as one line and exit INTERRUPTED."""
 
 
 def tool_path(tool: str) -> str:
@@ -119,10 +126,13 @@ def run_fairseq(tool, *args) -> str:
 
 
 def run_main(main, program: str) -> None:
-    """Run a recipe's main(); a RecipeError becomes one line on stderr and exit status 1, Ctrl-C
-    one line and exit status 130."""
+    """Run a recipe's main(); a RecipeError becomes one line on stderr and exit status 1 (a
+    RunInterrupted: INTERRUPTED), Ctrl-C one line and exit status 130."""
     try:
         main()
+    except RunInterrupted as error:
+        print(f"{program}: {error}", file=sys.stderr)
+        sys.exit(INTERRUPTED)
     except RecipeError as error:
         sys.exit(f"{program}: error: {error}")
     except KeyboardInterrupt:

@@ -1,5 +1,5 @@
-"""A training asked to stop (SIGTERM: a preemption, a cancel, the end of a time limit; SIGUSR2:
-SLURM's warning before the time limit) stops at the end of the update it is in, with its state
+"""A training asked to stop (SIGTERM: a preemption, a cancel, the end of a time limit, a node's
+shutdown; SIGUSR2: SLURM's warning before the time limit; SIGINT: Ctrl-C) stops at the end of the update it is in, with its state
 saved in checkpoint_last.pt, and exits with INTERRUPTED: fairseq-train resumes from exactly
 that update.
 
@@ -10,7 +10,8 @@ an update, on several ranks) and, if any was asked, do what the update was due (
 and interval checkpoint at their intervals), save checkpoint_last.pt and exit. A process that
 only waits for its rank processes (a spawn's parent) passes the signal on to them. A signal
 outside the training loop (loading, evaluating) exits at once: nothing is lost there that a
-rerun does not redo.
+rerun does not redo. A process that starts trainings and waits for them (compare.sh, a SLURM
+job) passes the stop signals it gets on to them (PassedOn).
 """
 
 import logging
@@ -21,7 +22,7 @@ import sys
 from typing import Optional
 
 INTERRUPTED = 75  # the exit status of a run stopped by a signal with its state saved (EX_TEMPFAIL)
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 
 logger = logging.getLogger("fairseq_normmatters.interruption")
 
@@ -67,13 +68,23 @@ def stopping_at_update_end(validate_and_save):
         any_rank_asked(trainer)  # a barrier: no rank exits before the first has saved
         name = signal.Signals(StopRequest.signal).name if StopRequest.signal else "a signal to another rank"
         if trainer.is_data_parallel_master:
-            print(f"[one_run] {name}: stopped at the end of update {trainer.get_num_updates()}, its state saved in "
-                  f"{os.path.join(cfg.checkpoint.save_dir, 'checkpoint_last.pt')}; the same command resumes from "
-                  "there", flush=True)
+            print(f"[one_run] {name}: stopped at the end of update {trainer.get_num_updates()}, "
+                  f"{what_was_saved(cfg.checkpoint)}", flush=True)
         sys.exit(INTERRUPTED)
 
     wrapped.stops_on_signal = True
     return wrapped
+
+
+def what_was_saved(checkpointing) -> str:
+    """The end of the stop's line: where the state was saved, or that nothing could be."""
+    unsaved = [flag for flag, set_ in (("--no-save", checkpointing.no_save),
+                                       ("--no-last-checkpoints", checkpointing.no_last_checkpoints)) if set_]
+    if unsaved:
+        return (f"its state NOT saved ({' and '.join(unsaved)}): the same command starts again from the last "
+                f"checkpoint saved before, if any, in {checkpointing.save_dir}")
+    return (f"its state saved in {os.path.join(checkpointing.save_dir, 'checkpoint_last.pt')}; the same command "
+            "resumes from there")
 
 
 def any_rank_asked(trainer) -> bool:
@@ -92,3 +103,34 @@ def any_rank_asked(trainer) -> bool:
 def interrupted(error: BaseException) -> bool:
     """Whether `error`, raised where rank processes were joined, is a rank's INTERRUPTED exit."""
     return getattr(error, "exit_code", None) == INTERRUPTED
+
+
+class PassedOn:
+    """The stop signals this process gets while it waits for the training processes it started,
+    each passed on to them (they save at the end of their update and exit INTERRUPTED), also to
+    one started after the signal came. Where they share this process's group (a Ctrl-C, a SLURM
+    step) they get it twice, which changes nothing. The handlers are this object's until
+    restore()."""
+
+    def __init__(self):
+        self.received, self.processes = [], []
+        self.previous = {number: signal.signal(number, self.on_signal) for number in STOP_SIGNALS}
+
+    def on_signal(self, number, frame) -> None:
+        self.received.append(number)
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(number)
+
+    def started(self, process) -> None:
+        self.processes.append(process)
+        for number in self.received:
+            process.send_signal(number)
+
+    def ending(self) -> Optional[int]:
+        """SIGTERM once it came (it ends a SLURM job, whatever warned before), else the first."""
+        return signal.SIGTERM if signal.SIGTERM in self.received else next(iter(self.received), None)
+
+    def restore(self) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)

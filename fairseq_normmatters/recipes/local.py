@@ -3,14 +3,16 @@ on its share of the CPU cores (OMP_NUM_THREADS) or of the visible GPUs (CUDA_VIS
 
 import json
 import os
+import signal
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List
 
-from . import RecipeError
+from . import RecipeError, RunInterrupted, run_lock
 from .evaluate import outcome
+from .interruption import PassedOn
 from .runs import Progress, Run, check_commands, holding_out, minutes, train_then_evaluate
 from .table import write_results
 from .train import batch_text, cpu_not_chosen, effective_batch, rendezvous_flags, visible_gpus
@@ -36,12 +38,13 @@ def machine_shares(parallel: int, gpus: int, cores: int, per_run: int = 0) -> Li
             for i in range(parallel)]
 
 
-def train_and_evaluate(run: Run, args, share: Share, progress: Progress) -> None:
-    """train_then_evaluate on `share` of the machine, its start and end said by `progress`."""
+def train_and_evaluate(run: Run, args, share: Share, progress: Progress, signals: PassedOn) -> None:
+    """train_then_evaluate on `share` of the machine, its start and end said by `progress`, the
+    stop signals this process gets passed on to its training."""
     started = time.monotonic()
     batch = effective_batch(run.command(args, share.gpus), share.gpus)
     progress.say(run, f"training, batch {batch_text(batch)}")
-    train_then_evaluate(run, args, share.gpus, share.environment, rendezvous_flags(share.gpus))
+    train_then_evaluate(run, args, share.gpus, share.environment, rendezvous_flags(share.gpus), started=signals.started)
     took = time.monotonic() - started
     progress.finished(took)
     results = json.loads((run.save_dir / "results.json").read_text())
@@ -50,22 +53,31 @@ def train_and_evaluate(run: Run, args, share: Share, progress: Progress) -> None
 
 def run_all(runs: List[Run], args, shares: List[Share], progress: Progress) -> None:
     """Each run in `runs` trained and evaluated, `args.parallel` at a time, each on a share; the
-    first failure stops new runs from starting, lets the running ones end, and is raised."""
+    first failure stops new runs from starting, lets the running ones end, and is raised. A stop
+    signal (SIGTERM, SIGINT, SIGUSR2) is passed on to the runs training, which save their state at
+    the end of their update: RunInterrupted."""
     free, queue, failure = list(shares), list(runs), None
     progress.waiting = len(runs)
-    with ThreadPoolExecutor(max_workers=len(shares)) as pool:
-        running = {}
-        while queue or running:
-            while queue and free and failure is None:
-                run, share = queue.pop(0), free.pop(0)
-                running[pool.submit(train_and_evaluate, run, args, share, progress)] = share
-            if not running:
-                break
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                free.append(running.pop(future))
-                if future.exception() is not None and failure is None:
-                    failure = future.exception()
+    signals = PassedOn()
+    try:
+        with ThreadPoolExecutor(max_workers=len(shares)) as pool:
+            running = {}
+            while queue or running:
+                while queue and free and failure is None and not signals.received:
+                    run, share = queue.pop(0), free.pop(0)
+                    running[pool.submit(train_and_evaluate, run, args, share, progress, signals)] = share
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    free.append(running.pop(future))
+                    if future.exception() is not None and failure is None:
+                        failure = future.exception()
+    finally:
+        signals.restore()
+    if failure is None and queue:  # a stop signal came between runs
+        failure = RunInterrupted(f"stopped on {signal.Signals(signals.received[0]).name} before the next run began; "
+                                 "rerun the same compare.sh command to go on")
     if failure is not None:
         raise failure
 
@@ -80,12 +92,23 @@ def compare_locally(runs: List[Run], args) -> None:
 
 
 def train_what_is_left(runs: List[Run], args, shares: List[Share]) -> None:
+    done = [run for run in runs if (run.save_dir / "results.json").is_file()]
+    refuse_runs_trained_elsewhere([run for run in runs if run not in done])
     check_commands(runs, args, shares[0].gpus)
     if cpu_not_chosen(shares[0].gpus, args.extra):
         print("[compare] no GPU here and none expected (torch without CUDA): the runs train on the CPU (--cpu)")
     progress = Progress(len(runs), args.parallel)
-    done = [run for run in runs if (run.save_dir / "results.json").is_file()]
     for run in done:
         progress.say(run, "done before")
     run_all([run for run in runs if run not in done], args, shares, progress)
     write_results(runs, Path(args.out), progress)
+
+
+def refuse_runs_trained_elsewhere(runs: List[Run]) -> None:
+    """RecipeError naming the runs of `runs` that another process trains now (run_lock.py: a
+    training left running by a compare.sh that was killed, a train_*.sh), before anything starts."""
+    held = [f"  {run.save_dir.name}: {holder}" for run in runs if (holder := run_lock.holder(run.save_dir))]
+    if held:
+        raise RecipeError(f"{len(held)} run(s) in this OUT are being trained by other processes:\n" + "\n".join(held) +
+                          "\nnothing was started: wait for them to end (then rerun this command: their results are "
+                          "kept), or stop them with kill -TERM PID (they save their state at the end of their update)")

@@ -1,17 +1,20 @@
-"""One run of compare.sh in one Python process: fairseq-train, then evaluate.sh's evaluation.
+"""One run in one Python process: fairseq-train, then (for compare.sh) evaluate.sh's evaluation.
 
     python -m fairseq_normmatters.recipes.one_run SAVE_DIR PREPARED [evaluate.sh options]
                                                   -- FAIRSEQ-TRAIN COMMAND...
+    python -m fairseq_normmatters.recipes.one_run -- FAIRSEQ-TRAIN COMMAND...   (train_*.sh: training only)
 
 The same two steps as train_{benchmark}.sh and evaluate.sh, each announced in the output by a
 line "== training: COMMAND" or "== evaluation: ..." (compare.sh names the failing step from the
-last such line), with Python, torch and fairseq started once per run instead of twice. In a run
-over several nodes of a SLURM job only the first task evaluates. A training that diverges is not
-evaluated: its results.json says where it diverged (evaluate.write_divergence), and the tables
-count it so. Divergence is read from what fairseq says, its FloatingPointError's text, in
-whatever process layout it was raised (divergence_reason). A training asked to stop by SIGTERM or
-SIGUSR2 saves its state at the end of the update it is in and exits with status 75
-(interruption.py), in every process layout too.
+last such line), with Python, torch and fairseq started once per run instead of twice. The
+process holds the run folder's lock (run_lock.py: handed on by whatever started it, else taken
+here) as long as it lives: one writer per run folder. In a run over several nodes of a SLURM job
+only the first task holds it and evaluates. A training that diverges is not evaluated: its
+results.json says where it diverged (evaluate.write_divergence), and the tables count it so.
+Divergence is read from what fairseq says, its FloatingPointError's text, in whatever process
+layout it was raised (divergence_reason). A training asked to stop by SIGTERM, SIGUSR2 or SIGINT
+saves its state at the end of the update it is in and exits with status 75 (interruption.py), in
+every process layout too.
 
 A CPU run over several ranks (`--cpu --distributed-world-size N`) has its N rank processes
 started here, as fairseq starts one a GPU (torch.multiprocessing.spawn), each with gloo and
@@ -27,7 +30,7 @@ import traceback
 from typing import Optional
 
 from .. import install_fairseq_plugin
-from . import LOG_FORMAT, STEP_PREFIX, run_main
+from . import LOG_FORMAT, PROGRAM_VARIABLE, STEP_PREFIX, RecipeError, run_main
 from .interruption import INTERRUPTED, StopRequest, interrupted
 
 
@@ -124,6 +127,10 @@ def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     split = argv.index("--")
     evaluation, command = argv[:split], argv[split + 1:]
+    if first_task():
+        from . import run_lock
+        from .train import last_value
+        lock = run_lock.claim(last_value(command, "--save-dir", "checkpoints"))  # noqa: F841 (held while we live)
     announce("training", command)
     try:
         train(command)
@@ -133,11 +140,13 @@ def main(argv=None) -> None:
         reason = divergence_reason(error)
         if reason is None:
             raise
+        if not evaluation:
+            raise RecipeError(f"the training diverged: {reason}") from None
         if first_task():
             from .evaluate import outcome, write_divergence
             print(f"[one_run] {outcome(write_divergence(evaluation[0], evaluation[1], reason))}", flush=True)
         return
-    if not first_task():
+    if not first_task() or not evaluation:
         return
     announce("evaluation", ["evaluate.sh", *evaluation])
     from .evaluate import main as evaluate
@@ -145,4 +154,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    run_main(main, "compare.sh")
+    run_main(main, os.environ.get(PROGRAM_VARIABLE, "compare.sh"))

@@ -5,19 +5,18 @@ moved aside), the lines that say its progress, and its training and evaluation i
 this module; it knows neither."""
 
 import difflib
-import fcntl
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List
 
-from . import STEP_PREFIX, RecipeError
+from . import STEP_PREFIX, RecipeError, RunInterrupted, run_lock
 from .identity import result_identity, software_versions, version_changes
 from .interruption import INTERRUPTED
 from .train import effective_batch, layout, run_command, start_run
@@ -183,16 +182,12 @@ def holding_out(out: Path, wait: bool):
     """OUT's lock (OUT/compare.lock, flock) held: by one compare.sh at a time. wait=False
     refuses at once when another holds it, naming it."""
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "compare.lock").open("a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            lock.seek(0)
-            raise RecipeError(f"{out} is in use by another compare.sh ({lock.read().strip() or 'its lock is held'}); "
-                              "wait for it to end, or use another OUT") from None
-        lock.truncate(0)
-        lock.write(f"pid {os.getpid()} on {os.uname().nodename}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        lock.flush()
+    try:
+        lock = run_lock.take_lock(out / "compare.lock", wait)
+    except run_lock.LockHeld as held:
+        raise RecipeError(f"{out} is in use by another compare.sh ({held.holder}); wait for it to end, or use "
+                          "another OUT") from None
+    with lock:
         yield
 
 
@@ -232,19 +227,18 @@ def log_tail(log: Path, lines: int = LOG_TAIL) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class RunInterrupted(RecipeError):
-    """The run's process stopped on a signal with its state saved (interruption.INTERRUPTED)."""
-
-
 def run_logged(run: Run, command: List[str], environment: Dict[str, str], log: Path = None,
-               started: Callable[[subprocess.Popen], None] = None) -> None:
+               started: Callable[[subprocess.Popen], None] = None, lock=None) -> None:
     """`command` with its output appended to `log` (default: the run's), its process given to
-    `started`; a failure raises RecipeError naming the step that failed (the last
-    one_run.announce line of the log) and showing the log's end, a stop on a signal
-    RunInterrupted."""
+    `started` and handed the run folder's `lock` (run_lock.handed_on) where one is given; a
+    failure raises RecipeError naming the step that failed (the last one_run.announce line of the
+    log) and showing the log's end, a stop on a signal RunInterrupted."""
     log = log or run.log
+    handed = run_lock.handed_on(lock) if lock else {}
     with log.open("a", encoding="utf-8") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, **environment})
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
+                                   env={**os.environ, **environment, **handed},
+                                   pass_fds=(lock.fileno(),) if lock else ())
         if started:
             started(process)
         returncode = process.wait()
@@ -263,10 +257,14 @@ def train_then_evaluate(run: Run, args, gpus: int, environment: Dict[str, str], 
                         started: Callable[[subprocess.Popen], None] = None):
     """fairseq-train, then the evaluation, in one process (one_run.py) on `gpus` GPUs with the
     ranks meeting `where` (train.rendezvous_flags), the output in `log` (default: the run's,
-    whose process also records the command in run.json: the other nodes of a run do not);
-    returns the training command."""
-    train = run.command(args, gpus, where, start_run if log in (None, run.log) else run_command)
-    cleaning = [] if args.keep_checkpoints else ["--remove-unneeded-checkpoints"]
-    run_logged(run, [sys.executable, "-m", "fairseq_normmatters.recipes.one_run", str(run.save_dir),
-                     str(args.prepared), *EVALUATION[args.benchmark], *cleaning, "--", *train], environment, log, started)
+    whose process also takes the run folder's lock, records the command in run.json and hands
+    the lock to the training process: the other nodes of a run do neither); returns the
+    training command."""
+    first = log in (None, run.log)
+    with run_lock.holding(run.save_dir) if first else nullcontext() as lock:
+        train = run.command(args, gpus, where, start_run if first else run_command)
+        cleaning = [] if args.keep_checkpoints else ["--remove-unneeded-checkpoints"]
+        run_logged(run, [sys.executable, "-m", "fairseq_normmatters.recipes.one_run", str(run.save_dir),
+                         str(args.prepared), *EVALUATION[args.benchmark], *cleaning, "--", *train], environment, log,
+                   started, lock)
     return train

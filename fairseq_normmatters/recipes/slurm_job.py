@@ -22,9 +22,9 @@ import subprocess
 import time
 from typing import Optional
 
-from . import RecipeError
-from .interruption import STOP_SIGNALS
-from .runs import Run, RunInterrupted, train_then_evaluate
+from . import RecipeError, RunInterrupted
+from .interruption import PassedOn
+from .runs import Run, train_then_evaluate
 from .train import rendezvous_flags
 
 MAX_TIME_LIMIT_REQUEUES = 10  # requeues at the time limit before a run is given up as too long for its limit
@@ -58,31 +58,6 @@ def record_event(run: Run, event: dict) -> None:
 def run_events(run: Run) -> list:
     path = events_path(run)
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-
-
-class PassedOn:
-    """The stop signals this process gets, each passed on to the run's process (SLURM signals
-    every process of a step, but not every site's process tracking finds the run's)."""
-
-    def __init__(self):
-        self.received = set()
-        self.process = None
-        for number in STOP_SIGNALS:
-            signal.signal(number, self.on_signal)
-
-    def on_signal(self, number, frame) -> None:
-        self.received.add(number)
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(number)
-
-    def started(self, process) -> None:
-        self.process = process
-        for number in self.received:
-            process.send_signal(number)
-
-    def ending(self) -> Optional[int]:
-        """SIGTERM once SLURM sent it (it ends the job, whatever warned before), else SIGUSR2."""
-        return next((number for number in (signal.SIGTERM, signal.SIGUSR2) if number in self.received), None)
 
 
 class TrainAndEvaluate:

@@ -33,8 +33,8 @@ from typing import List, NamedTuple
 
 from ..accumulation import ACCUMULATE_FORMATS, FLOAT32
 from .identity import result_identity, software_versions, version_changes
-from . import (DIRECTIONS, RecipeError, check_not_half_prepared, prepared_direction, run_main, tool_path,
-               write_text_atomically)
+from . import (DIRECTIONS, PROGRAM_VARIABLE, RecipeError, check_not_half_prepared, prepared_direction, run_lock,
+               run_main, tool_path, write_text_atomically)
 
 # a checkpoint and a validation every 1000 updates (the last 5 kept: the final 4000 updates and
 # the final state, as Vaswani et al. averaged checkpoints written minutes apart), no epoch ones
@@ -271,7 +271,9 @@ def visible_gpus() -> int:
 
 
 def main(argv=None):
-    """[--benchmark wmt14|iwslt14] CONFIG PREPARED_DIR SAVE_DIR [extra...]: exec fairseq-train."""
+    """[--benchmark wmt14|iwslt14] CONFIG PREPARED_DIR SAVE_DIR [extra...]: SAVE_DIR's lock taken,
+    run.json written, then fairseq-train in this process (exec'd as one_run's training alone:
+    it keeps the lock and stops on a signal at the end of an update, its state saved)."""
     argv = sys.argv[1:] if argv is None else argv
     benchmark = "wmt14"
     if argv[:1] == ["--benchmark"] and len(argv) > 1:
@@ -289,12 +291,16 @@ def main(argv=None):
     gpus = gpus_per_run(benchmark, visible_gpus(), asked)
     if gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(visible_devices()[:gpus])
+    program = f"train_{benchmark}.sh"
+    lock = run_lock.take(save_dir)  # before run.json: one writer per run folder
     cmd = start_run(config, prepared, save_dir, extra, gpus, benchmark, os.environ.get("PRECISION") or None)
     if cpu_not_chosen(gpus, extra):
         print("[train] no GPU here and none expected (torch without CUDA): training on the CPU (--cpu)")
     print(f"[train] batch: {batch_text(effective_batch(cmd, gpus))}")
     print("[train] " + " ".join(cmd), flush=True)
-    os.execv(cmd[0], cmd)
+    os.set_inheritable(lock.fileno(), True)
+    os.environ.update({**run_lock.handed_on(lock), PROGRAM_VARIABLE: program})
+    os.execv(sys.executable, [sys.executable, "-m", "fairseq_normmatters.recipes.one_run", "--", *cmd])
 
 
 def gpus_per_run(benchmark: str, visible: int, asked: int = 0) -> int:
