@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fairseq_normmatters.recipes import read_lines
 from fairseq_normmatters.recipes.train import CONFIGS, command, device_flags
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,6 +54,13 @@ def add_to_tgz(archive: Path, members: dict):
             tar.addfile(info, io.BytesIO(data))
 
 
+def with_separators(lines):
+    """Reference lines as released ones can be: one holding U+2028, one a form feed (str.splitlines()
+    splits at both; fairseq, Moses and sacreBLEU do not)."""
+    return [line.replace(" ", "\u2028", 1) if i == 3 else line.replace(" ", "\f", 1) if i == 7 else line
+            for i, line in enumerate(lines)]
+
+
 def make_wmt14_raw(raw: Path):
     """The official archive and file names; europarl, nc and test as archives, the rest extracted."""
     raw.mkdir()
@@ -67,7 +75,7 @@ def make_wmt14_raw(raw: Path):
         (raw / "dev" / f"newstest2013.{lang}").write_text(text("valid", lang, 0, 40), encoding="utf-8")
     add_to_tgz(raw / "test-full.tgz", {
         "test-full/newstest2014-deen-src.de.sgm": sgm(demo_lines("test", "de", 0, 30), "de"),
-        "test-full/newstest2014-deen-ref.en.sgm": sgm(demo_lines("test", "en", 0, 30), "de"),
+        "test-full/newstest2014-deen-ref.en.sgm": sgm(with_separators(demo_lines("test", "en", 0, 30)), "de"),
         "test-full/newstest2014-deen-src.en.sgm": sgm(demo_lines("test", "en", 0, 30), "de"),
         "test-full/newstest2014-deen-ref.de.sgm": sgm(demo_lines("test", "de", 0, 30), "de")})
     return raw
@@ -92,7 +100,8 @@ def test_prepare_outputs_and_is_idempotent(prepared):
     assert (out / "bin" / "dict.de.txt").is_file() and (out / "spm" / "spm.model").is_file()
     train_de = (out / "raw" / "train.de").read_text().splitlines()
     assert len(train_de) == 1800  # the empty line after commoncrawl is cleaned away
-    assert (out / "raw" / "test.en").read_text().splitlines() == demo_lines("test", "en", 0, 30)
+    assert read_lines(out / "raw" / "test.en") == with_separators(demo_lines("test", "en", 0, 30))
+    assert len((out / "raw" / "test.en").read_text().splitlines()) == 32, "the reference holds two separators"
     assert len((out / "raw" / "valid.de").read_text().splitlines()) == 40
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     again = script("prepare_wmt14_de_en.sh", "--raw-dir", raw, *TINY_VOCABULARY, out)

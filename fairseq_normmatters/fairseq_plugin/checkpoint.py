@@ -86,7 +86,8 @@ def copy_checkpoints_atomically() -> None:
     """fairseq saves checkpoint_E_U.pt atomically but then *copies* it over checkpoint_last.pt in
     place: a crash during that copy leaves a truncated checkpoint_last.pt (seen in
     tests/test_resume.py). Give checkpoint_utils a PathManager whose local copy writes a
-    temporary file and renames it, so checkpoint_last.pt is always the old or the new one."""
+    temporary file and renames it, so checkpoint_last.pt is always the old or the new one; a
+    copy that fails (a full disk) removes its temporary and raises CheckpointSaveError."""
     from fairseq import checkpoint_utils
 
     base = checkpoint_utils.PathManager
@@ -103,8 +104,13 @@ def copy_checkpoints_atomically() -> None:
             if os.path.exists(dst_path) and not overwrite:
                 return False
             temporary = f"{dst_path}.tmp"
-            shutil.copyfile(src_path, temporary)
-            os.replace(temporary, dst_path)
+            try:
+                shutil.copyfile(src_path, temporary)
+                os.replace(temporary, dst_path)
+            except OSError as error:
+                written = remove_partial_file(temporary)
+                needed = f"; the copy needs {os.path.getsize(src_path) / 1e6:.0f} MB"
+                raise CheckpointSaveError(describe_failed_save(dst_path, error, written, needed)) from None
             return True
 
     checkpoint_utils.PathManager = AtomicCopyPathManager
@@ -182,7 +188,7 @@ def remove_partial_file(path: str) -> int:
         return 0
 
 
-def describe_failed_save(path, error, written: int) -> str:
+def describe_failed_save(path, error, written: int, needed: str = "") -> str:
     folder, name = os.path.split(os.path.abspath(path))
     try:
         free = f"{shutil.disk_usage(folder).free / 1e6:.0f} MB are free there"
@@ -190,6 +196,6 @@ def describe_failed_save(path, error, written: int) -> str:
     except OSError:
         free, intact = "its folder cannot be read", []
     return (f"checkpoint {path} could not be saved ({type(error).__name__}: {error}): {written / 1e6:.0f} MB "
-            f"were written before it failed and are removed; {free}. The checkpoints saved before are intact "
+            f"were written before it failed and are removed; {free}{needed}. The checkpoints saved before are intact "
             f"({', '.join(intact) or 'none'}): free space (or give another --save-dir) and rerun the same "
             "command to resume from checkpoint_last.pt.")

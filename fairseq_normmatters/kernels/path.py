@@ -15,7 +15,7 @@ import sys
 import torch
 
 from ..accumulation import ACCUMULATE_FORMATS
-from ..kinds import NORM_KINDS
+from ..kinds import NORM_KINDS, build_norm
 from .backends import BACKENDS, LAYER_NORM_PATH, route
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
@@ -58,8 +58,18 @@ def main(argv=None) -> int:
     parser.add_argument("--backend", choices=BACKENDS, default=None, help="as $NORMMATTERS_NORM_BACKEND")
     parser.add_argument("--k", type=int, default=None, help="top-k's k")
     args = parser.parse_args(argv)
+    try:
+        args.device = torch.device(args.device).type  # cuda:7 decides as cuda
+    except RuntimeError:
+        parser.error(f"--device {args.device!r} is not a device torch knows; give cpu, cuda, ...")
     if args.kind == "topk" and not (args.k and 1 <= args.k <= args.shape[-1]):
         parser.error(f"--kind topk needs --k between 1 and the {args.shape[-1]} features; got {args.k}")
+    try:  # the norm a module would build (on the meta device: no memory), refused as build_norm refuses it
+        with torch.device("meta"):
+            build_norm(args.kind, args.shape[-1], accumulate=args.accumulate,
+                       **({"k": args.k} if args.kind == "topk" else {}))
+    except ValueError as error:
+        parser.error(str(error))
     print(describe(args.kind, args.shape, args.dtype, args.device, args.accumulate, args.backend, args.k))
     return 0
 

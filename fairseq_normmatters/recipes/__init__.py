@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import traceback
@@ -29,6 +30,20 @@ class RecipeError(Exception):
 class RunInterrupted(RecipeError):
     """A training stopped on a signal with its state saved (interruption.INTERRUPTED); the
     scripts print it as one line and exit INTERRUPTED."""
+
+
+def text_lines(text: str) -> list:
+    """The lines of a text as fairseq, Moses and sacreBLEU's files count them: split at "\\n"
+    only (a form feed, U+2028 or another separator that str.splitlines() also splits at stays
+    inside its line), a final "\\n" ending the last line, not starting another. The one rule
+    for prepare, evaluation and the table."""
+    lines = text.split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
+
+
+def read_lines(path) -> list:
+    """text_lines of a UTF-8 file."""
+    return text_lines(Path(path).read_text(encoding="utf-8"))
 
 
 def tool_path(tool: str) -> str:
@@ -125,10 +140,14 @@ def run_fairseq(tool, *args) -> str:
     return output
 
 
-def run_main(main, program: str) -> None:
+def run_main(main, program: str, sigterm_interrupts: bool = False) -> None:
     """Run a recipe's main(); a RecipeError becomes one line on stderr and exit status 1 (a
-    RunInterrupted: INTERRUPTED), Ctrl-C one line and exit status 130."""
+    RunInterrupted: INTERRUPTED), Ctrl-C (and SIGTERM where `sigterm_interrupts`: a script that
+    trains nothing, whose every write is whole or not at all) one line and exit status 130."""
+    if sigterm_interrupts:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        check_environment()
         main()
     except RunInterrupted as error:
         print(f"{program}: {error}", file=sys.stderr)
@@ -139,6 +158,17 @@ def run_main(main, program: str) -> None:
         print(f"{program}: interrupted; every file it writes is written whole or not at all, so "
               "rerunning the same command redoes what was not finished", file=sys.stderr)
         sys.exit(130)
+
+
+def check_environment() -> None:
+    """RecipeError for a setting of the norm backends in the environment that no norm would
+    take ($NORMMATTERS_NORM_BACKEND, $NORMMATTERS_STRICT_BACKENDS), before anything runs."""
+    from ..kernels import backends
+    try:
+        backends.requested_backend()
+        backends.strict()
+    except ValueError as error:
+        raise RecipeError(str(error)) from None
 
 
 def check_not_half_prepared(prepared: Path) -> None:
@@ -163,21 +193,32 @@ def prepared_direction(prepared: Path) -> str:
     return state.get("settings", {}).get("direction", "de-en")
 
 
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """write(temporary) next to `path`, then rename it to `path`: `path` is the old file or the
-    whole new one, never a part of one (Ctrl-C, a full disk). A failed write removes the
-    temporary and raises RecipeError naming `path` and the space left on its disk."""
-    path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
+@contextlib.contextmanager
+def writing_together(*paths):
+    """Temporary paths beside `paths` (NAME.tmp) for the block to write, renamed over `paths`
+    together when it ends: each path is its old file or the whole new one, never a part (Ctrl-C,
+    a kill, a full disk), and files that belong together (the two sides of a split, a .bin and
+    its .idx) are replaced at once. When the block fails the temporaries are removed and an
+    OSError (ENOSPC: a full disk) becomes one RecipeError naming the paths and the space left."""
+    paths = [Path(path) for path in paths]
+    temporaries = [path.with_name(path.name + ".tmp") for path in paths]
     try:
-        write(temporary)
-        os.replace(temporary, path)
+        yield temporaries
+        for temporary, path in zip(temporaries, paths):
+            os.replace(temporary, path)
     except BaseException as error:
-        temporary.unlink(missing_ok=True)
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
         if not isinstance(error, Exception) or isinstance(error, RecipeError):
             raise
-        raise RecipeError(f"writing {path} failed ({type(error).__name__}: {error}); "
-                          f"{free_space(path.parent)} free on its disk") from None
+        raise RecipeError(f"writing {', '.join(map(str, paths))} failed ({type(error).__name__}: {error}); "
+                          f"{free_space(paths[0].parent)} free on its disk; nothing of it was kept") from None
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """write(temporary) next to `path`, then renamed to `path` (writing_together)."""
+    with writing_together(path) as (temporary,):
+        write(temporary)
 
 
 def write_text_atomically(path: Path, text: str) -> None:

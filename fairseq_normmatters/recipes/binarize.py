@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import write_atomically, writing_together
 from .chunked import CHUNK, map_chunks
 
 _index = None  # a worker's {token: id} and unknown id (load_index)
@@ -81,17 +82,20 @@ class Binarized(NamedTuple):
 
 
 def binarize(text: Path, dictionary_file: Path, prefix: Path, vocabulary: int, workers: int) -> Binarized:
-    """PREFIX.bin and PREFIX.idx (fairseq's mmap dataset) of the lines of `text`."""
+    """PREFIX.bin and PREFIX.idx (fairseq's mmap dataset) of the lines of `text`, replaced
+    together when both are whole (writing_together)."""
     import torch
     from fairseq.data import indexed_dataset
-    builder = indexed_dataset.make_builder(f"{prefix}.bin", impl="mmap", vocab_size=vocabulary)
     lines = tokens = unknown = 0
-    for ids, lengths, unknowns in map_chunks(encoded_lines, text_chunks(text), workers, load_index,
-                                             (str(dictionary_file),)):
-        for line in np.split(ids, np.cumsum(lengths)[:-1]):
-            builder.add_item(torch.from_numpy(line))
-        lines, tokens, unknown = lines + len(lengths), tokens + int(lengths.sum()) - len(lengths), unknown + unknowns
-    builder.finalize(f"{prefix}.idx")
+    with writing_together(Path(f"{prefix}.bin"), Path(f"{prefix}.idx")) as (data, index):
+        builder = indexed_dataset.make_builder(str(data), impl="mmap", vocab_size=vocabulary)
+        for ids, lengths, unknowns in map_chunks(encoded_lines, text_chunks(text), workers, load_index,
+                                                 (str(dictionary_file),)):
+            for line in np.split(ids, np.cumsum(lengths)[:-1]):
+                builder.add_item(torch.from_numpy(line))
+            lines, tokens = lines + len(lengths), tokens + int(lengths.sum()) - len(lengths)
+            unknown += unknowns
+        builder.finalize(str(index))
     return Binarized(lines, tokens, unknown)
 
 
@@ -102,7 +106,7 @@ def preprocess(spm_dir: Path, destination: Path, source: str, target: str, split
     destination.mkdir(parents=True, exist_ok=True)
     dictionary = joined_dictionary([spm_dir / f"train.{lang}" for lang in (source, target)], workers)
     for lang in (source, target):
-        dictionary.save(str(destination / f"dict.{lang}.txt"))
+        write_atomically(destination / f"dict.{lang}.txt", lambda temporary: dictionary.save(str(temporary)))
     return {split: {lang: binarize(spm_dir / f"{split}.{lang}", destination / f"dict.{source}.txt",
                                    destination / f"{split}.{source}-{target}.{lang}", len(dictionary), workers)
                     for lang in (source, target)} for split in splits}

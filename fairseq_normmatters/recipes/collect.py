@@ -25,7 +25,7 @@ import math
 import statistics
 from pathlib import Path
 
-from . import RecipeError, run_main, write_atomically, write_text_atomically
+from . import RecipeError, read_lines, run_main, write_atomically, write_text_atomically
 from .convergence import (AT_BUDGET, EARLY, PLATEAU, RULES, averaged_span, phase_of, schedule_budget, state_cell,
                           training_state, validation_curve)
 from .scoring import TOKENIZED_METHOD
@@ -132,7 +132,7 @@ def paired_bootstrap(run, baseline_run):
     paths = [Path(r.get("hypotheses", "")) for r in (baseline_run, run)] + [Path(run.get("reference", ""))]
     if not all(path.is_file() for path in paths):
         return None
-    baseline, system, reference = (path.read_text(encoding="utf-8").splitlines() for path in paths)
+    baseline, system, reference = (read_lines(path) for path in paths)
     logging.getLogger("sacrebleu").setLevel(logging.WARNING)
     test = PairedTest([("baseline", baseline), ("system", system)], {"BLEU": BLEU()}, [reference],
                       test_type="bs", n_samples=BOOTSTRAP_SAMPLES)

@@ -32,14 +32,15 @@ collect_results.py's significance tests) and SAVE_DIR/test.hyp.
 
 import argparse
 import json
+import pickle
 import re
 from pathlib import Path
 
 import torch
 
 from ..fairseq_plugin.checkpoint import allow_fairseq_checkpoints
-from . import (DIRECTIONS, RecipeError, check_not_half_prepared, prepared_direction, run_fairseq, run_main,
-               write_atomically, write_text_atomically)
+from . import (DIRECTIONS, RecipeError, check_not_half_prepared, prepared_direction, read_lines, run_fairseq,
+               run_main, write_atomically, write_text_atomically)
 from .convergence import AVERAGE_TOLERANCE_BITS, averaged_span, converged_tail, training_state, validation_curve
 from .scoring import bleu_scores
 from .train import last_value
@@ -51,9 +52,24 @@ NOT_AVERAGED = ("checkpoint_best.pt", "checkpoint_avg.pt")  # copies of an earli
 
 def checkpoint_updates(path: Path) -> int:
     """The update count a fairseq checkpoint holds (its tensors memory-mapped, not read)."""
-    allow_fairseq_checkpoints()
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return state["optimizer_history"][-1]["num_updates"]
+    state = load_checkpoint(path, mmap=True)
+    try:
+        return state["optimizer_history"][-1]["num_updates"]
+    except (KeyError, IndexError, TypeError):
+        raise RecipeError(f"{path} is not a fairseq checkpoint (it holds no optimizer_history): move it out of "
+                          f"{path.parent}, or evaluate another run") from None
+
+
+def load_checkpoint(path: Path, mmap: bool = False) -> dict:
+    """A checkpoint loaded weights-only; one RecipeError for a file that is truncated, corrupt,
+    not a checkpoint at all, or refused by the weights-only loader (with torch's reason)."""
+    allow_fairseq_checkpoints()  # not torch.serialization.safe_globals(): it disallows them again on exit
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
+        raise RecipeError(f"checkpoint {path} cannot be loaded ({type(error).__name__}: {error}); it is truncated, "
+                          "corrupt or not a checkpoint: nothing was written; move it aside (the run resumes from "
+                          "another checkpoint) or evaluate another run") from None
 
 
 def checkpoints_by_update(save_dir: Path):
@@ -94,10 +110,9 @@ def averaged_range(averaged: dict) -> str:
 def average_checkpoints(paths, output: Path) -> dict:
     """Mean of every floating-point tensor of the models' state dicts; the rest of the newest
     checkpoint (config, integer buffers, the normalization flags) is kept. Loaded weights-only."""
-    allow_fairseq_checkpoints()  # not torch.serialization.safe_globals(): it disallows them again on exit
     total, newest = None, None
     for path in paths:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(path)
         model = state["model"]
         if total is None:
             total = {k: v.double() if is_float_tensor(v) else v for k, v in model.items()}
@@ -136,7 +151,7 @@ def remove_unneeded_checkpoints(save_dir: Path, averaged):
         if path.name in ("checkpoint_last.pt", "checkpoint_avg.pt"):
             continue
         before = path.stat().st_size
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(path)
         if state.get("last_optimizer_state") is not None:
             state["last_optimizer_state"] = None
             write_atomically(path, lambda temporary: torch.save(state, temporary))
@@ -253,7 +268,7 @@ def main(argv=None):
     generated = run_fairseq("fairseq-generate", *common, "--gen-subset", "test", "--beam", args.beam,
                             "--lenpen", args.lenpen, "--post-process", "sentencepiece")
     hypotheses = detokenized_hypotheses(generated)
-    references = reference.read_text(encoding="utf-8").splitlines()
+    references = read_lines(reference)
     if len(hypotheses) != len(references):
         raise RecipeError(f"fairseq-generate gave {len(hypotheses)} translations for {len(references)} references")
     write_text_atomically(save_dir / "test.hyp", "".join(h + "\n" for h in hypotheses))

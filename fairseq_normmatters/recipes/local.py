@@ -92,9 +92,9 @@ def compare_locally(runs: List[Run], args) -> None:
 
 
 def train_what_is_left(runs: List[Run], args, shares: List[Share]) -> None:
+    refuse_runs_trained_elsewhere([run for run in runs if not (run.save_dir / "results.json").is_file()])
+    check_commands(runs, args, shares[0].gpus)  # may move runs aside (--retrain): "done" is read after it
     done = [run for run in runs if (run.save_dir / "results.json").is_file()]
-    refuse_runs_trained_elsewhere([run for run in runs if run not in done])
-    check_commands(runs, args, shares[0].gpus)
     if cpu_not_chosen(shares[0].gpus, args.extra):
         print("[compare] no GPU here and none expected (torch without CUDA): the runs train on the CPU (--cpu)")
     progress = Progress(len(runs), args.parallel)

@@ -43,7 +43,7 @@ import urllib.request
 from multiprocessing import Pool
 from pathlib import Path
 
-from . import DIRECTIONS, RecipeError, free_space, run_main, write_text_atomically
+from . import DIRECTIONS, RecipeError, run_main, text_lines, write_text_atomically, writing_together
 from .binarize import preprocess
 from .chunked import chunks, map_chunks
 
@@ -89,7 +89,17 @@ def parse_args(argv=None, prog="prepare_wmt14_de_en.sh", description=__doc__, vo
                         help="processes that clean, encode and binarize the text")
     parser.add_argument("--direction", choices=tuple(DIRECTIONS), default="de-en",
                         help="source-target (default de-en; en-de is the direction of Vaswani et al.'s 27.3)")
-    return parser.parse_args(argv, argparse.Namespace(script=prog))
+    args = parser.parse_args(argv, argparse.Namespace(script=prog))
+    for option, value, least in (("--vocab-size", args.vocab_size, MIN_VOCABULARY), ("--spm-sample", args.spm_sample, 1),
+                                 ("--max-len", args.max_len, 1), ("--max-ratio", args.max_ratio, 1),
+                                 ("--workers", args.workers, 1)):
+        if not value >= least:
+            parser.error(f"{option} {value}: needs at least {least}")
+    return args
+
+
+#: the smallest --vocab-size: sentencepiece's 4 special pieces and a few characters
+MIN_VOCABULARY = 16
 
 
 def settings_of(args):
@@ -108,10 +118,17 @@ def claim_output(out: Path, settings: dict, script: str = "prepare_wmt14_de_en.s
                               f"use another output directory or delete {out}")
         if state.get("status") == "done":
             return True
+    elif out.exists() and not out.is_dir():
+        raise RecipeError(f"{out} is a file, not a directory: nothing was written; choose a new or empty output "
+                          "directory")
     elif out.exists() and any(out.iterdir()):
         raise RecipeError(f"{out} is not empty and was not made by this script (no prepare.json); "
                           "nothing was written: choose a new or empty output directory")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RecipeError(f"cannot create the output directory {out} ({error.strerror}): nothing was written; "
+                          "choose a directory that can be made") from None
     write_text_atomically(marker, json.dumps({"status": "in progress", "settings": settings, "script": script}, indent=1))
     return False
 
@@ -168,7 +185,7 @@ class SourceFinder:
         text = data.decode("utf-8", errors="replace")
         if name.endswith((".sgm", ".xml")):
             return [html.unescape(m) for m in re.findall(r"<seg[^>]*>(.*?)</seg>", text)]
-        return text.splitlines()
+        return text_lines(text)
 
 
 def is_plain_corpus(raw: Path) -> bool:
@@ -178,6 +195,9 @@ def is_plain_corpus(raw: Path) -> bool:
 def parallel_lines(de_path: Path, en_path: Path):
     """(German line, English line) pairs of two files, read a line at a time (lines end at
     "\\n" only, as Moses' scripts read them); files of unequal length raise RecipeError."""
+    if de_path.resolve() == en_path.resolve() or os.path.samefile(de_path, en_path):
+        raise RecipeError(f"{de_path} and {en_path} are the same file: the German and the English side of a "
+                          "corpus must be two files")
     with open_text(de_path) as de, open_text(en_path) as en:
         for number, (s, t) in enumerate(itertools.zip_longest(de, en), 1):
             if s is None or t is None:
@@ -271,12 +291,10 @@ def normalized_chunk(pairs, languages=("de", "en")):
 
 
 class PairWriter:
-    """Writes (German, English) lines to PREFIX.de and PREFIX.en through temporaries, renamed
-    over them only when the whole split is written (close), never a part of one."""
+    """Writes (German, English) lines to two files (pair_writers gives their temporaries)."""
 
-    def __init__(self, prefix: Path):
-        self.paths = [prefix.with_name(f"{prefix.name}.{lang}") for lang in LANGS]
-        self.files = [open(f"{path}.tmp", "w", encoding="utf-8", newline="\n") for path in self.paths]
+    def __init__(self, paths):
+        self.files = [open(path, "w", encoding="utf-8", newline="\n") for path in paths]
         self.count = 0
 
     def write(self, pairs) -> None:
@@ -284,34 +302,26 @@ class PairWriter:
             file.write("".join(line + "\n" for line in lines))
         self.count += len(pairs)
 
-    def close(self) -> int:
-        for file, path in zip(self.files, self.paths):
-            file.close()
-            os.replace(f"{path}.tmp", path)
-        return self.count
-
-    def discard(self) -> None:
-        for file, path in zip(self.files, self.paths):
-            file.close()
-            Path(f"{path}.tmp").unlink(missing_ok=True)
+    def close(self) -> None:
+        for file in self.files:
+            file.close()  # its last buffer written: a full disk may show only here
 
 
 @contextlib.contextmanager
 def pair_writers(*prefixes: Path):
-    """PairWriters of `prefixes`, closed (their files in place) when the block ends, discarded
-    (their temporaries removed) when it fails; a failure to write names the disk's free space."""
-    writers = [PairWriter(prefix) for prefix in prefixes]
-    try:
-        yield writers
-    except BaseException as error:
-        for writer in writers:
-            writer.discard()
-        if isinstance(error, OSError):
-            raise RecipeError(f"writing {', '.join(f'{p}.de/.en' for p in prefixes)} failed ({error}); "
-                              f"{free_space(prefixes[0].parent)} free on its disk") from None
-        raise
-    for writer in writers:
-        writer.close()
+    """PairWriters of PREFIX.de and PREFIX.en for each prefix, written through temporaries that
+    replace every file together when the block ends, and are removed when it fails (a full disk
+    named in one line: writing_together)."""
+    paths = [prefix.with_name(f"{prefix.name}.{lang}") for prefix in prefixes for lang in LANGS]
+    with writing_together(*paths) as temporaries:
+        writers = []
+        try:
+            for first in range(0, len(temporaries), len(LANGS)):
+                writers.append(PairWriter(temporaries[first:first + len(LANGS)]))
+            yield writers
+        finally:
+            for writer in writers:
+                writer.close()
 
 
 def write_pairs(prefix: Path, batches) -> int:
@@ -327,10 +337,21 @@ def train_sentencepiece(files, spm_dir: Path, vocab_size: int, sample: int):
     """One joint unigram model on `sample` sentences drawn from `files` (sentencepiece's own
     reservoir sampling, seeded: the whole text is never in memory), trained in a process of its
     own, so that the gigabytes its trainer takes go back when it ends (the encoding workers,
-    forked afterwards, do not start from them)."""
-    with Pool(1) as pool:
-        pool.apply(train_unigram, (",".join(map(str, files)), str(spm_dir / "spm"), vocab_size, sample))
-    return spm_dir / "spm.model"
+    forked afterwards, do not start from them). spm.model and spm.vocab are replaced together,
+    and only by a model that loads whole (sentencepiece writes a part of one on a full disk
+    without a word)."""
+    model = spm_dir / "spm.model"
+    with writing_together(model, spm_dir / "spm.vocab") as temporaries, Pool(1) as pool:
+        prefix = spm_dir / "spm.partial"
+        try:
+            pool.apply(train_unigram, (",".join(map(str, files)), str(prefix), vocab_size, sample))
+            for written, temporary in zip((".model", ".vocab"), temporaries):
+                os.replace(f"{prefix}{written}", temporary)
+        finally:
+            for written in (".model", ".vocab"):
+                Path(f"{prefix}{written}").unlink(missing_ok=True)
+        check_whole_model(temporaries[0])
+    return model
 
 
 def train_unigram(files: str, prefix: str, vocab_size: int, sample: int) -> None:
@@ -339,6 +360,16 @@ def train_unigram(files: str, prefix: str, vocab_size: int, sample: int) -> None
     spm.SentencePieceTrainer.train(
         input=files, model_prefix=prefix, vocab_size=vocab_size, character_coverage=1.0, model_type="unigram",
         hard_vocab_limit=False, input_sentence_size=sample, shuffle_input_sentence=True, minloglevel=2)
+
+
+def check_whole_model(path: Path) -> None:
+    """OSError unless the sentencepiece model at `path` loads."""
+    import sentencepiece as spm
+    try:
+        spm.SentencePieceProcessor(model_file=str(path))
+    except (RuntimeError, OSError) as error:
+        raise OSError(f"sentencepiece wrote {path.stat().st_size} bytes of its model, which do not load "
+                      f"({str(error).splitlines()[0]})") from None
 
 
 _sentencepiece = None
@@ -426,6 +457,9 @@ def finish(out: Path, settings: dict, args, texts: dict, normalized=None, limits
         batches = map_chunks(functools.partial(normalized_chunk, languages=languages), chunks(pairs),
                              args.workers) if languages else chunks(pairs)
         count = write_pairs(out / "raw" / split, batches)
+        if count == 0:
+            raise RecipeError(f"the {split} split is empty (0 pairs read from {args.raw_dir or 'the download'}): "
+                              "there is nothing to train or evaluate on; check RAW")
         print(f"[prepare] {split}: {count} pairs read" + normalized_text(languages), flush=True)
     print(f"[prepare] training a joint sentencepiece model (vocab {args.vocab_size}, on at most "
           f"{args.spm_sample} sentences)", flush=True)
@@ -434,8 +468,11 @@ def finish(out: Path, settings: dict, args, texts: dict, normalized=None, limits
     for split in texts:
         kept, read = encode_split(out, split, model, args.workers, limits if split == "train" else None)
         if split == "train" and limits:
-            print(f"[prepare] train: {kept} of {read} pairs kept after cleaning (1-{limits[0]} pieces a side, "
-                  f"length ratio at most {limits[1]})", flush=True)
+            cleaning = f"1-{limits[0]} pieces a side, length ratio at most {limits[1]}"
+            if kept == 0:
+                raise RecipeError(f"the cleaning kept 0 of the {read} training pairs ({cleaning}): loosen --max-len "
+                                  "or --max-ratio")
+            print(f"[prepare] train: {kept} of {read} pairs kept after cleaning ({cleaning})", flush=True)
     print("[prepare] binarizing as fairseq-preprocess --joined-dictionary does (recipes/binarize.py)", flush=True)
     source = DIRECTIONS[args.direction][0]
     binarized = preprocess(out / "spm", out / "bin", *DIRECTIONS[args.direction], tuple(texts), args.workers)
@@ -462,4 +499,4 @@ def unknown_share(counts) -> str:
 
 
 if __name__ == "__main__":
-    run_main(main, "prepare_wmt14_de_en.sh")
+    run_main(main, "prepare_wmt14_de_en.sh", sigterm_interrupts=True)

@@ -91,6 +91,9 @@ def main(argv=None):
     print(f"[prepare] counting Moses tokens of {len(train_de)} pairs", flush=True)
     lengths = tuple(moses_lengths(lines, lang, args.workers) for lines, lang in zip((train_de, train_en), LANGS))
     cleaned = clean_pairs(train_de, train_en, args.max_len, args.max_ratio, lengths)
+    if not cleaned[0]:
+        raise RecipeError(f"the cleaning kept 0 of the {len(train_de)} training pairs (1-{args.max_len} Moses tokens "
+                          f"a side, length ratio at most {args.max_ratio}): loosen --max-len or --max-ratio")
     train, valid = split_validation(*cleaned)
     print(f"[prepare] {len(cleaned[0])} of {len(train_de)} pairs kept after cleaning: {len(train[0])} train, "
           f"{len(valid[0])} valid; {len(test[0])} test", flush=True)
@@ -99,4 +102,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_main(main, "prepare_iwslt14_de_en.sh")
+    run_main(main, "prepare_iwslt14_de_en.sh", sigterm_interrupts=True)

@@ -292,8 +292,10 @@ def main(argv=None):
     if gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(visible_devices()[:gpus])
     program = f"train_{benchmark}.sh"
+    precision = os.environ.get("PRECISION") or None
+    run_command(config, prepared, save_dir, extra, gpus, benchmark, precision)  # refused before anything is written
     lock = run_lock.take(save_dir)  # before run.json: one writer per run folder
-    cmd = start_run(config, prepared, save_dir, extra, gpus, benchmark, os.environ.get("PRECISION") or None)
+    cmd = start_run(config, prepared, save_dir, extra, gpus, benchmark, precision)
     if cpu_not_chosen(gpus, extra):
         print("[train] no GPU here and none expected (torch without CUDA): training on the CPU (--cpu)")
     print(f"[train] batch: {batch_text(effective_batch(cmd, gpus))}")
