@@ -67,9 +67,11 @@ def load_checkpoint(path: Path, mmap: bool = False) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
-        raise RecipeError(f"checkpoint {path} cannot be loaded ({type(error).__name__}: {error}); it is truncated, "
-                          "corrupt or not a checkpoint: nothing was written; move it aside (the run resumes from "
-                          "another checkpoint) or evaluate another run") from None
+        what = ("it holds code that the weights-only loader refused, and none of it ran"
+                if "Weights only load failed" in str(error) else "it is truncated, corrupt or not a checkpoint")
+        raise RecipeError(f"checkpoint {path} cannot be loaded ({type(error).__name__}: {error}); {what}: nothing "
+                          "was written; move it aside (the run resumes from another checkpoint) or evaluate another "
+                          "run") from None
 
 
 def checkpoints_by_update(save_dir: Path):
