@@ -91,10 +91,10 @@ def test_an_output_that_cannot_be_a_directory_is_refused(tmp_path, problem):
 
 def test_sigterm_to_prepare_exits_130_with_one_line_and_leaves_no_part(tmp_path):
     """SIGTERM (a killed job) as Ctrl-C: one line, exit 130, no temporary left. Deterministic:
-    the training archive is a FIFO that nothing writes, so prepare waits there when it comes."""
+    the first training file is a named pipe that nothing writes, so prepare waits there, with
+    the training split's temporaries open, until the signal comes."""
     raw = make_wmt14_raw(tmp_path / "raw")
-    (raw / "training-parallel-europarl-v7.tgz").unlink()
-    os.mkfifo(raw / "training-parallel-europarl-v7.tgz")
+    os.mkfifo(raw / "europarl-v7.de-en.de")
     out = tmp_path / "out"
     process = subprocess.Popen([str(SCRIPTS / "prepare_wmt14_de_en.sh"), "--raw-dir", str(raw), *TINY_VOCABULARY,
                                 "--workers", "1", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -106,9 +106,9 @@ def test_sigterm_to_prepare_exits_130_with_one_line_and_leaves_no_part(tmp_path)
     finally:
         process.kill()
         process.wait()
-    assert process.returncode == 130 and errors.strip() == (
+    assert (process.returncode, errors.strip()) == (130, (
         "prepare_wmt14_de_en.sh: interrupted; every file it writes is written whole or not at all, so rerunning the "
-        "same command redoes what was not finished")
+        "same command redoes what was not finished"))
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
 

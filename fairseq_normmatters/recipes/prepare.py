@@ -160,7 +160,9 @@ class SourceFinder:
         return target
 
     def _extracted(self, member: str):
-        return next((place for place in (self.raw / member, self.raw / Path(member).name) if place.is_file()), None)
+        """The member as a file under RAW, or as a named pipe there (read once, as a stream)."""
+        return next((place for place in (self.raw / member, self.raw / Path(member).name)
+                     if place.exists() and not place.is_dir()), None)
 
     def _member_bytes(self, archive: str, member: str) -> bytes:
         if not (self.raw / archive).is_file():
