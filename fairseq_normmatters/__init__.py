@@ -13,33 +13,42 @@ any PyTorch model:
 
     >>> from fairseq_normmatters import build_norm, apply_weight_norm, replace_layer_norms
 
+(each name is imported from its module on first use).
+
 The fairseq side, `fairseq_plugin/` (the models, and what the plugin changes in fairseq), is
 installed when fairseq loads the plugin (`--user-dir`): fairseq is then already imported. A
 Python user of fairseq who imports this package before fairseq calls `install_fairseq_plugin()`.
 `recipes/` holds the WMT14 and IWSLT14 pipelines that `scripts/*.sh` run.
 """
 
+import importlib
 import sys
 
-from .batch_norm import DeviationBatchNorm
-from .constants import l1_constant, linf_constant, topk_constant
-from .convert import replace_layer_norms
-from .kinds import BATCH_NORM_KINDS, NORM_KINDS, build_batch_norm, build_norm
-from .norms import DeviationNorm, L2Norm, RMSNorm
-from .weight_norm import (
-    WEIGHT_NORM_MODES,
-    apply_weight_norm,
-    bake_weight_norms,
-    bounded_weight_norm,
-    remove_weight_norm,
-)
+# name -> the module that defines it; imported on first use (PEP 562), so that a script of the
+# recipes that never builds a norm (prepare, the comparison's parent, the table) does not pay
+# for importing the norm core
+_PUBLIC = {
+    "DeviationBatchNorm": "batch_norm", "BATCH_NORM_KINDS": "kinds", "NORM_KINDS": "kinds",
+    "build_batch_norm": "kinds", "build_norm": "kinds", "l1_constant": "constants",
+    "linf_constant": "constants", "topk_constant": "constants", "replace_layer_norms": "convert",
+    "DeviationNorm": "norms", "L2Norm": "norms", "RMSNorm": "norms", "WEIGHT_NORM_MODES": "weight_norm",
+    "apply_weight_norm": "weight_norm", "bake_weight_norms": "weight_norm",
+    "bounded_weight_norm": "weight_norm", "remove_weight_norm": "weight_norm",
+}
 
-__all__ = [
-    "BATCH_NORM_KINDS", "NORM_KINDS", "WEIGHT_NORM_MODES", "DeviationBatchNorm", "DeviationNorm",
-    "L2Norm", "RMSNorm", "apply_weight_norm", "bake_weight_norms", "bounded_weight_norm",
-    "build_batch_norm", "build_norm", "install_fairseq_plugin", "l1_constant", "linf_constant",
-    "remove_weight_norm", "replace_layer_norms", "topk_constant",
-]
+__all__ = sorted([*_PUBLIC, "install_fairseq_plugin"])
+
+
+def __getattr__(name):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *_PUBLIC])
 
 
 def install_fairseq_plugin() -> None:

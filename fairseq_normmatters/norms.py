@@ -155,10 +155,19 @@ def _run_narrow(module, x):
 
 NOT_COMPILED = ("a norm accumulating in fp16/bf16 emulates every rounding, which inductor would drop: it runs "
                 "outside the compiled graph (use accumulate='float32' for a fullgraph compile)")
-try:
-    _run_narrow_eagerly = torch.compiler.disable(_run_narrow, reason=NOT_COMPILED)
-except TypeError:  # torch < 2.8 takes no reason (a fullgraph compile is refused without it)
-    _run_narrow_eagerly = torch.compiler.disable(_run_narrow)
+_narrow_outside_compile = []
+
+
+def narrow_outside_compile():
+    """_run_narrow behind torch.compiler.disable, made on first use (by a module set to
+    accumulate narrow): the decorator imports torch._dynamo, about 1.4 s that a process which
+    never accumulates narrow (every script, every fairseq run in float32) should not pay."""
+    if not _narrow_outside_compile:
+        try:
+            _narrow_outside_compile.append(torch.compiler.disable(_run_narrow, reason=NOT_COMPILED))
+        except TypeError:  # torch < 2.8 takes no reason (a fullgraph compile is refused without it)
+            _narrow_outside_compile.append(torch.compiler.disable(_run_narrow))
+    return _narrow_outside_compile[0]
 
 
 class PlannedNorm:
@@ -194,6 +203,8 @@ class PlannedNorm:
     def accumulate(self, name: str) -> None:
         self.__dict__.get("_plans", {}).clear()
         self.__dict__["_accumulate"] = check_accumulate(name)
+        if self.accumulates_narrow:
+            narrow_outside_compile()  # made here, not first inside a compiled graph
 
     @property
     def accumulates_narrow(self) -> bool:
@@ -214,7 +225,7 @@ class PlannedNorm:
 
     def forward(self, x):
         if self.accumulates_narrow:
-            return _run_narrow_eagerly(self, x)
+            return narrow_outside_compile()(self, x)
         plan = None if torch.compiler.is_compiling() else self._plan(x)
         return self.reference(x) if plan is None else plan.run(x, self.weight, self.bias)
 
