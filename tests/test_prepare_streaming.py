@@ -3,11 +3,12 @@ prepare-wmt14en2de.sh does: Moses' punctuation normalization, non-printing chara
 the length filter in pieces."""
 
 import random
+import signal
 
 import pytest
 
 from fairseq_normmatters.recipes import RecipeError
-from fairseq_normmatters.recipes.chunked import CHUNK as CHUNK_PAIRS, chunks, map_chunks
+from fairseq_normmatters.recipes.chunked import CHUNK as CHUNK_PAIRS, STOPPING, chunks, map_chunks, worker_pool
 from fairseq_normmatters.recipes.prepare import normalize, normalized_chunk, parallel_lines, within_limits
 from test_recipes import DEMO
 
@@ -54,6 +55,32 @@ def test_chunks_are_mapped_in_order_with_a_bounded_read_ahead(workers):
         given_back += 1
         assert consumed[0] - given_back * CHUNK_PAIRS <= 2 * workers * CHUNK_PAIRS
     assert given_back == 10
+
+
+def signal_state(_):
+    """(SIGTERM's handler is the default, SIGINT is ignored, either is blocked) in this process."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    return (signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
+            bool(blocked & STOPPING))
+
+
+def test_the_pools_workers_die_on_terminate_though_the_recipe_turns_sigterm_into_ctrl_c():
+    """prepare's SIGTERM raises KeyboardInterrupt (run_main); workers that inherited that handler
+    survived Pool.terminate's SIGTERM when it came as they were forked, and prepare waited for
+    them forever (a CI run hung so). The workers take SIGTERM's default and leave Ctrl-C to
+    the parent; the parent's mask is restored."""
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with worker_pool(2) as pool:
+            states = pool.map(signal_state, range(4), chunksize=1)
+            workers = list(pool._pool)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert states == [(True, True, False)] * 4
+    for worker in workers:
+        worker.join(timeout=120)
+    assert None not in [worker.exitcode for worker in workers]
+    assert not signal.pthread_sigmask(signal.SIG_BLOCK, []) & STOPPING
 
 
 def test_parallel_files_are_read_by_newline_only_and_must_have_as_many_lines(tmp_path):

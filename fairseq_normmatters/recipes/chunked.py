@@ -1,7 +1,9 @@
 """A function mapped over the chunks of a stream on worker processes, in order, with a bounded
 read-ahead: what lets prepare handle a corpus of any size in the same memory."""
 
+import contextlib
 import itertools
+import signal
 from collections import deque
 from multiprocessing import Pool
 
@@ -23,7 +25,7 @@ def map_chunks(function, chunked, workers: int, initializer=None, initargs=()):
             initializer(*initargs)
         yield from map(function, chunked)
         return
-    with Pool(workers, initializer, initargs) as pool:
+    with worker_pool(workers, initializer, initargs) as pool:
         pending = deque()
         for chunk in chunked:
             pending.append(pool.apply_async(function, (chunk,)))
@@ -31,3 +33,31 @@ def map_chunks(function, chunked, workers: int, initializer=None, initargs=()):
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+
+
+STOPPING = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int, initializer=None, initargs=()):
+    """multiprocessing.Pool(workers, initializer, initargs), terminated when the block ends, whose
+    workers Pool.terminate can stop. A recipe's process may turn SIGTERM into KeyboardInterrupt
+    (run_main); a worker that inherited that handler could catch the SIGTERM of terminate
+    inside its queue's lock and live on, and the parent would wait for it forever. So the
+    signals stay blocked while the workers are forked, and each worker, before anything else,
+    takes SIGTERM's default (death) and leaves Ctrl-C to the parent."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING)
+    try:
+        pool = Pool(workers, start_worker, (initializer, initargs))
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    with pool:
+        yield pool
+
+
+def start_worker(initializer, initargs) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING)
+    if initializer:
+        initializer(*initargs)

@@ -40,12 +40,11 @@ import shutil
 import tarfile
 import unicodedata
 import urllib.request
-from multiprocessing import Pool
 from pathlib import Path
 
 from . import DIRECTIONS, RecipeError, run_main, text_lines, write_text_atomically, writing_together
 from .binarize import preprocess
-from .chunked import chunks, map_chunks
+from .chunked import chunks, map_chunks, worker_pool
 
 WMT14_ARCHIVES = {
     "training-parallel-europarl-v7.tgz": "https://www.statmt.org/europarl/v7/de-en.tgz",
@@ -343,7 +342,7 @@ def train_sentencepiece(files, spm_dir: Path, vocab_size: int, sample: int):
     and only by a model that loads whole (sentencepiece writes a part of one on a full disk
     without a word)."""
     model = spm_dir / "spm.model"
-    with writing_together(model, spm_dir / "spm.vocab") as temporaries, Pool(1) as pool:
+    with writing_together(model, spm_dir / "spm.vocab") as temporaries, worker_pool(1) as pool:
         prefix = spm_dir / "spm.partial"
         try:
             pool.apply(train_unigram, (",".join(map(str, files)), str(prefix), vocab_size, sample))

@@ -20,10 +20,10 @@ OUT receives raw/, spm/, bin/ and prepare.json as prepare_wmt14_de_en.sh's.
 """
 
 import re
-from multiprocessing import Pool
 from pathlib import Path
 
 from . import RecipeError, run_main
+from .chunked import worker_pool
 from .prepare import LANGS, SourceFinder, check_parallel, clean_pairs, finish, parse_args, start
 from .scoring import moses_tokenizer
 
@@ -63,7 +63,7 @@ def moses_length(line_and_language) -> int:
 def moses_lengths(lines, language: str, workers: int):
     """The number of Moses tokens of each line (as prepare-iwslt14.sh counts them: after
     tokenizer.perl -l LANGUAGE), on `workers` processes."""
-    with Pool(max(1, workers)) as pool:
+    with worker_pool(max(1, workers)) as pool:
         return pool.map(moses_length, [(line, language) for line in lines], chunksize=2000)
 
 
