@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepare IWSLT14 de->en from de-en.tgz (or its extracted files); see fairseq_normmatters/recipes/prepare_iwslt14.py.
+# Prepare IWSLT14 de->en from de-en.tgz (or its extracted files); see fairseq_normmatters/recipes/data/iwslt14.py.
 set -euo pipefail
 source "$(dirname "$0")/_python.sh"
-exec "$PY" -m fairseq_normmatters.recipes.prepare_iwslt14 "$@"
+exec "$PY" -m fairseq_normmatters.recipes.data.iwslt14 "$@"

@@ -6,7 +6,7 @@
 #                                     wheels are CUDA builds).
 #   NORMMATTERS_SYSTEM_SITE_PACKAGES=1  create .venv with --system-site-packages, so a torch
 #                                     (or fairseq) already installed system-wide is reused.
-#   NORMMATTERS_EXTRAS                extras to install (default "test,plot").
+#   NORMMATTERS_EXTRAS                extras to install (default "test,plot,slurm").
 #   NORMMATTERS_VENV                  the environment's directory (default .venv in the repository).
 #   NORMMATTERS_BASE_PYTHON           the Python that creates it (default python3; 3.11 or 3.12).
 #   NORMMATTERS_INSTALLER=pip         install the package with pip instead of uv (torch: always pip).
@@ -17,7 +17,7 @@ VENV="${NORMMATTERS_VENV:-$REPO/.venv}"
 PY="$VENV/bin/python"
 BASE_PYTHON="${NORMMATTERS_BASE_PYTHON:-python3}"
 TORCH_REQ="${NORMMATTERS_TORCH:-torch==2.13.0}"
-EXTRAS="${NORMMATTERS_EXTRAS:-test,plot}"
+EXTRAS="${NORMMATTERS_EXTRAS:-test,plot,slurm}"
 
 # pip, minus the noise of this machine's local index; its output is shown in full on failure.
 quiet_pip() {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up .venv (see scripts/setup_env.sh) and SLURM (scripts/setup_slurm.sh), then run the test
+# Set up .venv (see scripts/setup_env.sh) and SLURM (scripts/ci/setup_slurm.sh), then run the test
 # suite on all cores (pytest-xdist; NORMMATTERS_TEST_WORKERS=0 runs in one process), then the
 # SLURM tests (marked "cluster": they start a one-node cluster and its jobs take the cores).
 # Extra args go to one pytest instead (e.g. a test file). How the tests are handed to the
@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup_env.sh
-bash scripts/setup_slurm.sh
+bash scripts/ci/setup_slurm.sh
 if [ $# -gt 0 ]; then
     exec "$PY" -m pytest -q -n "${NORMMATTERS_TEST_WORKERS:-auto}" -p no:cacheprovider "$@"
 fi

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import fairseq_normmatters
-from fairseq_normmatters.recipes import call_fairseq
-from toy_data import write_parallel_text  # noqa: F401  (re-exported; scripts/toy_data.py)
+from fairseq_normmatters.recipes.common import call_fairseq
+from toy_data import write_parallel_text  # noqa: F401  (re-exported; scripts/bench/toy_data.py)
 
 BIN = Path(sys.executable).parent
 USER_DIR = str(Path(fairseq_normmatters.__file__).parent)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from xdist.scheduler import LoadScopeScheduling
 
-# the helpers the tests share with the benchmarks (toy_data, calibrate_constants) live in scripts/
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+# the helpers the tests share with the benchmarks (toy_data, calibrate_constants) live in scripts/bench/
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "bench"))
 
 if not torch.cuda.is_available():
     # No GPU: the Triton kernels run in Triton's interpreter on CPU tensors

@@ -4,7 +4,7 @@
     python tests/slurm_cluster.py stop DIR
 
 Debian's slurmctld, slurmd and slurm-client (22.05) and munge (installed by
-scripts/setup_slurm.sh as root); a munge key, the daemons' configuration, state, spool, logs and
+scripts/ci/setup_slurm.sh as root); a munge key, the daemons' configuration, state, spool, logs and
 pid files all in DIR; clients find the cluster through SLURM_CONF. Two partitions as production
 clusters have them: `low` (the default), whose jobs a job of `high` preempts (requeued, SIGTERM
 then SIGKILL after GRACE seconds), and `high` with a time limit; the node has GPUS counted GPUs
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from fairseq_normmatters.recipes.train import free_port
+from fairseq_normmatters.recipes.run.command import free_port
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 TOOLS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo", "srun")

@@ -24,7 +24,7 @@ def test_bench_norms_quick_writes_records_with_ratios(tmp_path, scope):
     flags = (["--kernels-only", "--shapes", "256x96", "--dtypes", "bfloat16", "--threads", "2"]
              if scope == "kernels" else [])
     dtype, shape = ("bfloat16", [256, 96]) if scope == "kernels" else ("float32", [4096, 512])
-    result = subprocess.run([sys.executable, str(REPO / "scripts/bench_norms.py"), "--quick",
+    result = subprocess.run([sys.executable, str(REPO / "scripts/bench/bench_norms.py"), "--quick",
                              "--kinds", "l1", "rms", "--json", str(out), *flags],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -42,9 +42,9 @@ def test_bench_norms_quick_writes_records_with_ratios(tmp_path, scope):
 
 @pytest.fixture
 def bench_norms():
-    """scripts/bench_norms.py as a module of this process (the package is imported already, so
+    """scripts/bench/bench_norms.py as a module of this process (the package is imported already, so
     its argument checks run without a new interpreter)."""
-    spec = importlib.util.spec_from_file_location("bench_norms", REPO / "scripts/bench_norms.py")
+    spec = importlib.util.spec_from_file_location("bench_norms", REPO / "scripts/bench/bench_norms.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -75,7 +75,7 @@ def test_bench_norms_overhead_times_a_tiny_input_in_microseconds(bench_norms, ca
 
 
 def test_calibrate_constants_prints_the_measured_ratio_of_every_constant(capsys):
-    import calibrate_constants  # scripts/calibrate_constants.py
+    import calibrate_constants  # scripts/bench/calibrate_constants.py
     calibrate_constants.main(["--rows", "2000", "--sizes", "64", "512"])
     rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()[2:]]
     assert [(kind.strip(), constant.strip()) for kind, constant, *_ in rows] == \
@@ -91,7 +91,7 @@ def test_bench_precision_writes_the_three_settings_the_plot_and_the_records(tmp_
     Gaussian row breaks in fp16; everything narrow breaks l2 before l1 before linf (the sums of
     squares, of |d| and of x overflow in turn); a float32 mean (wide-mean) keeps linf whole; the
     outlier rows of the storage setting break where fp16 itself overflows (50 s > 65504)."""
-    import bench_precision  # scripts/bench_precision.py
+    import bench_precision  # scripts/bench/bench_precision.py
     out, plot, records = tmp_path / "precision.md", tmp_path / "precision.png", tmp_path / "precision.json"
     bench_precision.main(["--rows", "8", "--out", str(out), "--plot", str(plot), "--json", str(records)])
     document = out.read_text()
@@ -99,7 +99,7 @@ def test_bench_precision_writes_the_three_settings_the_plot_and_the_records(tmp_
     rows = {tuple(cell.strip() for cell in line.split("|")[1:4]): [cell.strip() for cell in line.split("|")[4:-1]]
             for line in lines[2:]}
     assert len(rows) == 5 * 7 and capsys.readouterr().out.startswith(lines[0])
-    assert "Made by `python scripts/bench_precision.py --out docs/precision.md" in document
+    assert "Made by `python scripts/bench/bench_precision.py --out docs/precision.md" in document
     assert "normalizes 8 rows" in document and "![median row error against the input scale](precision.png)" in document
     assert "- fp16, narrow: rows break (inf, NaN or all zero): l2 from s = " in document
     assert "- fp16, storage: no row of l2, l1, linf, topk, rms breaks on the grid" in document

@@ -7,13 +7,14 @@ import json
 import pytest
 
 from fairseq_normmatters.recipes import compare
-from fairseq_normmatters.recipes.runs import Run
-from fairseq_normmatters.recipes.one_run import first_task
-from fairseq_normmatters.recipes.slurm import parse_squeue, print_dry_run, run_state
-from fairseq_normmatters.recipes.slurm_endings import log_state, resubmission
-from fairseq_normmatters.recipes.slurm_job import PORTS, job_port
-from fairseq_normmatters.recipes.slurm_options import sbatch_options, time_minutes
-from fairseq_normmatters.recipes.train import rendezvous_flags
+from fairseq_normmatters.recipes.run.runs import Run
+from fairseq_normmatters.recipes.run.one_run import first_task
+from fairseq_normmatters.recipes.launch.slurm.launcher import parse_squeue, print_dry_run, run_state
+from fairseq_normmatters.recipes.launch.slurm.endings import log_state, resubmission
+from fairseq_normmatters.recipes.launch.slurm.job import PORTS, job_port
+from fairseq_normmatters.recipes.launch.slurm.options import (job_folder, job_parameters, python_command, sbatch_options,
+                                                               sbatch_script, time_minutes)
+from fairseq_normmatters.recipes.run.command import rendezvous_flags
 
 
 @pytest.mark.parametrize("limit, minutes", [("90", 90), ("1:30", 2), ("24:00:00", 1440), ("1-12:00:00", 2160),
@@ -54,6 +55,26 @@ def test_a_run_over_two_nodes_names_its_world_size_for_the_papers_batch():
     run = Run(1, "transformer_l1", 3, None)
     assert run.extra(args) == ["--distributed-world-size", "16", "--seed", "3"]
     assert Run(1, "transformer_l1", 3, None).extra(arguments()) == ["--cpu", "--seed", "3"]
+
+
+@pytest.mark.parametrize("options", [
+    ("--nodes", "2", "--gres", "gpu:h100:8", "--account", "nlp", "--setup", "module load cuda/12.4", "--setup",
+     "source ~/venv/bin/activate", "--python", "/opt/venv/bin/python"),
+    ("--gpus-per-node", "h100:4", "--exclusive", "--partition", "gpu", "--mem", "64G", "--qos", "high", "--constraint",
+     "h100&ib", "--sbatch", "wckey=nlp", "--sbatch=--requeue", "--time", "90", "--max-jobs", "3"),
+    ("--cpus-per-run", "3")])
+@pytest.mark.parametrize("count", [1, 2, 70])
+def test_the_script_written_here_is_the_one_submitits_executor_submits(options, count):
+    """--dry-run's script is written by the package, not by submitit's private
+    _make_sbatch_string; that function (what SlurmExecutor submits for the same parameters) is
+    the oracle here, over GPU requests as counts and as gres, set-up lines, sbatch extras, the
+    exclusive flag, one job and arrays above and below --max-jobs."""
+    from submitit.slurm.slurm import _make_sbatch_string
+    args = arguments("--launcher", "slurm", *options, extra=("--cpu",) if "--cpus-per-run" in options else ())
+    folder = job_folder(args)
+    submitted = _make_sbatch_string(command=f"{python_command(args)} -u -m submitit.core._submit {folder}",
+                                    folder=folder, **job_parameters(args, "job"), **({"map_count": count} if count > 1 else {}))
+    assert sbatch_script(args, "job", count) == submitted
 
 
 def test_sbatch_options_become_key_values():
@@ -165,3 +186,27 @@ def test_a_cancelled_run_or_one_failed_twice_the_same_way_is_not_submitted_again
     assert resubmission(first, {"state": "CANCELLED", "detail": ""}, ("cancelled",)) is None
     for resumed in ("TIMEOUT", "PREEMPTED", "NODE_FAIL", "NEVER_STARTS"):
         assert resubmission(second, {"state": resumed, "detail": ""}, ()) is None
+
+
+def test_a_local_comparison_never_imports_submitit_and_slurm_without_it_names_the_extra(tmp_path, monkeypatch):
+    """submitit is the `slurm` extra: importing the comparison (and so any local run) does not
+    import it, --dry-run does not need it, and --launcher slurm without it is one line naming the
+    extra, before anything is written."""
+    import subprocess
+    import sys
+    from fairseq_normmatters.recipes.common import RecipeError
+    from fairseq_normmatters.recipes.launch.slurm.launcher import compare_on_slurm
+    imported = subprocess.run([sys.executable, "-c", "import sys, fairseq_normmatters.recipes.compare as c; "
+                               "print(sorted(m for m in sys.modules if m.startswith('submitit')))"],
+                              capture_output=True, text=True, check=True).stdout
+    assert imported.strip() == "[]"
+    monkeypatch.setitem(sys.modules, "submitit", None)  # `import submitit` raises ImportError
+    out = tmp_path / "out"
+    args = compare.parse_args(["iwslt14", "prepared", str(out), "--launcher", "slurm", "--dry-run", "--", "--cpu"])
+    runs = [Run(1, "transformer_l2", 1, out / "transformer_l2-seed1")]
+    print_dry_run(runs, args)  # no submitit needed
+    args = compare.parse_args(["iwslt14", "prepared", str(out), "--launcher", "slurm", "--", "--cpu"])
+    with pytest.raises(RecipeError, match=r"^--launcher slurm needs submitit, which is not installed here .*pip install "
+                                          r"'fairseq_normmatters\[slurm\]' \(nothing was submitted\)$"):
+        compare_on_slurm(runs, args)
+    assert not out.exists()

@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-from fairseq_normmatters.recipes import RecipeError
-from fairseq_normmatters.recipes.collect import comparison_table, paper_number, table
-from fairseq_normmatters.recipes.table import verdict_line
-from fairseq_normmatters.recipes.convergence import converged_tail, state_cell, training_state, validation_curve
-from fairseq_normmatters.recipes.evaluate import checkpoints_to_average
-from fairseq_normmatters.recipes.scoring import bleu_scores, tokenized_bleu
+from fairseq_normmatters.recipes.common import RecipeError
+from fairseq_normmatters.recipes.report.collect import comparison_table, paper_number, table
+from fairseq_normmatters.recipes.report.verdict import verdict_line
+from fairseq_normmatters.recipes.run.convergence import converged_tail, state_cell, training_state, validation_curve
+from fairseq_normmatters.recipes.run.evaluate import checkpoints_to_average
+from fairseq_normmatters.recipes.run.scoring import bleu_scores, tokenized_bleu
 
 FALLING = [(u, 7.0 * 0.995 ** u + 1.3) for u in range(25, 251, 25)]  # the demo at 250 updates, shaped
 FLAT = [(u, 1.42 + 0.003 * math.sin(u)) for u in range(25, 751, 25)]  # a plateau with noise
@@ -120,7 +120,7 @@ def test_tokenized_bleu_of_an_english_pair_is_moses_tokenized_without_compound_s
 def test_a_german_output_gets_its_compounds_split():
     """"Haus-Tür" is 3 tokens after splitting ("Haus ##AT##-##AT## Tür"): against "Haus Tür" the
     hypothesis has 2 of its 3 unigrams right and no bigram: BLEU 0; unsplit it would be 1 token."""
-    from fairseq_normmatters.recipes.scoring import moses_tokens
+    from fairseq_normmatters.recipes.run.scoring import moses_tokens
     assert moses_tokens("Die Haus-Tür ist offen.", "de") == "Die Haus ##AT##-##AT## Tür ist offen ."
     assert moses_tokens("The well-made toy.", "en") == "The well-made toy ."
     with pytest.raises(ValueError, match="no tokenized BLEU convention for target language 'fr'; known: en, de"):
@@ -214,7 +214,7 @@ def test_compare_help_states_the_rule(capsys):
 def test_welch_p_values_match_students_t_table():
     """Two-sided 5% critical values of Student's t (df 1, 2, 4, 30) and Welch's test by hand: 3 seeds
     at 97.1, 96.5, 97.8 against 2 at 90.2, 91.5 (t 8.370, Welch-Satterthwaite df 1.686, p 0.0227; scipy.stats.ttest_ind(equal_var=False) agrees)."""
-    from fairseq_normmatters.recipes.welch import student_t_two_sided_p, welch_test
+    from fairseq_normmatters.recipes.report.welch import student_t_two_sided_p, welch_test
     for t, df in ((12.706, 1), (4.303, 2), (2.776, 4), (2.042, 30)):
         assert student_t_two_sided_p(t, df) == pytest.approx(0.05, abs=2e-4)
     assert student_t_two_sided_p(0.0, 3) == pytest.approx(1.0)
@@ -278,7 +278,7 @@ def test_collect_compares_at_budget_and_flags_families_that_cross_after_it(tmp_p
     its 100k-update budget by 0.019 bits, but L1 falls faster and is ahead at 200k: the row and the
     verdict say the ordering could change. BWN, parallel to L2 0.1 bits above it, would not move.
     The same runs cut at 20k of their 100k read as early training."""
-    from fairseq_normmatters.recipes.collect import main as collect
+    from fairseq_normmatters.recipes.report.collect import main as collect
     curves = {"transformer_l2": (2.0, 73), "transformer_l1": (1.8705, 120), "transformer_bwn": (2.1, 73)}
     folders = [write_run(tmp_path / f"{config}-seed{seed}", config, seed,
                          [(u, loss + 0.002 * (seed - 1.5)) for u, loss in power_law(a, b)])

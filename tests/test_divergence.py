@@ -23,7 +23,7 @@ def raise_in_worker(rank: int, message: str) -> None:
     (INCONSISTENT + "rank   0 = 1.00000000\nrank   1 = 3.25000000\n", None),  # a real fault, not a divergence
 ])
 def test_a_spawned_workers_floating_point_error_is_read_from_its_text(message, reason):
-    from fairseq_normmatters.recipes.one_run import divergence_reason
+    from fairseq_normmatters.recipes.run.one_run import divergence_reason
     with pytest.raises(ProcessRaisedException) as raised:
         torch.multiprocessing.spawn(raise_in_worker, args=(message,), nprocs=1, join=True)
     assert raised.value.__cause__ is None and raised.value.__context__ is None
@@ -31,7 +31,7 @@ def test_a_spawned_workers_floating_point_error_is_read_from_its_text(message, r
 
 
 def test_a_floating_point_error_hidden_as_the_context_of_another_is_found():
-    from fairseq_normmatters.recipes.one_run import divergence_reason
+    from fairseq_normmatters.recipes.run.one_run import divergence_reason
     try:
         try:
             raise FloatingPointError("gradients are Nan/Inf")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_normmatters.recipes import run_lock
+from fairseq_normmatters.recipes.run import lock as run_lock
 
 from test_iwslt14 import iwslt14  # noqa: F401  (the prepared tiny IWSLT14, a fixture)
 from test_recipes import SCRIPTS, TINY_TRANSFORMER

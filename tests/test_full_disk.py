@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fairseq_normmatters.recipes import RecipeError, write_text_atomically
+from fairseq_normmatters.recipes.common import RecipeError, write_text_atomically
 from test_recipes import DEMO
 
 KB = 1024
@@ -57,7 +57,7 @@ def test_a_record_or_table_on_a_full_disk_keeps_the_old_one(small_disk):
 def test_prepared_text_on_a_full_disk_keeps_both_sides_as_they_were(small_disk):
     """Both sides of a split are replaced together or not at all (the English side fits, the
     German does not)."""
-    from fairseq_normmatters.recipes.prepare import write_pairs
+    from fairseq_normmatters.recipes.data.prepare import write_pairs
     disk = small_disk(64)
     for lang in ("de", "en"):
         (disk / f"valid.{lang}").write_text(f"valid {lang} before\n")
@@ -69,7 +69,7 @@ def test_prepared_text_on_a_full_disk_keeps_both_sides_as_they_were(small_disk):
 
 
 def test_binarized_data_on_a_full_disk_leaves_no_part(small_disk, tmp_path):
-    from fairseq_normmatters.recipes.binarize import preprocess
+    from fairseq_normmatters.recipes.data.binarize import preprocess
     text = tmp_path / "spm"
     text.mkdir()
     for lang in ("de", "en"):
@@ -83,7 +83,7 @@ def test_binarized_data_on_a_full_disk_leaves_no_part(small_disk, tmp_path):
 def test_a_sentencepiece_model_on_a_full_disk_is_not_kept(small_disk, tmp_path):
     """sentencepiece writes a part of its model on a full disk without a word: the part does
     not load, and neither it nor a vocabulary is left as spm.model / spm.vocab."""
-    from fairseq_normmatters.recipes.prepare import train_sentencepiece
+    from fairseq_normmatters.recipes.data.prepare import train_sentencepiece
     corpus = tmp_path / "train.de"
     corpus.write_text(german_text(3000), encoding="utf-8")
     disk = small_disk(64)

@@ -1,6 +1,7 @@
 """IWSLT14 de-en from an archive of the distributed layout, and the whole comparison in one
 command: prepare -> compare.sh (train x seeds -> evaluate -> collect), on tiny data."""
 
+import dataclasses
 import json
 
 import pytest
@@ -151,7 +152,7 @@ def test_a_failing_run_shows_its_log_tail_and_starts_no_more_runs(iwslt14, tmp_p
     (3, 8, 16, [{"CUDA_VISIBLE_DEVICES": "0,1"}, {"CUDA_VISIBLE_DEVICES": "2,3"}, {"CUDA_VISIBLE_DEVICES": "4,5"}]),
 ])
 def test_parallel_runs_share_the_cores_or_the_gpus(monkeypatch, parallel, gpus, cores, expected):
-    from fairseq_normmatters.recipes.local import machine_shares
+    from fairseq_normmatters.recipes.launch.local import machine_shares
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     shares = machine_shares(parallel, gpus, cores)
     assert [share.environment for share in shares] == expected
@@ -159,7 +160,7 @@ def test_parallel_runs_share_the_cores_or_the_gpus(monkeypatch, parallel, gpus, 
 
 
 def test_iwslt14_runs_take_one_gpu_each(monkeypatch):
-    from fairseq_normmatters.recipes.local import machine_shares
+    from fairseq_normmatters.recipes.launch.local import machine_shares
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     shares = machine_shares(2, 8, 16, per_run=1)
     assert [(s.environment, s.gpus) for s in shares] == [({"CUDA_VISIBLE_DEVICES": "0"}, 1),
@@ -167,8 +168,8 @@ def test_iwslt14_runs_take_one_gpu_each(monkeypatch):
 
 
 def test_parallel_beyond_the_gpus_is_refused(monkeypatch):
-    from fairseq_normmatters.recipes import RecipeError
-    from fairseq_normmatters.recipes.local import machine_shares
+    from fairseq_normmatters.recipes.common import RecipeError
+    from fairseq_normmatters.recipes.launch.local import machine_shares
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     assert [s.environment for s in machine_shares(2, 2, 8)] == [{"CUDA_VISIBLE_DEVICES": "3"},
                                                                   {"CUDA_VISIBLE_DEVICES": "5"}]
@@ -186,7 +187,7 @@ def test_compare_names_an_unknown_configuration_before_training(capsys, tmp_path
 
 
 def test_a_half_prepared_iwslt14_directory_names_its_own_prepare_script(iwslt14, tmp_path):
-    from fairseq_normmatters.recipes import RecipeError, check_not_half_prepared
+    from fairseq_normmatters.recipes.common import RecipeError, check_not_half_prepared
     _, out = iwslt14
     marker = json.loads((out / "prepare.json").read_text())
     assert marker["script"] == "prepare_iwslt14_de_en.sh"
@@ -196,10 +197,10 @@ def test_a_half_prepared_iwslt14_directory_names_its_own_prepare_script(iwslt14,
 
 
 def test_retrain_moves_aside_only_the_runs_of_another_experiment(iwslt14, tmp_path, capsys):
-    from fairseq_normmatters.recipes import RecipeError
+    from fairseq_normmatters.recipes.common import RecipeError
     from fairseq_normmatters.recipes.compare import parse_args
-    from fairseq_normmatters.recipes.runs import Run, check_commands
-    from fairseq_normmatters.recipes.train import start_run
+    from fairseq_normmatters.recipes.run.runs import Run, check_commands
+    from fairseq_normmatters.recipes.run.command import start_run
     _, prepared = iwslt14
     out = tmp_path / "comparison"
     runs = [Run(1, "transformer_l2", 1, out / "transformer_l2-seed1"), Run(2, "transformer_l1", 1, out / "transformer_l1-seed1")]
@@ -211,7 +212,7 @@ def test_retrain_moves_aside_only_the_runs_of_another_experiment(iwslt14, tmp_pa
                                           ".*nothing was trained or moved"):
         check_commands(runs, args, 0)
     assert all(run.save_dir.is_dir() for run in runs)
-    args.retrain = True
+    args = dataclasses.replace(args, retrain=True)  # the settings are frozen: a new value
     check_commands(runs, args, 0)
     moved = next(out.glob("transformer_l2-seed1.replaced-*"))
     assert f"--retrain: moved {runs[0].save_dir} aside to {moved} (kept whole; --max-update 16 -> --max-update 20)" \
@@ -225,10 +226,10 @@ def test_a_run_is_the_same_experiment_after_a_move_of_its_data_or_another_split_
     """What decides the result is compared: the data by content, the batch by its tokens, every
     other flag; a precision given for one configuration leaves the other's runs valid."""
     import shutil
-    from fairseq_normmatters.recipes import RecipeError
+    from fairseq_normmatters.recipes.common import RecipeError
     from fairseq_normmatters.recipes.compare import parse_args
-    from fairseq_normmatters.recipes.runs import Run, check_commands
-    from fairseq_normmatters.recipes.train import start_run
+    from fairseq_normmatters.recipes.run.runs import Run, check_commands
+    from fairseq_normmatters.recipes.run.command import start_run
     _, prepared = iwslt14
     out, moved = tmp_path / "comparison", tmp_path / "moved" / "prepared"
     runs = [Run(1, "transformer_l2", 1, out / "transformer_l2-seed1"), Run(2, "transformer_bwn", 1, out / "transformer_bwn-seed1")]

@@ -1,6 +1,8 @@
 """The package's modules form layers: no module imports, at its top or inside a function, one
-that imports it back, directly or through others (compare.py -> the launchers local.py and
-slurm.py -> runs.py and table.py -> the rest)."""
+that imports it back, directly or through others; the recipes' rooms by stage (common < data <
+run < report < launch < compare) import only their own room and those below it, the report never
+reaches the modules that build training commands, only compare imports a launcher, and no module
+calls another's main() (docs/architecture.md)."""
 
 import ast
 from pathlib import Path
@@ -56,13 +58,79 @@ def cycles(graph: dict) -> list:
     return found
 
 
+RECIPES = "fairseq_normmatters.recipes"
+ROOMS = ("common", "data", "run", "report", "launch", "compare")  # lowest first
+#: the modules that build and start fairseq-train commands, which the report must not depend on
+COMMAND_BUILDERS = {f"{RECIPES}.run.{name}" for name in ("command", "train", "runs", "one_run", "preflight")}
+
+
+def room_of(module: str):
+    """The room of a recipes module (common, data, run, report, launch, compare), else None."""
+    parts = module.split(".")
+    return parts[2] if module.startswith(RECIPES + ".") and parts[2] in ROOMS else None
+
+
+def reachable(graph: dict, module: str) -> set:
+    """Every module `module` imports, directly or through others."""
+    seen, todo = set(), [module]
+    while todo:
+        for target in graph[todo.pop()] - seen:
+            seen.add(target)
+            todo.append(target)
+    return seen
+
+
 def test_the_graph_sees_the_imports_it_must_judge():
     graph = import_graph()
-    recipes = "fairseq_normmatters.recipes"
-    assert {f"{recipes}.local", f"{recipes}.slurm", f"{recipes}.runs"} <= graph[f"{recipes}.compare"]
-    assert {f"{recipes}.runs", f"{recipes}.table"} <= graph[f"{recipes}.slurm"]
-    assert "fairseq_normmatters" in graph[f"{recipes}"]  # `from .. import install_fairseq_plugin`, in a function
-    assert f"{recipes}.evaluate" in graph[f"{recipes}.one_run"]  # imported inside main()
+    assert {f"{RECIPES}.launch.local", f"{RECIPES}.launch.slurm.launcher"} <= graph[f"{RECIPES}.compare"]
+    assert f"{RECIPES}.report.verdict" in graph[f"{RECIPES}.launch.progress"]
+    assert "fairseq_normmatters" in graph[f"{RECIPES}.common"]  # `from .. import install_fairseq_plugin`, in a function
+    assert f"{RECIPES}.run.evaluate" in graph[f"{RECIPES}.run.one_run"]  # imported inside a function
+    assert all(room_of(module) for module in graph if module.startswith(RECIPES + "."))  # every module in a room
+
+
+def test_each_room_imports_only_its_own_and_those_below():
+    graph = import_graph()
+    upward = [f"{module} -> {target}" for module, targets in graph.items() if room_of(module)
+              for target in targets if room_of(target) and ROOMS.index(room_of(target)) > ROOMS.index(room_of(module))]
+    assert upward == []
+
+
+def test_the_report_never_reaches_the_command_builders():
+    graph = import_graph()
+    reached = {module: reachable(graph, module) & COMMAND_BUILDERS for module in graph if room_of(module) == "report"}
+    assert reached and not any(reached.values()), reached
+
+
+def test_only_compare_imports_a_launcher():
+    graph = import_graph()
+    importers = {module for module, targets in graph.items() for target in targets
+                 if room_of(target) == "launch" and room_of(module) != "launch"}
+    assert importers == {f"{RECIPES}.compare"}
+
+
+def calls_of_another_main(path: Path) -> list:
+    """`from M import main` (any alias) or `M.main(...)` where M is a module of the package: a
+    stage calling another's command line instead of a function."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and any(alias.name == "main" for alias in node.names) and (
+                node.level or (node.module or "").startswith("fairseq_normmatters")):
+            found.append(f"{path.name}:{node.lineno} imports main from {'.' * node.level}{node.module}")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "main" \
+                and isinstance(node.func.value, ast.Name):
+            found.append(f"{path.name}:{node.lineno} calls {node.func.value.id}.main()")
+    return found
+
+
+def test_no_module_calls_another_modules_main():
+    assert [call for path in sorted(PACKAGE.rglob("*.py")) for call in calls_of_another_main(path)] == []
+
+
+def test_a_call_of_another_main_is_found(tmp_path):
+    source = tmp_path / "stage.py"
+    source.write_text("from .collect import main as collect\nimport x\nx.main(['a'])\n")
+    assert calls_of_another_main(source) == ["stage.py:1 imports main from .collect", "stage.py:3 calls x.main()"]
 
 
 def test_a_cycle_is_found_where_there_is_one():

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from fairseq_normmatters.recipes.preflight import Measured, table
+from fairseq_normmatters.recipes.run.preflight import Measured, table
 from test_recipes import TINY_TRANSFORMER, prepared, script  # noqa: F401  (prepared: the fixture)
 
 TINY = [*TINY_TRANSFORMER, "--max-tokens", "2000", "--update-freq", "1", "--cpu", "--num-workers", "0"]

@@ -7,9 +7,9 @@ import signal
 
 import pytest
 
-from fairseq_normmatters.recipes import RecipeError
-from fairseq_normmatters.recipes.chunked import CHUNK as CHUNK_PAIRS, STOPPING, chunks, map_chunks, worker_pool
-from fairseq_normmatters.recipes.prepare import normalize, normalized_chunk, parallel_lines, within_limits
+from fairseq_normmatters.recipes.common import RecipeError
+from fairseq_normmatters.recipes.data.chunked import CHUNK as CHUNK_PAIRS, STOPPING, chunks, map_chunks, worker_pool
+from fairseq_normmatters.recipes.data.prepare import normalize, normalized_chunk, parallel_lines, within_limits
 from test_recipes import DEMO
 
 
@@ -95,11 +95,11 @@ def test_parallel_files_are_read_by_newline_only_and_must_have_as_many_lines(tmp
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_the_binarized_data_is_byte_for_byte_fairseq_preprocess(tmp_path, workers):
-    """recipes/binarize.py against fairseq-preprocess --joined-dictionary on the same text: words
+    """recipes/data/binarize.py against fairseq-preprocess --joined-dictionary on the same text: words
     of the demo (ties of counts, tokens only in valid/test, an empty line): every dict, .bin and
     .idx file the same bytes."""
     from cli import run
-    from fairseq_normmatters.recipes.binarize import preprocess
+    from fairseq_normmatters.recipes.data.binarize import preprocess
     text = tmp_path / "text"
     text.mkdir()
     for split, start, count in (("train", 0, 3000), ("valid", 3000, 50), ("test", 3050, 50)):

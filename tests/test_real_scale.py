@@ -1,6 +1,6 @@
 """The comparison as a real-scale run meets it, on tiny data through compare.sh: a run diverging
 on several rank processes, and runs that survive a move of their data, another split of their
-batch, and another configuration's precision (recipes/identity.py)."""
+batch, and another configuration's precision (recipes/run/identity.py)."""
 
 import json
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_normmatters.recipes import read_lines
-from fairseq_normmatters.recipes.train import CONFIGS, command, device_flags
+from fairseq_normmatters.recipes.common import read_lines
+from fairseq_normmatters.recipes.run.command import command, device_flags
+from fairseq_normmatters.recipes.run.configs import CONFIGS
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
@@ -125,7 +126,7 @@ def test_the_test_source_is_cleaned_as_training_and_the_reference_left_as_releas
     screen = script("prepare_wmt14_de_en.sh", "--raw-dir", raw, *TINY_VOCABULARY, "--workers", "1", out).stdout
     training = (out / "raw" / "train.de").read_text(encoding="utf-8")
     assert not {"„", "“", "–"} & set(training)  # these would be <unk> had the source stayed as released
-    from fairseq_normmatters.recipes.prepare import normalize
+    from fairseq_normmatters.recipes.data.prepare import normalize
     cleaned = (out / "raw" / "test.de").read_text(encoding="utf-8").splitlines()
     assert cleaned == [normalize(line, "de") for line in source] and not {"„", "“", "–"} & set("".join(cleaned))
     assert (out / "raw" / "test.en").read_text(encoding="utf-8").splitlines() == reference
@@ -154,7 +155,8 @@ def test_prepare_refuses_foreign_output_and_writes_nothing(prepared, tmp_path):
 def test_prepare_interrupted_says_so_in_one_line_and_the_rerun_completes(prepared, tmp_path, monkeypatch, capsys):
     """Ctrl-C while sentencepiece trains: the raw files are whole, prepare.json says in progress,
     and the same command prepares OUT as an uninterrupted run does."""
-    from fairseq_normmatters.recipes import prepare, run_main
+    from fairseq_normmatters.recipes.common import run_main
+    from fairseq_normmatters.recipes.data import prepare
     raw, reference = prepared
     out = tmp_path / "out"
     argv = ["--raw-dir", str(raw), *TINY_VOCABULARY, "--workers", "1", str(out)]
@@ -188,7 +190,7 @@ def test_train_and_evaluate_refuse_a_half_prepared_directory(prepared, tmp_path)
 
 
 def test_a_failed_write_names_the_file_and_keeps_the_old_one(tmp_path):
-    from fairseq_normmatters.recipes import RecipeError, write_atomically
+    from fairseq_normmatters.recipes.common import RecipeError, write_atomically
     results = tmp_path / "results.json"
     results.write_text("old")
 
@@ -202,7 +204,8 @@ def test_a_failed_write_names_the_file_and_keeps_the_old_one(tmp_path):
 
 
 def test_collect_plot_without_matplotlib_says_what_to_install_and_writes_nothing(tmp_path, monkeypatch):
-    from fairseq_normmatters.recipes import RecipeError, collect
+    from fairseq_normmatters.recipes.common import RecipeError
+    from fairseq_normmatters.recipes.report import collect
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
     with pytest.raises(RecipeError, match=r"--plot needs matplotlib, which is not installed: pip install matplotlib"):
         collect.main([str(tmp_path), "--out", str(tmp_path / "results.md"), "--plot", str(tmp_path / "curves.png")])
@@ -280,7 +283,7 @@ def test_every_configuration_trains_in_one_precision_by_default(prepared, tmp_pa
     (bf16 where no GPU is visible: a login node building a GPU job's command); float32 on a CPU.
     fp16 only when asked."""
     import torch
-    from fairseq_normmatters.recipes.train import precision_of
+    from fairseq_normmatters.recipes.run.command import precision_of
     _, out = prepared
     precision_flags = {"--fp16", "--amp", "--autocast-bf16"}
 
@@ -304,7 +307,7 @@ WMT14_BATCHES = {(1, 1): (4096, 8), (1, 2): (4096, 4), (3, 1): (3641, 3), (3, 2)
 
 @pytest.mark.parametrize("gpus, nodes", sorted(WMT14_BATCHES))
 def test_the_effective_batch_is_the_papers_on_any_gpu_count(prepared, tmp_path, gpus, nodes):
-    from fairseq_normmatters.recipes.train import effective_batch
+    from fairseq_normmatters.recipes.run.batch import effective_batch
     _, out = prepared
     extra = ["--distributed-world-size", str(gpus * nodes)] if nodes > 1 else []
     cmd = command("transformer_l2", out, tmp_path, extra, gpus=gpus)
@@ -314,7 +317,7 @@ def test_the_effective_batch_is_the_papers_on_any_gpu_count(prepared, tmp_path, 
 
 
 def test_a_batch_too_thin_to_share_is_refused_with_the_options():
-    from fairseq_normmatters.recipes.train import batch_flags
+    from fairseq_normmatters.recipes.run.command import batch_flags
     assert batch_flags(2, 1) == ["--max-tokens", "2048", "--update-freq", "1"]  # IWSLT14 on two GPUs
     with pytest.raises(Exception, match=r"8 GPUs would share the reference batch of 4096 tokens \(1 x 4096\) at 512 "
                                         r"tokens each, under the 1024 that a GPU needs; train each run on at most 4 "
@@ -324,7 +327,7 @@ def test_a_batch_too_thin_to_share_is_refused_with_the_options():
 
 def test_no_silent_cpu_fallback_where_gpus_were_expected(prepared, tmp_path, monkeypatch):
     import torch
-    from fairseq_normmatters.recipes.train import gpus_per_run
+    from fairseq_normmatters.recipes.run.command import gpus_per_run
     _, out = prepared
     monkeypatch.setattr(torch.version, "cuda", "12.6")  # a CUDA build of torch that sees no GPU
     with pytest.raises(Exception, match=r"no GPU is visible \(torch .*, CUDA 12.6, CUDA_VISIBLE_DEVICES=.*\): check "

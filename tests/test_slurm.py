@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_normmatters.recipes.convergence import validation_curve
+from fairseq_normmatters.recipes.run.convergence import validation_curve
 from slurm_cluster import missing_tools, start, stop
 from test_iwslt14 import iwslt14  # noqa: F401  (the prepared tiny IWSLT14, a fixture)
 from test_recipes import SCRIPTS, TINY_TRANSFORMER
 
 pytestmark = [pytest.mark.cluster, pytest.mark.skipif(
     bool(missing_tools()), reason=f"no SLURM cluster can start here: missing {', '.join(missing_tools())} "
-                                  "(scripts/setup_slurm.sh installs the daemons as root with apt)")]
+                                  "(scripts/ci/setup_slurm.sh installs the daemons as root with apt)")]
 
 # 60 updates of one CPU thread (6 an epoch), a checkpoint and a validation every 10, each update's
 # loss logged
@@ -100,7 +100,7 @@ def run_process(save_dir: Path) -> int:
             arguments = (process / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"fairseq_normmatters.recipes.one_run" in arguments and str(save_dir).encode() in arguments:
+        if b"fairseq_normmatters.recipes.run.one_run" in arguments and str(save_dir).encode() in arguments:
             return int(process.name)
     raise AssertionError(f"no one_run.py process of {save_dir}")
 

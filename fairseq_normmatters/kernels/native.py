@@ -16,7 +16,7 @@ as a TORCH_LIBRARY op or a pybind11 extension (which also needs Python's headers
 many minimal images, and ninja for cpp_extension.load), and it does not depend on torch's C++
 ABI, so a torch upgrade does not rebuild it. The price: autograd and dtype dispatch stay in
 Python (kernels.RowNormFunction), and torch.compile sees the plain formula. docs/performance.md
-has the build times and the cost of a call (scripts/bench_native_build.py).
+has the build times and the cost of a call (scripts/bench/bench_native_build.py).
 """
 
 import ctypes

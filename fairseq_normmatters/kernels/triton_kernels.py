@@ -4,7 +4,7 @@ kernels), one row per program in the forward (one launch); the backward walks a 
 rows per program and writes partial sums of dL/dgamma, dL/dbeta that a second kernel adds up
 into the parameters' dtype (two launches, no atomics: deterministic). The statistics travel as
 one buffer in rows.py's layout. The modules' float32 l2 is torch's LayerNorm; this l2 is for
-like-for-like comparisons (scripts/bench_norms.py) and the tests."""
+like-for-like comparisons (scripts/bench/bench_norms.py) and the tests."""
 
 import contextlib
 import functools
@@ -175,8 +175,8 @@ def _parameter_grad_kernel(PART, DW, DB, programs, n, HAS_DW: tl.constexpr, HAS_
         tl.store(DB + cols, db.to(DB.dtype.element_ty), mask=valid)
 
 
-#: the most warps a program of a wide row gets (default 16; Liger goes to 32: scripts/bench_norms.py
-#: --max-warps 32, part 10 of scripts/device_checks.sh, compares them on a GPU)
+#: the most warps a program of a wide row gets (default 16; Liger goes to 32: scripts/bench/bench_norms.py
+#: --max-warps 32, part 10 of scripts/bench/device_checks.sh, compares them on a GPU)
 MAX_WARPS = int(os.environ.get("NORMMATTERS_TRITON_MAX_WARPS") or 16)
 
 

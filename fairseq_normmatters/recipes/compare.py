@@ -14,11 +14,11 @@ configuration's difference from its baseline with sacreBLEU's paired bootstrap t
 paper's differences, and says at the end at how many updates the runs compare: on their
 plateau, at their schedule's budget (and whether one doubling of it could change a difference),
 or in early training (the rules are below). --preflight trains each configuration a few hundred
-updates first and flags a bad start (recipes/preflight.py). A run whose results.json exists is
+updates first and flags a bad start (recipes/run/preflight.py). A run whose results.json exists is
 skipped; one that stopped half-way resumes from its checkpoint_last.pt (fairseq-train's own
 resume); rerun the same command after any interruption. Arguments after -- go to every fairseq-train (e.g. a
 shorter schedule). A run begun as another experiment than this command would train
-(recipes/identity.py: other training flags, other data by content, another batch in tokens;
+(recipes/run/identity.py: other training flags, other data by content, another batch in tokens;
 not another place, GPU count or split of the same batch) is neither counted nor resumed:
 compare.sh names the difference and stops before training anything; use another OUT, or
 --retrain to move those runs aside (kept, as RUN.replaced-DATE) and train them anew. A run
@@ -34,31 +34,83 @@ step fails. Once a run is evaluated, the checkpoints that neither its average no
 are removed (evaluate.sh --remove-unneeded-checkpoints; --keep-checkpoints keeps them).
 
 Where the runs run is the launcher's: --launcher local (local.py, this machine) or slurm
-(slurm.py, each run a job of a SLURM cluster); the same runs, folders, logs, table and plot
-(runs.py, table.py).
+(launch/slurm/, each run a job of a SLURM cluster); the same runs, folders, logs, table and plot
+(run/runs.py, launch/progress.py, report/).
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Mapping, Optional, Tuple
 
-from . import DIRECTIONS, RecipeError, check_not_half_prepared, prepared_direction, run_main
-from .convergence import RULES
-from .local import compare_locally
-from .preflight import PREFLIGHT_UPDATES, preflight_here, report
-from .runs import Run
-from .slurm import compare_on_slurm, preflight_on_slurm
-from .slurm_options import add_slurm_options, check_slurm_options
-from .train import BENCHMARKS, PRECISIONS
+from .common import DIRECTIONS, RecipeError, check_not_half_prepared, prepared_direction, run_main
+from .run.convergence import RULES
+from .launch.local import compare_locally
+from .run.preflight import PREFLIGHT_UPDATES, preflight_here, report
+from .run.runs import Run
+from .launch.slurm.launcher import compare_on_slurm, preflight_on_slurm
+from .launch.slurm.options import add_slurm_options, check_slurm_options
+from .run.configs import BENCHMARKS, PRECISIONS
 
 DEFAULT_CONFIGS = ("transformer_l2", "transformer_l1", "transformer_bwn", "transformer_none", "lstm_nonorm",
                    "lstm_bwn")
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """A comparison's settings, made once by compare.sh's parser (parse_args, every check done)
+    and passed down to the launchers, the runs and the report, which read and never change them.
+    The fields are compare.sh's options (--help), then what the parser derives from them."""
+    benchmark: str
+    prepared: str
+    out: str
+    seeds: int
+    configs: Tuple[str, ...]
+    parallel: int
+    direction: Optional[str]
+    precision: Tuple[str, ...]
+    retrain: bool
+    keep_checkpoints: bool
+    preflight: bool
+    preflight_updates: int
+    launcher: str
+    # --launcher slurm (launch/slurm/options.py)
+    partition: Optional[str]
+    gpus_per_node: int
+    gres: Optional[str]
+    nodes: int
+    cpus_per_run: Optional[int]
+    mem: Optional[str]
+    account: Optional[str]
+    qos: Optional[str]
+    constraint: Optional[str]
+    exclusive: bool
+    time: str
+    setup: Tuple[str, ...]
+    python: Optional[str]
+    sbatch: Tuple[str, ...]
+    max_jobs: int
+    resubmit: Tuple[str, ...]
+    dry_run: bool
+    wait: bool
+    poll: int
+    # derived: the fairseq-train arguments after --, each configuration's precision where
+    # --precision names one, and with --launcher slurm the GPU request and time limit of a job
+    extra: Tuple[str, ...]
+    precisions: Mapping[str, str]
+    gpu_request: Optional[Mapping[str, object]] = None
+    time_minutes: Optional[int] = None
 
-def parse_args(argv):
+    @classmethod
+    def of(cls, parsed: argparse.Namespace) -> "Settings":
+        """The settings of a checked namespace, its lists made tuples."""
+        values = {field.name: getattr(parsed, field.name, field.default) for field in dataclasses.fields(cls)}
+        return cls(**{name: tuple(value) if isinstance(value, list) else value for name, value in values.items()})
+
+
+def parse_args(argv) -> Settings:
     argv = list(argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[:argv.index("--")] if "--" in argv else argv
@@ -88,7 +140,7 @@ def parse_args(argv):
                              "updates on one GPU (a SLURM job with --launcher slurm) and print its first loss against "
                              "a uniform guess, last loss, loss scale, overflows, tokens/s, peak memory and the "
                              "projected GPU-hours of the grid; exit 1 naming a configuration that starts more than 2 "
-                             "bits above uniform, whose loss scale collapses, or that diverges (recipes/preflight.py)")
+                             "bits above uniform, whose loss scale collapses, or that diverges (recipes/run/preflight.py)")
     parser.add_argument("--preflight-updates", type=int, default=PREFLIGHT_UPDATES, metavar="N",
                         help=f"updates of each configuration's preflight (default {PREFLIGHT_UPDATES})")
     parser.add_argument("--launcher", choices=("local", "slurm"), default="local",
@@ -97,10 +149,10 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     args.extra = extra
     check_slurm_options(parser, args)
-    unknown = [c for c in args.configs if c not in BENCHMARKS[args.benchmark][0]]
+    unknown = [c for c in args.configs if c not in BENCHMARKS[args.benchmark].configs]
     if unknown:
         parser.error(f"unknown configuration {', '.join(unknown)} for {args.benchmark}; known: "
-                     f"{', '.join(BENCHMARKS[args.benchmark][0])}")
+                     f"{', '.join(BENCHMARKS[args.benchmark].configs)}")
     if args.seeds < 1:
         parser.error(f"--seeds {args.seeds}: needs at least 1")
     args.precisions = precision_overrides(parser, args)
@@ -108,7 +160,7 @@ def parse_args(argv):
         parser.error(f"--parallel {args.parallel}: needs at least 1")
     if args.preflight_updates < 2:
         parser.error(f"--preflight-updates {args.preflight_updates}: needs at least 2 (a first loss and a last)")
-    return args
+    return Settings.of(args)
 
 
 def precision_overrides(parser, args) -> Dict[str, str]:
