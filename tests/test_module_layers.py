@@ -140,3 +140,19 @@ def test_a_cycle_is_found_where_there_is_one():
 
 def test_no_module_imports_one_that_imports_it_back():
     assert cycles(import_graph()) == []
+
+
+def test_the_report_and_prepare_start_without_torch():
+    """collect_results.py and prepare read files and never build a norm: importing them imports
+    no torch (1.3 s and more a process; the configurations name their narrow formats themselves)."""
+    import subprocess
+    import sys
+    code = ("import sys, fairseq_normmatters.recipes.report.collect, fairseq_normmatters.recipes.data.prepare; "
+            "print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_the_configurations_narrow_formats_are_the_norms_own():
+    from fairseq_normmatters.accumulation import ACCUMULATE_FORMATS, FLOAT32
+    from fairseq_normmatters.recipes.run.configs import NARROW_FORMATS
+    assert set(NARROW_FORMATS) == set(ACCUMULATE_FORMATS) - {FLOAT32}

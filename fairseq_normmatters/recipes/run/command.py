@@ -6,7 +6,7 @@ import socket
 import time
 from pathlib import Path
 
-from ..common import (DIRECTIONS, RecipeError, check_not_half_prepared, prepared_direction, tool_path)
+from ..common import DIRECTIONS, RecipeError, check_not_half_prepared, prepared_direction, tool_path
 from .batch import effective_batch, last_value, whole
 from .configs import AUTO, BENCHMARKS, CUDA_ONLY_PRECISIONS, PRECISIONS, REFERENCE_GPUS
 from .folder import RunFolder

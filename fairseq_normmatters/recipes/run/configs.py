@@ -4,8 +4,6 @@ settings are described in run/train.py's text, train_*.sh --help)."""
 
 from typing import List, NamedTuple
 
-from ...accumulation import ACCUMULATE_FORMATS, FLOAT32
-
 # a checkpoint and a validation every 1000 updates (the last 5 kept: the final 4000 updates and
 # the final state, as Vaswani et al. averaged checkpoints written minutes apart), no epoch ones
 TAIL_CHECKPOINTS = ["--save-interval-updates", "1000", "--keep-interval-updates", "5", "--no-epoch-checkpoints",
@@ -59,6 +57,9 @@ IWSLT14_COMMON = ["--task", "translation", "--share-decoder-input-output-embed",
                   "--keep-last-epochs", "10", "--log-format", "json", "--log-interval", "100", "--seed", "1"]
 #: the kinds whose norms the comparison also runs accumulating in a narrow format
 NARROW_ACCUMULATION_KINDS = ("l2", "l1", "linf")
+#: --norm-accumulate's narrow formats (accumulation.ACCUMULATE_FORMATS but float32), named here so
+#: that the report and the command builders do not import torch (tests/test_recipes.py checks them)
+NARROW_FORMATS = ("fp16", "bf16")
 ACCUMULATION_SUFFIX = "_acc_"  # transformer_l1_acc_bf16: transformer_l1 with --norm-accumulate bf16
 
 
@@ -68,7 +69,7 @@ def with_narrow_accumulation(configs: dict) -> dict:
     narrow = {f"transformer_{kind}{ACCUMULATION_SUFFIX}{accumulate}":
               configs[f"transformer_{kind}"]._replace(flags=configs[f"transformer_{kind}"].flags
                                                       + ["--norm-accumulate", accumulate])
-              for kind in NARROW_ACCUMULATION_KINDS for accumulate in ACCUMULATE_FORMATS if accumulate != FLOAT32}
+              for kind in NARROW_ACCUMULATION_KINDS for accumulate in NARROW_FORMATS}
     return {**configs, **narrow}
 
 
