@@ -1,4 +1,6 @@
-"""The WMT14 de-en recipe: prepare, train, evaluate, collect (driven by the scripts/*.sh)."""
+"""What every stage of the recipes shares: its errors and exit statuses, one rule for a line,
+running fairseq's tools (in this process or out of it), run_main (a script's one-line error), the
+prepared directory's direction, and files written whole or not at all (writing_together)."""
 
 import contextlib
 import importlib
@@ -13,8 +15,6 @@ import sys
 import traceback
 from pathlib import Path
 from typing import Callable, Tuple
-
-
 
 INTERRUPTED = 75  # the exit status of a run stopped by a signal with its state saved (EX_TEMPFAIL)
 #: how a line of a run's log that names the step starting begins ("== training: COMMAND")

@@ -46,13 +46,13 @@ from pathlib import Path
 from typing import Dict, Mapping, Optional, Tuple
 
 from .common import DIRECTIONS, RecipeError, check_not_half_prepared, prepared_direction, run_main
-from .run.convergence import RULES
 from .launch.local import compare_locally
-from .run.preflight import PREFLIGHT_UPDATES, preflight_here, report
-from .run.runs import Run
 from .launch.slurm.launcher import compare_on_slurm, preflight_on_slurm
 from .launch.slurm.options import add_slurm_options, check_slurm_options
 from .run.configs import BENCHMARKS, PRECISIONS
+from .run.convergence import RULES
+from .run.preflight import PREFLIGHT_UPDATES, preflight_here, report
+from .run.runs import Run
 
 DEFAULT_CONFIGS = ("transformer_l2", "transformer_l1", "transformer_bwn", "transformer_none", "lstm_nonorm",
                    "lstm_bwn")

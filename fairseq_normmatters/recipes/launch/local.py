@@ -18,6 +18,7 @@ from ..run.command import cpu_not_chosen, rendezvous_flags, visible_gpus
 from ..run.runs import Run, check_commands, holding_out, train_then_evaluate
 from .progress import Progress, minutes, write_results
 
+
 @dataclass
 class Share:
     """What one of the parallel slots runs on: its environment and its number of GPUs."""

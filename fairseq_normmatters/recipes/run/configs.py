@@ -84,7 +84,8 @@ class Benchmark(NamedTuple):
     reference_gpus: int
 
 
-BENCHMARKS = {"wmt14": Benchmark(CONFIGS, COMMON, REFERENCE_GPUS), "iwslt14": Benchmark(IWSLT14_CONFIGS, IWSLT14_COMMON, 1)}
+BENCHMARKS = {"wmt14": Benchmark(CONFIGS, COMMON, REFERENCE_GPUS),
+              "iwslt14": Benchmark(IWSLT14_CONFIGS, IWSLT14_COMMON, 1)}
 # PRECISION -> fairseq-train flags; bf16 is the plugin's autocast (fairseq's --bf16 implies --tpu)
 PRECISIONS = {"fp16": ["--fp16"], "amp": ["--amp"], "bf16": ["--autocast-bf16"], "fp32": []}
 CUDA_ONLY_PRECISIONS = ("fp16", "amp")  # fairseq's; on CPU they fall back to float32

@@ -93,7 +93,9 @@ class RunFolder:
         write_text_atomically(self.results_path, json.dumps(results, indent=1))
 
     def slurm_record(self) -> Optional[dict]:
-        """slurm.json, or None for a run never submitted."""
+        """slurm.json: {"job_id", "stdout", "stderr", "submitted", "ending" (once ended),
+        "history" (the earlier jobs' records)} of the run's last job, or None for a run never
+        submitted."""
         return read_json(self.slurm_path)
 
     def write_slurm_record(self, record: dict) -> None:

@@ -49,10 +49,6 @@ def record_event(run: Run, event: dict) -> None:
     run.folder.add_slurm_event({"job_id": this_job(), "time": time.time(), **event})
 
 
-def run_events(run: Run) -> list:
-    return run.folder.slurm_events()
-
-
 class TrainAndEvaluate:
     """The job of one run (a pickled callable for submitit)."""
 
@@ -79,7 +75,7 @@ class TrainAndEvaluate:
             record_event(self.run, {"event": "stopped", "signal": name})
         print(f"[slurm] job {this_job()}: the run stopped on {name}, its state saved", flush=True)
         if number == signal.SIGUSR2 and first_task:
-            limits = sum(event.get("signal") == "SIGUSR2" for event in run_events(self.run))
+            limits = sum(event.get("signal") == "SIGUSR2" for event in self.run.folder.slurm_events())
             if limits > MAX_TIME_LIMIT_REQUEUES:
                 raise RecipeError(f"{self.run.save_dir.name} reached its time limit {limits} times: give a longer "
                                   "--time (it resumes where it stopped)")

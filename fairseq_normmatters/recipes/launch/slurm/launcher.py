@@ -24,7 +24,6 @@ import uuid
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-
 from ...common import RecipeError
 from ...run.evaluate import outcome
 from ...run.preflight import preflight_here
@@ -32,7 +31,7 @@ from ...run.batch import batch_text, effective_batch
 from ...run.runs import Run, check_commands, holding_out, log_tail
 from ..progress import Progress, minutes, write_results
 from .endings import FAILURES, NEVER_STARTS, ending_words, job_ending, resubmission
-from .job import TrainAndEvaluate, run_events
+from .job import TrainAndEvaluate
 from .options import job_folder, job_parameters, python_command, sbatch_script
 
 # squeue's states of a job that has not ended, as a run's state
@@ -44,12 +43,6 @@ ACTIVE = {"PENDING": "queued", "REQUEUED": "queued", "REQUEUE_HOLD": "queued", "
 
 STOP_WORDS = {"SIGTERM": "SIGTERM (preempted or requeued)", "SIGUSR2": "its time limit's warning (SIGUSR2)"}
 SQUEUE_RETRIES = 10  # squeue failures in a row that --wait rides out (a controller restarting), a poll apart
-
-
-def job_record(run: Run):
-    """{"job_id", "stdout", "stderr", "submitted", "ending" (once ended), "history" (the
-    earlier jobs' records)} of the run's last job, or None."""
-    return run.folder.slurm_record()
 
 
 def active_jobs() -> Dict[str, Tuple[str, str]]:
@@ -77,7 +70,7 @@ def run_state(run: Run, active: Dict[str, Tuple[str, str]], args=None):
     """(state, job record): "done" (its results.json), "queued" or "running" (its job in
     `active`), "ended" (its job ended without results) or "new" (no job yet, or one whose
     submission never reached SLURM)."""
-    record = job_record(run)
+    record = run.folder.slurm_record()
     if run.folder.is_evaluated():
         return "done", record
     if record is not None and "job_id" not in record:
@@ -88,7 +81,7 @@ def run_state(run: Run, active: Dict[str, Tuple[str, str]], args=None):
 
 
 def ended(run: Run, record: dict) -> dict:
-    """The ending of the run's ended job (slurm_endings.job_ending), kept in its record."""
+    """The ending of the run's ended job (endings.job_ending), kept in its record."""
     if "ending" not in record:
         record["ending"] = job_ending(run, record)
         run.folder.write_slurm_record(record)
@@ -114,7 +107,7 @@ def state_line(run: Run, state: str, record, active, resubmit=()) -> str:
 def requeued_after(run: Run, record: dict) -> str:
     """', requeued after SIGTERM (preempted or requeued), its state saved': the stops of the run's
     present job (its slurm-events.jsonl), '' for none."""
-    stops = [STOP_WORDS.get(event.get("signal"), event.get("signal")) for event in run_events(run)
+    stops = [STOP_WORDS.get(event.get("signal"), event.get("signal")) for event in run.folder.slurm_events()
              if event.get("job_id") == record["job_id"]]
     return f", requeued after {' and '.join(stops)}, its state saved" if stops else ""
 
@@ -139,7 +132,7 @@ def submitit_module():
 
 
 def executor(args, job_name: str):
-    """A submitit SlurmExecutor with compare.sh's options (slurm_options.job_parameters); its
+    """A submitit SlurmExecutor with compare.sh's options (options.job_parameters); its
     files in OUT/slurm."""
     try:
         slurm = submitit_module().SlurmExecutor(folder=job_folder(args), python=python_command(args))
@@ -157,9 +150,10 @@ def submit(runs: List[Run], args, total: int) -> None:
     name = f"{job_name(args)}-{uuid.uuid4().hex[:8]}"
     for index, run in enumerate(runs):
         run.save_dir.mkdir(parents=True, exist_ok=True)
-        earlier = job_record(run) or {}
+        earlier = run.folder.slurm_record() or {}
         history = [*earlier.pop("history", []), *([earlier] if "job_id" in earlier else [])]
-        write_record(run, {"submitting": name, "task": index if len(runs) > 1 else None, "history": history})
+        run.folder.write_slurm_record({"submitting": name, "task": index if len(runs) > 1 else None,
+                                       "history": history})
     slurm = executor(args, name)
     try:
         with slurm.batch():
@@ -167,14 +161,10 @@ def submit(runs: List[Run], args, total: int) -> None:
     except Exception as error:  # submitit raises sbatch's failure as it comes
         raise RecipeError(f"sbatch refused the jobs: {error}") from None
     for run, job in zip(runs, jobs):
-        record = job_record(run)
-        write_record(run, job_found(run, record, job.job_id, args))
+        record = run.folder.slurm_record()
+        run.folder.write_slurm_record(job_found(run, record, job.job_id, args))
         print(f"[compare] {run.number}/{total} {run.save_dir.name}: submitted as job {job.job_id}, "
               f"log {run.log} (SLURM's: {job.paths.stdout})", flush=True)
-
-
-def write_record(run: Run, record: dict) -> None:
-    run.folder.write_slurm_record(record)
 
 
 def job_found(run: Run, record: dict, job_id: str, args) -> dict:
@@ -194,7 +184,7 @@ def find_by_name(run: Run, record: dict, args):
     if result.returncode != 0 or not wanted:
         return None
     found = job_found(run, record, wanted[0], args)
-    write_record(run, found)
+    run.folder.write_slurm_record(found)
     print(f"[compare] {run.save_dir.name}: found its job {wanted[0]} by the name {record['submitting']} (the call "
           "that submitted it stopped before recording it)", flush=True)
     return found
@@ -233,7 +223,7 @@ def compare_on_slurm(runs: List[Run], args) -> None:
     if not unfinished:
         write_results(runs, Path(args.out), progress)
     elif args.wait:
-        failed = "\n".join(f"  {run.save_dir.name}: job {job_record(run)['job_id']}, log {run.log}"
+        failed = "\n".join(f"  {run.save_dir.name}: job {run.folder.slurm_record()['job_id']}, log {run.log}"
                            for run in unfinished)
         raise RecipeError(f"{len(unfinished)} of {len(runs)} runs ended without results (said above); the others "
                           f"are done:\n{failed}\nrerun the same compare.sh command to submit those due again "
